@@ -1,0 +1,37 @@
+package tokenstore
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/linkgate/linkgate/account"
+)
+
+// NewEvent builds the outbox row for event name about a: its payload is the
+// redacted account ({"id"} alone for a deletion).
+func NewEvent(name string, a *account.Account, now time.Time) Event {
+	var payload any = a.View()
+	if name == account.EventDeleted {
+		payload = map[string]string{"id": a.ID}
+	}
+	b, err := json.Marshal(payload)
+	if err != nil {
+		// A View holds only JSON-safe values; failing here is a bug.
+		panic("tokenstore: encoding event payload: " + err.Error())
+	}
+	return Event{ID: "evt_" + uuid.NewString(), Name: name, AccountID: a.ID, Payload: b, CreatedAt: now.UTC()}
+}
+
+// EventsFor builds the outbox rows of a transition's events.
+func EventsFor(c account.Change, a *account.Account, now time.Time) []Event {
+	if len(c.Events) == 0 {
+		return nil
+	}
+	out := make([]Event, 0, len(c.Events))
+	for _, name := range c.Events {
+		out = append(out, NewEvent(name, a, now))
+	}
+	return out
+}

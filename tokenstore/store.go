@@ -1,0 +1,208 @@
+// Package tokenstore keeps integrated accounts, their sealed credentials,
+// link tokens and the webhook outbox. The Store interface has two
+// implementations, SQLite (embedded, the default) and PostgreSQL (clusters),
+// which pass the same conformance suite; Cached puts a ristretto cache of
+// unsealed accounts in front of either.
+package tokenstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/linkgate/linkgate/account"
+)
+
+// Errors a Store returns; callers test them with errors.Is.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrExists      = errors.New("already exists")
+	ErrConflict    = errors.New("changed concurrently")
+	ErrUsed        = errors.New("already used")
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Store is everything linkgate persists.
+type Store interface {
+	Accounts
+	LinkTokens
+	Outbox
+	// Close releases the store's connections. It does not wait for callers.
+	Close() error
+}
+
+// Accounts stores integrated accounts. Every write takes the outbox events
+// that the change causes, and writes them in the same transaction, so an
+// event is never lost and never sent for a change that did not commit.
+type Accounts interface {
+	// CreateAccount stores a new account (ErrExists if its id is taken).
+	// It sets a.Version to 1.
+	CreateAccount(ctx context.Context, a *account.Account, events []Event) error
+	// GetAccount reads one account with its unsealed credentials
+	// (ErrNotFound if there is none).
+	GetAccount(ctx context.Context, id string) (*account.Account, error)
+	// UpdateAccount writes a when the stored version still equals a.Version
+	// (ErrConflict otherwise, ErrNotFound if it is gone), then increments
+	// a.Version.
+	UpdateAccount(ctx context.Context, a *account.Account, events []Event) error
+	// DeleteAccount removes an account (ErrNotFound if there is none).
+	DeleteAccount(ctx context.Context, id string, events []Event) error
+	// ListAccounts returns one page of accounts, newest first, without
+	// credentials.
+	ListAccounts(ctx context.Context, f Filter) (Page, error)
+	// ClaimExpiring returns the ids of up to limit active oauth2 accounts
+	// with a refresh token whose access token expires before the given
+	// time, soonest first, and leases them to the caller for lease so that
+	// another sweeper sharing the store skips them meanwhile.
+	ClaimExpiring(ctx context.Context, before time.Time, lease time.Duration, limit int) ([]string, error)
+	// WithRefreshLock runs fn while holding the refresh lock of one account:
+	// no other holder, in this process or another sharing the store, runs
+	// at the same time for the same account. The wait is bounded by ctx; fn
+	// gets a context that is not cancelled by ctx.
+	WithRefreshLock(ctx context.Context, id string, fn func(ctx context.Context) error) error
+}
+
+// Filter selects accounts for ListAccounts. Empty fields match everything.
+type Filter struct {
+	Status      account.Status
+	TenantID    string
+	Integration string
+	// Search matches an account id or tenant id by prefix.
+	Search string
+	// Cursor is the NextCursor of the previous page.
+	Cursor string
+	// Limit is the page size; 0 means 100, the largest is 1000.
+	Limit int
+}
+
+// Page is one page of a listing.
+type Page struct {
+	Accounts []*account.Account
+	// NextCursor continues the listing; empty on the last page.
+	NextCursor string
+}
+
+// LinkToken is a single-use grant for the end user to connect or reconnect an
+// account. Only a hash of the token is stored.
+type LinkToken struct {
+	Hash []byte
+	// AccountID is set for a reconnect, empty for a new connection.
+	AccountID              string
+	TenantID               string
+	Integration            string
+	RedirectURI            string
+	Scopes                 []string
+	Context                map[string]any
+	PersistPreviousContext bool
+	CreatedAt              time.Time
+	ExpiresAt              time.Time
+	UsedAt                 time.Time
+}
+
+// ConnectState is the OAuth state of one authorization request made from a
+// link token. Verifier is the PKCE code verifier, a secret sealed at rest.
+type ConnectState struct {
+	Hash          []byte
+	LinkTokenHash []byte
+	Verifier      string
+	RedirectURI   string
+	ExpiresAt     time.Time
+}
+
+// LinkTokens stores link tokens and connect states.
+type LinkTokens interface {
+	CreateLinkToken(ctx context.Context, lt *LinkToken) error
+	// GetLinkToken reads a link token by the hash of its value.
+	GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, error)
+	CreateConnectState(ctx context.Context, s *ConnectState) error
+	// TakeConnectState reads and deletes a state in one step: of two callers
+	// with the same state exactly one gets it, the other ErrNotFound.
+	TakeConnectState(ctx context.Context, hash []byte) (*ConnectState, error)
+	// CompleteLink marks the link token used (ErrUsed if it already was) and
+	// creates (create true) or updates a, with its events, in one
+	// transaction.
+	CompleteLink(ctx context.Context, linkTokenHash []byte, a *account.Account, create bool, events []Event) error
+}
+
+// Event is one outbox row: something that happened, to be delivered to every
+// webhook endpoint whose filter matches it.
+type Event struct {
+	// ID is "evt_" and a random UUID; it is the webhook-id receivers dedupe on.
+	ID        string
+	Name      string
+	AccountID string
+	// Payload is the JSON of the envelope's payload (a redacted account).
+	Payload   []byte
+	CreatedAt time.Time
+}
+
+// DeliveryStatus is where a delivery stands.
+type DeliveryStatus string
+
+// Delivery statuses.
+const (
+	DeliveryPending   DeliveryStatus = "pending"
+	DeliveryDelivered DeliveryStatus = "delivered"
+	DeliveryFailed    DeliveryStatus = "failed"
+)
+
+// Delivery is one event to one endpoint.
+type Delivery struct {
+	ID            string
+	Event         Event
+	Endpoint      string
+	Status        DeliveryStatus
+	Attempts      int
+	NextAttemptAt time.Time
+	LastStatus    int
+	LastError     string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// DeliveryFilter selects deliveries for ListDeliveries.
+type DeliveryFilter struct {
+	Status    DeliveryStatus
+	Event     string
+	AccountID string
+	Cursor    string
+	Limit     int
+}
+
+// DeliveryPage is one page of deliveries, failed first, then newest first.
+type DeliveryPage struct {
+	Deliveries []Delivery
+	NextCursor string
+}
+
+// Outbox is the webhook outbox: events written with account changes, fanned
+// out to deliveries, claimed by dispatchers.
+type Outbox interface {
+	// AddEvents writes events that come with no account change (test events).
+	AddEvents(ctx context.Context, events []Event) error
+	// FanOut takes up to limit events not yet fanned out, oldest first, and
+	// in one transaction creates a pending delivery for each endpoint that
+	// endpoints returns for it and marks the event fanned out. It returns
+	// the events it fanned out.
+	FanOut(ctx context.Context, limit int, endpoints func(Event) []string) ([]Event, error)
+	// ClaimDeliveries leases up to limit pending deliveries due at now, for
+	// lease, so that no other dispatcher takes them meanwhile; a crashed
+	// dispatcher's leases run out and the deliveries are claimed again.
+	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Delivery, error)
+	// FinishAttempt records an attempt's outcome on a claimed delivery and
+	// drops its lease: d.Status, d.Attempts, d.NextAttemptAt, d.LastStatus
+	// and d.LastError are written.
+	FinishAttempt(ctx context.Context, d *Delivery) error
+	GetDelivery(ctx context.Context, id string) (*Delivery, error)
+	ListDeliveries(ctx context.Context, f DeliveryFilter) (DeliveryPage, error)
+	// Redeliver makes a delivery pending again, due now, keeping its id and
+	// its event id.
+	Redeliver(ctx context.Context, id string, now time.Time) error
+	// DisableEndpoint records that an endpoint answered 410 Gone; a
+	// disabled endpoint gets no new deliveries until EnableEndpoint.
+	DisableEndpoint(ctx context.Context, endpoint, reason string, at time.Time) error
+	EnableEndpoint(ctx context.Context, endpoint string) error
+	DisabledEndpoints(ctx context.Context) (map[string]string, error)
+	// PendingDeliveries counts deliveries not yet delivered nor failed.
+	PendingDeliveries(ctx context.Context) (int, error)
+}
