@@ -3,6 +3,7 @@
 package depspin
 
 import (
+	_ "github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/chromedp/chromedp"
 	_ "github.com/dgraph-io/ristretto/v2"
 	_ "github.com/google/uuid"
@@ -16,5 +17,4 @@ import (
 	_ "golang.org/x/oauth2/clientcredentials"
 	_ "golang.org/x/sync/singleflight"
 	_ "modernc.org/sqlite"
-	_ "github.com/caddyserver/caddy/v2/caddytest"
 )
