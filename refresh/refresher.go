@@ -3,22 +3,33 @@
 // account at a time in the process and across processes, classifies what the
 // token endpoint answers, and moves accounts through the state machine of
 // package account when they can no longer authenticate.
+//
+// The request path calls Credentials before every proxied call, Unauthorized
+// (and, after a retried request, UnauthorizedAfterRetry) when the upstream
+// answers 401, and Succeeded when it answers 2xx. Refresh forces a refresh
+// for the API; Start and Stop run the proactive sweeper.
 package refresh
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
 // ErrNeedsReauth is returned for an account that can no longer authenticate
-// until the end user reconnects it.
+// until the end user reconnects it. A *Error of class Revoked matches it with
+// errors.Is.
 var ErrNeedsReauth = errors.New("integrated account needs reauthorization")
 
 // Class says who is to blame for a failed refresh.
@@ -36,39 +47,103 @@ const (
 	Misconfigured
 )
 
+// String names the class as it appears in logs and metrics.
+func (c Class) String() string {
+	switch c {
+	case Transient:
+		return "transient"
+	case Revoked:
+		return "revoked"
+	case Misconfigured:
+		return "misconfigured"
+	}
+	return "unknown"
+}
+
 // Error is a classified refresh failure. Its message holds no secret.
 type Error struct {
 	Class Class
 	// Code is the OAuth error code, or a short word for non-OAuth failures.
 	Code    string
 	Message string
-	// RetryAfter is how long the token endpoint asked us to wait, if it did.
+	// RetryAfter is how long the token endpoint asked us to wait, if it did,
+	// or how much of the refresher's own back-off remains.
 	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return "refresh failed: " + e.Code + ": " + e.Message }
 
+// Is makes a Revoked error match ErrNeedsReauth: a refused refresh is what
+// puts an account in needs_reauth.
+func (e *Error) Is(target error) bool { return target == ErrNeedsReauth && e.Class == Revoked }
+
 // Options tune a Refresher; zero values take defaults.
 type Options struct {
 	Logger *zap.Logger
-	// Client makes token-endpoint calls.
+	// Client makes token-endpoint calls. Its Timeout, if any, applies on
+	// top of TokenTimeout.
 	Client *http.Client
 	// TokenTimeout bounds one token-endpoint call. Default 30s.
 	TokenTimeout time.Duration
+	// LockTimeout bounds the wait for the store's refresh lock. Default
+	// TokenTimeout.
+	LockTimeout time.Duration
 	// RefreshAhead: the sweeper refreshes tokens expiring within this. Default 10m.
 	RefreshAhead time.Duration
+	// SweepInterval is how often the sweeper looks for expiring tokens.
+	// Default 1m.
+	SweepInterval time.Duration
+	// SweepBatch is how many accounts the sweeper claims at once. Default 100.
+	SweepBatch int
+	// SweepConcurrency is how many refreshes the sweeper runs at once.
+	// Default 4.
+	SweepConcurrency int
+	// SweepJitter spreads the sweeper's refreshes: each waits a random
+	// time up to this before it starts. Default 2s.
+	SweepJitter time.Duration
+	// BackoffBase is the first wait after a failed refresh; it doubles with
+	// each further failure of the same account. Default 1s.
+	BackoffBase time.Duration
+	// BackoffMax caps the wait between failed refreshes. Default 5m.
+	BackoffMax time.Duration
+	// Registerer receives the refresh metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
 
-// Refresher keeps accounts' credentials usable.
+// Refresher keeps accounts' credentials usable. It is safe for concurrent
+// use.
 type Refresher struct {
-	store        tokenstore.Store
+	store tokenstore.Store
+	// fresh reads past any cache: after taking the refresh lock the account
+	// must be read as the store has it, or a refresh by another instance
+	// would be repeated with a dead refresh token.
+	fresh        tokenstore.Store
 	integrations map[string]*account.Integration
 	opts         Options
+	log          *zap.Logger
+	metrics      *metrics
+
+	sf singleflight.Group
+
+	mu         sync.Mutex
+	backoff    map[string]*backoffState
+	probeUntil map[string]time.Time
+	background map[string]bool
+	tokens     map[string]account.Credentials // client-credentials tokens by integration
+
+	life     sync.Mutex
+	lifeCond *sync.Cond
+	flights  int
+	cancel   context.CancelFunc
+	sweeping sync.WaitGroup
 }
 
 // New returns a Refresher over store for the given integrations (by name).
+// If store has an Inner() method (a cache in front of the real store), the
+// refresher reads through it after taking the refresh lock, and if store has
+// Invalidate(id) it drops cache entries it knows are stale.
 func New(store tokenstore.Store, integrations map[string]*account.Integration, opts Options) *Refresher {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -79,35 +154,216 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Refresher{store: store, integrations: integrations, opts: opts}
+	if opts.TokenTimeout <= 0 {
+		opts.TokenTimeout = 30 * time.Second
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = opts.TokenTimeout
+	}
+	if opts.RefreshAhead <= 0 {
+		opts.RefreshAhead = 10 * time.Minute
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = time.Minute
+	}
+	if opts.SweepBatch <= 0 {
+		opts.SweepBatch = 100
+	}
+	if opts.SweepConcurrency <= 0 {
+		opts.SweepConcurrency = 4
+	}
+	if opts.SweepJitter <= 0 {
+		opts.SweepJitter = 2 * time.Second
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = time.Second
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = 5 * time.Minute
+	}
+	fresh := store
+	if c, ok := store.(interface{ Inner() tokenstore.Store }); ok {
+		fresh = c.Inner()
+	}
+	r := &Refresher{
+		store:        store,
+		fresh:        fresh,
+		integrations: integrations,
+		opts:         opts,
+		log:          opts.Logger,
+		metrics:      newMetrics(opts.Registerer),
+		backoff:      map[string]*backoffState{},
+		probeUntil:   map[string]time.Time{},
+		background:   map[string]bool{},
+		tokens:       map[string]account.Credentials{},
+	}
+	r.lifeCond = sync.NewCond(&r.life)
+	return r
 }
 
 // Credentials returns the credentials to inject for a now. a may be a shared
 // cached account and is not modified.
+//
+// A token valid for longer than the integration's skew is returned at once;
+// one inside the skew is returned while a refresh runs in the background; an
+// expired one waits for the refresh, as long as ctx allows. An OAuth account
+// in needs_reauth gets ErrNeedsReauth without a token call, except for one
+// probe per probe interval.
 func (r *Refresher) Credentials(ctx context.Context, a *account.Account) (account.Credentials, error) {
-	return a.Credentials, nil
+	switch a.Method {
+	case account.MethodClientCredentials:
+		integ, err := r.integration(a.Integration)
+		if err != nil {
+			return account.Credentials{}, err
+		}
+		return r.clientToken(ctx, integ)
+	case account.MethodOAuth2:
+	default:
+		// api_key and basic: nothing to refresh. An account in
+		// needs_reauth is still tried so that a success can reactivate it.
+		return a.Credentials, nil
+	}
+	integ, err := r.integration(a.Integration)
+	if err != nil {
+		return account.Credentials{}, err
+	}
+	now := r.opts.Now()
+	if a.Status == account.StatusNeedsReauth {
+		return r.probe(ctx, a, now)
+	}
+	if a.Status != account.StatusActive {
+		return account.Credentials{}, ErrNeedsReauth
+	}
+	c := a.Credentials
+	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew() {
+		return c, nil
+	}
+	if c.Expiry.After(now) {
+		if r.backingOff(a.ID, now) == nil {
+			r.refreshInBackground(a.ID)
+		}
+		return c, nil
+	}
+	if e := r.backingOff(a.ID, now); e != nil {
+		return account.Credentials{}, e
+	}
+	fresh, err := r.wait(ctx, a.ID, modeExpiring, "")
+	if err != nil {
+		return account.Credentials{}, err
+	}
+	if fresh.Status != account.StatusActive {
+		return account.Credentials{}, ErrNeedsReauth
+	}
+	return fresh.Credentials, nil
+}
+
+// probe handles a request for an OAuth account in needs_reauth: fail fast,
+// except that once per probe interval one refresh is tried, so that a
+// failure classified wrongly heals by itself.
+func (r *Refresher) probe(ctx context.Context, a *account.Account, now time.Time) (account.Credentials, error) {
+	if a.Credentials.RefreshToken == "" || now.Before(a.NextProbeAt) {
+		return account.Credentials{}, ErrNeedsReauth
+	}
+	r.mu.Lock()
+	until := r.probeUntil[a.ID]
+	r.mu.Unlock()
+	if now.Before(until) {
+		return account.Credentials{}, ErrNeedsReauth
+	}
+	fresh, err := r.wait(ctx, a.ID, modeProbe, "")
+	if err != nil {
+		if ctx.Err() != nil {
+			return account.Credentials{}, err
+		}
+		return account.Credentials{}, ErrNeedsReauth
+	}
+	if fresh.Status != account.StatusActive {
+		return account.Credentials{}, ErrNeedsReauth
+	}
+	return fresh.Credentials, nil
 }
 
 // Unauthorized handles an upstream 401 to a request sent with sent. It
 // returns new credentials and true when the request should be retried once
 // with them; otherwise the account has been marked as needing reauthorization
-// (when the 401 was its first since it became active).
+// (when the 401 was its first since it became active) and the error is
+// ErrNeedsReauth, or the refresh failed for a reason that is not the end
+// user's (a *Error of class Transient or Misconfigured) and nothing changed.
+//
+// For an OAuth account with a refresh token the cached entry is dropped and
+// the token refreshed once, unless the store already holds a newer access
+// token than sent (then that one is returned). The caller retries once; if
+// the retry gets 401 too it calls UnauthorizedAfterRetry, not Unauthorized,
+// which is how a second 401 is told from a first.
 func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent account.Credentials) (account.Credentials, bool, error) {
-	return account.Credentials{}, false, r.transition(ctx, a.ID, account.AuthFailed, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized"})
+	switch {
+	case a.Method == account.MethodClientCredentials:
+		integ, err := r.integration(a.Integration)
+		if err != nil {
+			return account.Credentials{}, false, err
+		}
+		r.dropClientToken(integ.Name, sent.AccessToken)
+		c, err := r.clientToken(ctx, integ)
+		if err != nil {
+			return account.Credentials{}, false, err
+		}
+		return c, true, nil
+	case a.Method == account.MethodOAuth2 && a.Credentials.RefreshToken != "":
+		r.invalidate(a.ID)
+		fresh, err := r.wait(ctx, a.ID, modeStale, sent.AccessToken)
+		if err != nil {
+			return account.Credentials{}, false, err
+		}
+		if fresh.Status != account.StatusActive {
+			return account.Credentials{}, false, ErrNeedsReauth
+		}
+		return fresh.Credentials, true, nil
+	}
+	if err := r.markFailed(ctx, a.ID, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized"}); err != nil {
+		return account.Credentials{}, false, err
+	}
+	return account.Credentials{}, false, ErrNeedsReauth
 }
 
-// Succeeded handles an upstream 2xx: an account in needs_reauth is active again.
-func (r *Refresher) Succeeded(ctx context.Context, a *account.Account) {
-	if a.Status == account.StatusNeedsReauth {
-		_ = r.transition(ctx, a.ID, account.UpstreamOK, nil)
+// UnauthorizedAfterRetry handles a 401 to the request retried with the
+// credentials Unauthorized returned: fresh credentials were refused, so the
+// account needs reauthorization. It returns ErrNeedsReauth, or the store's
+// error if the change could not be written.
+func (r *Refresher) UnauthorizedAfterRetry(ctx context.Context, a *account.Account) error {
+	if err := r.markFailed(ctx, a.ID, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized to freshly refreshed credentials"}); err != nil {
+		return err
 	}
+	return ErrNeedsReauth
+}
+
+// Succeeded handles an upstream 2xx: an account in needs_reauth is active
+// again (event reactivated).
+func (r *Refresher) Succeeded(ctx context.Context, a *account.Account) {
+	if a.Status != account.StatusNeedsReauth {
+		return
+	}
+	r.mu.Lock()
+	delete(r.probeUntil, a.ID)
+	r.mu.Unlock()
+	if err := r.transition(ctx, a.ID, account.UpstreamOK, nil); err != nil {
+		r.log.Warn("reactivating integrated account", zap.String("account", a.ID), zap.Error(err))
+	}
+}
+
+// markFailed moves an account to needs_reauth after an upstream 401 and
+// schedules its first probe.
+func (r *Refresher) markFailed(ctx context.Context, id string, cause *account.Error) error {
+	if err := r.transition(ctx, id, account.AuthFailed, cause); err != nil {
+		return fmt.Errorf("marking account %s as needing reauthorization: %w", id, err)
+	}
+	return nil
 }
 
 // transition applies t to the stored account, retrying on a concurrent
 // change, and writes the change with its events.
 func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger, cause *account.Error) error {
 	for range 5 {
-		a, err := r.store.GetAccount(ctx, id)
+		a, err := r.fresh.GetAccount(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -117,6 +373,9 @@ func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger
 		if err != nil || !c.Changed() {
 			return err
 		}
+		if a.Status == account.StatusNeedsReauth {
+			a.NextProbeAt = now.Add(r.probeInterval(a.Integration))
+		}
 		err = r.store.UpdateAccount(ctx, a, tokenstore.EventsFor(c, a, now))
 		if !errors.Is(err, tokenstore.ErrConflict) {
 			return err
@@ -125,13 +384,68 @@ func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger
 	return tokenstore.ErrConflict
 }
 
-// Refresh refreshes account id now, whatever its expiry.
+// Refresh refreshes account id now, whatever its expiry, and returns nil,
+// a classified *Error, or ErrNeedsReauth. For an
+// oauth2_client_credentials account it fetches a new token for its
+// integration; api_key and basic accounts have nothing to refresh.
 func (r *Refresher) Refresh(ctx context.Context, id string) error {
-	return errors.New("refresh: not implemented yet")
+	a, err := r.fresh.GetAccount(ctx, id)
+	if err != nil {
+		return fmt.Errorf("loading account %s: %w", id, err)
+	}
+	switch a.Method {
+	case account.MethodOAuth2:
+	case account.MethodClientCredentials:
+		integ, err := r.integration(a.Integration)
+		if err != nil {
+			return err
+		}
+		r.dropClientToken(integ.Name, "")
+		_, err = r.clientToken(ctx, integ)
+		return err
+	default:
+		return nil
+	}
+	if a.Credentials.RefreshToken == "" {
+		if a.Status == account.StatusNeedsReauth {
+			return ErrNeedsReauth
+		}
+		return &Error{Class: Revoked, Code: "no_refresh_token", Message: "the account has no refresh token; reconnect it through a link token"}
+	}
+	r.invalidate(id)
+	fresh, err := r.wait(ctx, id, modeForce, "")
+	if err != nil {
+		return err
+	}
+	if fresh.Status != account.StatusActive {
+		return ErrNeedsReauth
+	}
+	return nil
 }
 
-// Start starts the proactive sweeper.
-func (r *Refresher) Start() error { return nil }
+func (r *Refresher) integration(name string) (*account.Integration, error) {
+	integ := r.integrations[name]
+	if integ == nil {
+		return nil, &Error{Class: Misconfigured, Code: "unknown_integration", Message: fmt.Sprintf("integration %q is not configured", name)}
+	}
+	return integ, nil
+}
 
-// Stop stops the sweeper and waits for it.
-func (r *Refresher) Stop() error { return nil }
+func (r *Refresher) probeInterval(integration string) time.Duration {
+	if integ := r.integrations[integration]; integ != nil {
+		return integ.Probe()
+	}
+	return account.DefaultProbeInterval
+}
+
+// invalidate drops the cache entry of id, if the store caches.
+func (r *Refresher) invalidate(id string) {
+	if c, ok := r.store.(interface{ Invalidate(string) }); ok {
+		c.Invalidate(id)
+	}
+}
+
+// sameSecret compares two secrets in constant time.
+func sameSecret(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}

@@ -1,0 +1,367 @@
+package refresh
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// mode says when a flight, having re-read the account under the lock,
+// actually calls the token endpoint.
+type mode int
+
+const (
+	// modeExpiring: the token expires within the integration's skew.
+	modeExpiring mode = iota
+	// modeAhead: the token expires within RefreshAhead (the sweeper).
+	modeAhead
+	// modeStale: the stored access token is still the one the upstream
+	// refused.
+	modeStale
+	// modeProbe: the account is in needs_reauth and its probe is due.
+	modeProbe
+	// modeForce: always (the refresh-credentials API).
+	modeForce
+)
+
+func (m mode) String() string {
+	return [...]string{"expiring", "ahead", "stale", "probe", "force"}[m]
+}
+
+// backoffState is one account's (or integration's) run of failed refreshes.
+type backoffState struct {
+	failures int
+	until    time.Time
+	last     *Error
+}
+
+// wait joins or starts the flight of id in mode and waits for it as long as
+// ctx allows. The flight itself goes on when the caller gives up: its answer
+// may hold the only copy of a rotated refresh token.
+func (r *Refresher) wait(ctx context.Context, id string, m mode, sent string) (*account.Account, error) {
+	key := id + "|" + m.String()
+	if m == modeStale {
+		// Callers that saw different access tokens refused must not share
+		// an answer; the key holds a digest, never the token.
+		sum := sha256.Sum256([]byte(sent))
+		key += "|" + hex.EncodeToString(sum[:8])
+	}
+	ch := r.sf.DoChan(key, func() (any, error) {
+		r.begin()
+		defer r.end()
+		return r.run(id, m, sent)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*account.Account), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the refresh of account %s: %w", id, ctx.Err())
+	}
+}
+
+// refreshInBackground starts one refresh of id for a token inside its skew,
+// unless one is already running.
+func (r *Refresher) refreshInBackground(id string) {
+	r.inBackground(id, func() { _, _ = r.wait(context.Background(), id, modeExpiring, "") })
+}
+
+// inBackground runs fn in a goroutine that Stop waits for, unless one for
+// key is already running.
+func (r *Refresher) inBackground(key string, fn func()) {
+	r.mu.Lock()
+	if r.background[key] {
+		r.mu.Unlock()
+		return
+	}
+	r.background[key] = true
+	r.mu.Unlock()
+	r.begin()
+	go func() {
+		defer r.end()
+		defer func() {
+			r.mu.Lock()
+			delete(r.background, key)
+			r.mu.Unlock()
+		}()
+		fn()
+	}()
+}
+
+// begin and end count running flights so that Stop can wait for them.
+func (r *Refresher) begin() {
+	r.life.Lock()
+	r.flights++
+	r.life.Unlock()
+}
+
+func (r *Refresher) end() {
+	r.life.Lock()
+	r.flights--
+	if r.flights == 0 {
+		r.lifeCond.Broadcast()
+	}
+	r.life.Unlock()
+}
+
+// run is the body of one flight: take the cluster-wide refresh lock, re-read
+// the account past any cache, and refresh it if mode says it still needs it.
+func (r *Refresher) run(id string, m mode, sent string) (*account.Account, error) {
+	// Detached from every caller: bounded by our own timeouts only.
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.LockTimeout+2*r.opts.TokenTimeout)
+	defer cancel()
+	var out *account.Account
+	lockCtx, lockCancel := context.WithTimeout(ctx, r.opts.LockTimeout)
+	defer lockCancel()
+	err := r.store.WithRefreshLock(lockCtx, id, func(context.Context) error {
+		var err error
+		out, err = r.refreshLocked(ctx, id, m, sent)
+		return err
+	})
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) && !errors.Is(err, ErrNeedsReauth) {
+			r.log.Warn("refreshing integrated account", zap.String("account", id), zap.Stringer("mode", m), zap.Error(err))
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent string) (*account.Account, error) {
+	cur, err := r.fresh.GetAccount(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("loading account %s: %w", id, err)
+	}
+	cur = cur.Clone()
+	integ, err := r.integration(cur.Integration)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Method != account.MethodOAuth2 {
+		return cur, nil
+	}
+	now := r.opts.Now()
+	switch cur.Status {
+	case account.StatusActive:
+	case account.StatusNeedsReauth:
+		if cur.Credentials.RefreshToken == "" {
+			return nil, ErrNeedsReauth
+		}
+		if m != modeForce && now.Before(cur.NextProbeAt) {
+			r.setProbeUntil(id, cur.NextProbeAt)
+			r.invalidate(id)
+			return nil, ErrNeedsReauth
+		}
+		// Claim the probe before trying it, so that no other instance
+		// probes the same account in this interval.
+		next := now.Add(integ.Probe())
+		cur, err = r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+			if a.Status != account.StatusNeedsReauth {
+				return nil, nil
+			}
+			a.NextProbeAt = next
+			return nil, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("claiming the probe of account %s: %w", id, err)
+		}
+		r.setProbeUntil(id, next)
+		if cur.Status != account.StatusNeedsReauth {
+			return cur, nil
+		}
+		m = modeForce
+	default:
+		return nil, ErrNeedsReauth
+	}
+	if cur.Credentials.RefreshToken == "" {
+		return nil, &Error{Class: Revoked, Code: "no_refresh_token", Message: "the account has no refresh token; reconnect it through a link token"}
+	}
+	if !r.needed(cur, integ, m, sent, now) {
+		// Another holder refreshed it already: our cache may be behind.
+		r.invalidate(id)
+		return cur, nil
+	}
+	if m != modeForce {
+		if e := r.backingOff(id, now); e != nil {
+			return nil, e
+		}
+	}
+	res, cerr := r.callRefresh(integ, cur.Credentials.RefreshToken)
+	if cerr != nil {
+		return r.failed(ctx, cur, integ, res, cerr)
+	}
+	saved, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+		res.apply(&a.Credentials)
+		at := r.opts.Now()
+		c, err := a.Apply(account.UpstreamOK, nil, at)
+		if err != nil {
+			return nil, err
+		}
+		return tokenstore.EventsFor(c, a, at), nil
+	})
+	if err != nil {
+		// The provider has rotated the grant and we could not keep the
+		// answer: this is the one way a refresh token gets lost. Say so.
+		r.log.Error("saving refreshed credentials failed; the account may need reconnecting if its provider rotates refresh tokens",
+			zap.String("account", id), zap.String("integration", integ.Name), zap.Error(err))
+		r.metrics.outcome(Transient)
+		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the refreshed credentials could not be saved"}
+	}
+	r.clearBackoff(id)
+	r.mu.Lock()
+	delete(r.probeUntil, id)
+	r.mu.Unlock()
+	r.metrics.outcome(0)
+	return saved, nil
+}
+
+// needed reports whether the re-read account still needs the refresh that
+// mode asked for.
+func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mode, sent string, now time.Time) bool {
+	exp := a.Credentials.Expiry
+	switch m {
+	case modeExpiring:
+		return !exp.IsZero() && exp.Sub(now) <= integ.Skew()
+	case modeAhead:
+		return !exp.IsZero() && exp.Sub(now) <= r.opts.RefreshAhead
+	case modeStale:
+		return sameSecret(a.Credentials.AccessToken, sent)
+	}
+	return true
+}
+
+// failed handles a refused or failed token call on cur.
+func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *account.Integration, res *tokenResult, e *Error) (*account.Account, error) {
+	id := cur.ID
+	r.metrics.outcome(e.Class)
+	log := r.log.With(zap.String("account", id), zap.String("integration", integ.Name), zap.String("code", e.Code), zap.String("reason", e.Message))
+	if res != nil && res.salvage != "" {
+		// A malformed answer that still rotated the refresh token: keep the
+		// new refresh token, or the next attempt presents a dead one.
+		if _, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+			a.Credentials.RefreshToken = res.salvage
+			return nil, nil
+		}); err != nil {
+			log.Error("saving the rotated refresh token of a malformed answer failed", zap.Error(err))
+		}
+	}
+	switch e.Class {
+	case Revoked:
+		log.Warn("token endpoint refused the refresh; the account needs reauthorization")
+		at := r.opts.Now()
+		if _, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+			c, err := a.Apply(account.AuthFailed, &account.Error{Code: e.Code, Message: e.Message}, at)
+			if err != nil {
+				return nil, err
+			}
+			a.NextProbeAt = at.Add(integ.Probe())
+			return tokenstore.EventsFor(c, a, at), nil
+		}); err != nil {
+			log.Error("marking the account as needing reauthorization failed", zap.Error(err))
+			return nil, fmt.Errorf("marking account %s as needing reauthorization: %w", id, err)
+		}
+		r.setProbeUntil(id, at.Add(integ.Probe()))
+		r.clearBackoff(id)
+		return nil, e
+	case Misconfigured:
+		log.Error("token endpoint rejected the integration's client: check its client_id, client_secret and auth_style")
+	default:
+		if res != nil && res.uncertain {
+			log.Warn("token endpoint's answer was lost after the refresh was sent; the refresh token may have been rotated and is not sent again in this attempt")
+		} else {
+			log.Warn("token endpoint failed; backing off")
+		}
+	}
+	return nil, r.setBackoff(id, e)
+}
+
+// save applies change to a (re-reading it after a concurrent change) and
+// writes it with the events change returns. The caller holds the refresh
+// lock, so a conflict is a change of something else (context, status), never
+// of the credentials; the credentials change is applied on top of it.
+func (r *Refresher) save(ctx context.Context, a *account.Account, change func(*account.Account) ([]tokenstore.Event, error)) (*account.Account, error) {
+	for i := range 5 {
+		if i > 0 {
+			fresh, err := r.fresh.GetAccount(ctx, a.ID)
+			if err != nil {
+				return nil, err
+			}
+			a = fresh.Clone()
+		}
+		events, err := change(a)
+		if err != nil {
+			return nil, err
+		}
+		err = r.store.UpdateAccount(ctx, a, events)
+		if err == nil {
+			return a, nil
+		}
+		if !errors.Is(err, tokenstore.ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, tokenstore.ErrConflict
+}
+
+func (r *Refresher) setProbeUntil(id string, t time.Time) {
+	r.mu.Lock()
+	r.probeUntil[id] = t
+	r.mu.Unlock()
+}
+
+// backingOff returns the last failure of key while its back-off lasts.
+func (r *Refresher) backingOff(key string, now time.Time) *Error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.backoff[key]
+	if b == nil || !now.Before(b.until) {
+		return nil
+	}
+	e := *b.last
+	e.RetryAfter = b.until.Sub(now)
+	return &e
+}
+
+// setBackoff records a failure of key: exponential back-off with jitter,
+// capped, and never shorter than the endpoint's Retry-After.
+func (r *Refresher) setBackoff(key string, e *Error) *Error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.backoff[key]
+	if b == nil {
+		b = &backoffState{}
+		r.backoff[key] = b
+	}
+	b.failures++
+	d := r.opts.BackoffBase << min(b.failures-1, 20)
+	if d <= 0 || d > r.opts.BackoffMax {
+		d = r.opts.BackoffMax
+	}
+	d = d/2 + rand.N(d/2+1)
+	if e.RetryAfter > d {
+		d = e.RetryAfter
+	}
+	b.until = r.opts.Now().Add(d)
+	b.last = e
+	out := *e
+	out.RetryAfter = d
+	return &out
+}
+
+func (r *Refresher) clearBackoff(key string) {
+	r.mu.Lock()
+	delete(r.backoff, key)
+	r.mu.Unlock()
+}
