@@ -1,0 +1,684 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// DefaultSchedule is Standard Webhooks' retry schedule: the first attempt at
+// once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h after the previous
+// one — about 28 hours in all.
+var DefaultSchedule = []time.Duration{
+	0, 5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+	2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
+}
+
+// Defaults of Options.
+const (
+	DefaultTimeout      = 15 * time.Second
+	DefaultJitter       = 0.2
+	DefaultPollInterval = time.Second
+	DefaultLease        = time.Minute
+	DefaultConcurrency  = 4
+	DefaultBatchSize    = 100
+	DefaultUserAgent    = "linkgate-webhooks/1"
+	// maxRetryAfter caps a receiver's Retry-After, so that a typo on its
+	// side does not park a delivery for a year.
+	maxRetryAfter = 24 * time.Hour
+	// maxResponseRead is how much of a receiver's answer is read so the
+	// connection can be reused; the rest is dropped.
+	maxResponseRead = 64 << 10
+)
+
+// Options tune a Dispatcher; zero values take the defaults.
+type Options struct {
+	// Logger receives delivery failures and endpoint disablement.
+	Logger *zap.Logger
+	// Client sends the deliveries; its own Timeout should be zero or above
+	// Timeout.
+	Client *http.Client
+	// Timeout bounds one attempt, the answer included. Default 15s.
+	Timeout time.Duration
+	// Schedule[n] is how long attempt n+1 waits after attempt n; its length
+	// is the number of attempts before a delivery is failed. Schedule[0] is
+	// the delay of the first attempt and is ignored (the first attempt is
+	// sent at once). Default DefaultSchedule.
+	Schedule []time.Duration
+	// Jitter spreads retries by ± this fraction of their delay; default
+	// 0.2, negative for none.
+	Jitter float64
+	// PollInterval is how often the outbox is read when nobody calls
+	// Notify (other instances' events, due retries). Default 1s.
+	PollInterval time.Duration
+	// Lease is how long a claimed delivery stays reserved for this
+	// dispatcher; a crashed dispatcher's deliveries return to the queue
+	// after it. It must exceed Timeout. Default 1m.
+	Lease time.Duration
+	// Concurrency is the number of concurrent sends per endpoint, so that
+	// a slow endpoint does not hold up the others. Default 4.
+	Concurrency int
+	// BatchSize is the most rows read from the outbox at a time. Default 100.
+	BatchSize int
+	// EnvironmentID is written in every envelope.
+	EnvironmentID string
+	// UserAgent of the deliveries. Default "linkgate-webhooks/1".
+	UserAgent string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Emit, when set, is called once per event as it is fanned out to the
+	// endpoints (the Caddy glue turns it into a Caddy event). It runs on
+	// the dispatcher's loop and must return quickly.
+	Emit func(e tokenstore.Event)
+	// Registerer, when set, gets the dispatcher's counters. Registering
+	// twice (config reloads) reuses the counters already registered.
+	Registerer prometheus.Registerer
+}
+
+// Dispatcher delivers the outbox: it fans new events out to the endpoints
+// that want them, claims due deliveries, signs and posts them, and records
+// each attempt. Several dispatchers may share a store; claims keep them from
+// sending the same delivery at the same time.
+type Dispatcher struct {
+	store     tokenstore.Outbox
+	endpoints []Endpoint
+	opts      Options
+	log       *zap.Logger
+	metrics   *metrics
+
+	mu          sync.Mutex
+	state       int // stateNew, stateRunning, stateStopped
+	targets     map[string]*target
+	order       []*target
+	disabled    map[string]string
+	disabledAt  time.Time
+	wake        chan struct{}
+	quit        chan struct{}
+	loopCtx     context.Context
+	cancelLoop  context.CancelFunc
+	sendCtx     context.Context
+	cancelSends context.CancelFunc
+	wg          sync.WaitGroup
+}
+
+const (
+	stateNew = iota
+	stateRunning
+	stateStopped
+)
+
+// target is one endpoint at run time.
+type target struct {
+	index  int
+	ep     Endpoint
+	id     string
+	label  string
+	signer *signer
+	queue  chan job
+}
+
+// job is a claimed delivery waiting for a worker of its endpoint.
+type job struct {
+	d         tokenstore.Delivery
+	claimedAt time.Time
+}
+
+// NewDispatcher returns a dispatcher for endpoints over store. It does
+// nothing until Start.
+func NewDispatcher(store tokenstore.Outbox, endpoints []Endpoint, opts Options) *Dispatcher {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Client == nil {
+		opts.Client = &http.Client{}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if len(opts.Schedule) == 0 {
+		opts.Schedule = DefaultSchedule
+	}
+	if opts.Jitter == 0 {
+		opts.Jitter = DefaultJitter
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultPollInterval
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.UserAgent == "" {
+		opts.UserAgent = DefaultUserAgent
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Dispatcher{
+		store:     store,
+		endpoints: append([]Endpoint(nil), endpoints...),
+		opts:      opts,
+		log:       opts.Logger,
+		metrics:   newMetrics(opts.Registerer),
+		wake:      make(chan struct{}, 1),
+		quit:      make(chan struct{}),
+	}
+}
+
+// Endpoints returns the configured endpoints (with their secrets: callers
+// showing them must leave the secrets out).
+func (d *Dispatcher) Endpoints() []Endpoint {
+	return append([]Endpoint(nil), d.endpoints...)
+}
+
+// Start checks the configuration and starts delivering in the background.
+func (d *Dispatcher) Start() error {
+	if d.opts.Lease <= d.opts.Timeout {
+		return fmt.Errorf("webhook lease %s must be longer than the attempt timeout %s", d.opts.Lease, d.opts.Timeout)
+	}
+	targets := make(map[string]*target, len(d.endpoints))
+	order := make([]*target, 0, len(d.endpoints))
+	for i, ep := range d.endpoints {
+		if err := ep.Validate(); err != nil {
+			return err
+		}
+		if _, dup := targets[ep.URL]; dup {
+			return fmt.Errorf("webhook %s is configured twice", redactURL(ep.URL))
+		}
+		s, err := newSigner(ep.Secrets, ep.SignatureEncoding)
+		if err != nil {
+			return fmt.Errorf("webhook %s: %w", redactURL(ep.URL), err)
+		}
+		t := &target{
+			index:  i,
+			ep:     ep,
+			id:     ep.WebhookID(),
+			label:  strconv.Itoa(i),
+			signer: s,
+			queue:  make(chan job, d.opts.Concurrency),
+		}
+		targets[ep.URL] = t
+		order = append(order, t)
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.state != stateNew {
+		return errors.New("webhook dispatcher already started")
+	}
+	d.state = stateRunning
+	d.targets, d.order = targets, order
+	d.loopCtx, d.cancelLoop = context.WithCancel(context.Background())
+	d.sendCtx, d.cancelSends = context.WithCancel(context.Background())
+	d.wg.Add(1)
+	go d.loop()
+	for _, t := range order {
+		for range d.opts.Concurrency {
+			d.wg.Add(1)
+			go d.worker(t)
+		}
+	}
+	return nil
+}
+
+// Notify wakes the dispatcher to read the outbox now; call it after
+// committing events so they go out without waiting for the next poll. It
+// never blocks.
+func (d *Dispatcher) Notify() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stop stops fanning out and claiming, and waits for the sends in flight.
+// When ctx ends first, those sends are abandoned: their leases run out and
+// the deliveries are claimed again (at-least-once), and Stop returns
+// ctx.Err(). Claimed deliveries not yet sent are handed back at once. No
+// goroutine of the dispatcher is left running when Stop returns.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	if d.state != stateRunning {
+		d.state = stateStopped
+		d.mu.Unlock()
+		return nil
+	}
+	d.state = stateStopped
+	close(d.quit)
+	d.cancelLoop()
+	d.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		d.cancelSends()
+		<-done
+	}
+	d.cancelSends()
+	d.releaseQueued()
+	return err
+}
+
+func (d *Dispatcher) loop() {
+	defer d.wg.Done()
+	tick := time.NewTicker(d.opts.PollInterval)
+	defer tick.Stop()
+	for {
+		more := d.cycle(d.loopCtx)
+		if more {
+			select {
+			case <-d.quit:
+				return
+			default:
+				continue
+			}
+		}
+		select {
+		case <-d.quit:
+			return
+		case <-d.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// cycle fans out one batch of events and claims one batch of deliveries. It
+// reports whether there is probably more to do at once.
+func (d *Dispatcher) cycle(ctx context.Context) bool {
+	now := d.opts.Now()
+	d.refreshDisabled(ctx, now, false)
+
+	events, err := d.store.FanOut(ctx, d.opts.BatchSize, d.endpointsFor)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("fanning out webhook events", zap.Error(err))
+		}
+		return false
+	}
+	for _, e := range events {
+		d.metrics.events.Inc()
+		if d.opts.Emit != nil {
+			d.opts.Emit(e)
+		}
+	}
+	more := len(events) == d.opts.BatchSize
+
+	free := d.freeSlots()
+	if free == 0 {
+		return more
+	}
+	limit := min(free, d.opts.BatchSize)
+	claimedAt := d.opts.Now()
+	claimed, err := d.store.ClaimDeliveries(ctx, claimedAt, d.opts.Lease, limit)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("claiming webhook deliveries", zap.Error(err))
+		}
+		return more
+	}
+	queued := 0
+	for i := range claimed {
+		dl := claimed[i]
+		t := d.targets[dl.Endpoint]
+		if t == nil {
+			d.fail(&dl, "endpoint is no longer configured; redeliver once it is")
+			continue
+		}
+		if reason, off := d.isDisabled(dl.Endpoint); off {
+			d.fail(&dl, "endpoint disabled: "+reason)
+			d.metrics.deliveries.WithLabelValues(t.label, "failed").Inc()
+			continue
+		}
+		select {
+		case t.queue <- job{d: dl, claimedAt: claimedAt}:
+			queued++
+		default:
+			// The endpoint is busy: hand the delivery back for a little
+			// while so other endpoints' deliveries get claimed meanwhile.
+			d.release(&dl, claimedAt.Add(d.busyDelay()))
+		}
+	}
+	return more || (len(claimed) == limit && queued > 0)
+}
+
+func (d *Dispatcher) busyDelay() time.Duration {
+	return max(2*d.opts.PollInterval, time.Second)
+}
+
+func (d *Dispatcher) freeSlots() int {
+	n := 0
+	for _, t := range d.order {
+		n += cap(t.queue) - len(t.queue)
+	}
+	return n
+}
+
+// endpointsFor is the fan-out filter: the enabled endpoints that want e.
+func (d *Dispatcher) endpointsFor(e tokenstore.Event) []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, t := range d.order {
+		if _, off := d.disabled[t.ep.URL]; off {
+			continue
+		}
+		if t.ep.Matches(e.Name) {
+			out = append(out, t.ep.URL)
+		}
+	}
+	return out
+}
+
+// refreshDisabled rereads the disabled endpoints, at most once per poll
+// interval unless forced: another instance, or the API, may change them.
+func (d *Dispatcher) refreshDisabled(ctx context.Context, now time.Time, force bool) {
+	d.mu.Lock()
+	due := force || d.disabled == nil || now.Sub(d.disabledAt) >= d.opts.PollInterval
+	d.mu.Unlock()
+	if !due {
+		return
+	}
+	m, err := d.store.DisabledEndpoints(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("reading disabled webhook endpoints", zap.Error(err))
+		}
+		return
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	d.mu.Lock()
+	d.disabled, d.disabledAt = m, now
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) isDisabled(u string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r, ok := d.disabled[u]
+	return r, ok
+}
+
+func (d *Dispatcher) worker(t *target) {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.quit:
+			return
+		case j := <-t.queue:
+			d.attempt(t, j)
+			d.Notify() // a slot is free
+		}
+	}
+}
+
+// attempt sends one claimed delivery and records the outcome.
+func (d *Dispatcher) attempt(t *target, j job) {
+	dl := j.d
+	now := d.opts.Now()
+	if reason, off := d.isDisabled(t.ep.URL); off {
+		d.fail(&dl, "endpoint disabled: "+reason)
+		d.metrics.deliveries.WithLabelValues(t.label, "failed").Inc()
+		return
+	}
+	// Start a send only while the lease surely outlasts it, so that no
+	// other dispatcher can claim the delivery while it is on the wire.
+	if now.Sub(j.claimedAt) > (d.opts.Lease-d.opts.Timeout)/2 {
+		d.release(&dl, now)
+		return
+	}
+
+	body, err := NewEnvelope(dl.Event, d.opts.EnvironmentID, t.id).Marshal()
+	if err != nil {
+		d.fail(&dl, "encoding the envelope failed")
+		return
+	}
+	status, retryAfter, sendErr := d.send(t, dl.Event.ID, now, body)
+	if d.sendCtx.Err() != nil {
+		// Stopping without time to finish: the lease hands the delivery
+		// back; recording a failure would count an attempt that a
+		// receiver may well have processed.
+		return
+	}
+	d.metrics.attempts.WithLabelValues(t.label, outcome(status, sendErr)).Inc()
+
+	dl.Attempts++
+	dl.LastStatus = status
+	done := d.opts.Now()
+	switch {
+	case sendErr == nil && status >= 200 && status < 300:
+		dl.Status = tokenstore.DeliveryDelivered
+		dl.LastError = ""
+		dl.NextAttemptAt = time.Time{}
+		d.metrics.deliveries.WithLabelValues(t.label, "delivered").Inc()
+	case sendErr == nil && status == http.StatusGone:
+		reason := fmt.Sprintf("answered 410 Gone at %s", formatTime(done))
+		dl.Status = tokenstore.DeliveryFailed
+		dl.LastError = "endpoint " + reason + "; it is disabled until enabled again"
+		dl.NextAttemptAt = time.Time{}
+		if err := d.store.DisableEndpoint(d.sendCtx, t.ep.URL, reason, done); err != nil {
+			d.log.Error("disabling webhook endpoint", zap.String("endpoint", redactURL(t.ep.URL)), zap.Error(err))
+		}
+		d.log.Error("webhook endpoint answered 410 Gone: disabled, no more deliveries go to it until it is enabled again",
+			zap.String("endpoint", redactURL(t.ep.URL)), zap.String("webhook_id", t.id))
+		d.refreshDisabled(d.sendCtx, done, true)
+		d.metrics.deliveries.WithLabelValues(t.label, "failed").Inc()
+	default:
+		if sendErr != nil {
+			dl.LastError = sendErr.Error()
+		} else {
+			dl.LastError = fmt.Sprintf("answered %d %s", status, http.StatusText(status))
+		}
+		if dl.Attempts >= len(d.opts.Schedule) {
+			dl.Status = tokenstore.DeliveryFailed
+			dl.NextAttemptAt = time.Time{}
+			d.metrics.deliveries.WithLabelValues(t.label, "failed").Inc()
+			d.log.Error("webhook delivery failed for good",
+				zap.String("endpoint", redactURL(t.ep.URL)), zap.String("event_id", dl.Event.ID),
+				zap.String("event", dl.Event.Name), zap.Int("attempts", dl.Attempts), zap.String("last_error", dl.LastError))
+		} else {
+			wait := d.jitter(d.opts.Schedule[dl.Attempts])
+			if retryAfter > 0 && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+				wait = max(wait, retryAfter)
+			}
+			dl.Status = tokenstore.DeliveryPending
+			dl.NextAttemptAt = done.Add(wait)
+			d.log.Warn("webhook attempt failed; retrying",
+				zap.String("endpoint", redactURL(t.ep.URL)), zap.String("event_id", dl.Event.ID),
+				zap.Int("attempts", dl.Attempts), zap.Duration("retry_in", wait), zap.String("error", dl.LastError))
+		}
+	}
+	d.finish(&dl)
+}
+
+// send posts body to t and returns the status, the Retry-After delay the
+// receiver asked for, and a network error whose text holds no secret.
+func (d *Dispatcher) send(t *target, id string, now time.Time, body []byte) (int, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(d.sendCtx, d.opts.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.ep.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, errors.New("building the request failed")
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", d.opts.UserAgent)
+	t.signer.sign(req.Header, id, now, body)
+	resp, err := d.opts.Client.Do(req)
+	if err != nil {
+		return 0, 0, describeSendError(err, d.opts.Timeout)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseRead))
+	_ = resp.Body.Close()
+	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), d.opts.Now()), nil
+}
+
+// describeSendError drops the URL (which may hold a receiver's token) from a
+// client error.
+func describeSendError(err error, timeout time.Duration) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Errorf("no answer within %s", timeout)
+		}
+		err = ue.Err
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "://") {
+		msg = "the request failed"
+	}
+	return errors.New("connection failed: " + msg)
+}
+
+// parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var wait time.Duration
+	if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		if n > int64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
+		wait = time.Duration(n) * time.Second
+	} else if at, err := http.ParseTime(v); err == nil {
+		wait = at.Sub(now)
+	}
+	return min(max(wait, 0), maxRetryAfter)
+}
+
+func (d *Dispatcher) jitter(wait time.Duration) time.Duration {
+	if d.opts.Jitter <= 0 || wait <= 0 {
+		return wait
+	}
+	f := 1 + d.opts.Jitter*(2*rand.Float64()-1)
+	return time.Duration(float64(wait) * f)
+}
+
+func outcome(status int, err error) string {
+	switch {
+	case err != nil:
+		return "network_error"
+	case status >= 200 && status < 300:
+		return "success"
+	case status == http.StatusGone:
+		return "gone"
+	case status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case status >= 500:
+		return "server_error"
+	}
+	return "client_error"
+}
+
+// fail marks a claimed delivery failed without sending it.
+func (d *Dispatcher) fail(dl *tokenstore.Delivery, reason string) {
+	dl.Status = tokenstore.DeliveryFailed
+	dl.LastError = reason
+	dl.NextAttemptAt = time.Time{}
+	d.finish(dl)
+}
+
+// release hands a claimed delivery back unsent, due at due.
+func (d *Dispatcher) release(dl *tokenstore.Delivery, due time.Time) {
+	dl.NextAttemptAt = due
+	d.finish(dl)
+}
+
+// finish records a delivery. It runs on its own context: an outcome
+// learnt just before Stop is still worth writing.
+func (d *Dispatcher) finish(dl *tokenstore.Delivery) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.store.FinishAttempt(ctx, dl); err != nil {
+		d.log.Error("recording a webhook attempt", zap.String("delivery_id", dl.ID), zap.Error(err))
+	}
+}
+
+// releaseQueued hands back the claimed deliveries no worker took before Stop.
+func (d *Dispatcher) releaseQueued() {
+	now := d.opts.Now()
+	for _, t := range d.order {
+		for {
+			select {
+			case j := <-t.queue:
+				d.release(&j.d, now)
+				continue
+			default:
+			}
+			break
+		}
+	}
+}
+
+// metrics are the dispatcher's counters, labelled by endpoint index (never
+// by account or URL).
+type metrics struct {
+	attempts   *prometheus.CounterVec
+	deliveries *prometheus.CounterVec
+	events     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy", Subsystem: "linkgate", Name: "webhook_attempts_total",
+			Help: "Webhook delivery attempts by endpoint index and outcome.",
+		}, []string{"endpoint", "outcome"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "caddy", Subsystem: "linkgate", Name: "webhook_deliveries_total",
+			Help: "Webhook deliveries finished, by endpoint index and result (delivered, failed).",
+		}, []string{"endpoint", "result"}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "caddy", Subsystem: "linkgate", Name: "webhook_events_total",
+			Help: "Webhook events fanned out to endpoints.",
+		}),
+	}
+	if reg == nil {
+		return m
+	}
+	m.attempts = register(reg, m.attempts)
+	m.deliveries = register(reg, m.deliveries)
+	m.events = register(reg, m.events)
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// its name (a config reload registers again).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

@@ -1,0 +1,52 @@
+package webhook
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// Envelope is the JSON body of every delivery (Truto's shape).
+type Envelope struct {
+	// ID is the event id, "evt_…"; it is also the webhook-id header.
+	ID    string `json:"id"`
+	Event string `json:"event"`
+	// Payload is the redacted account ({"id"} for a deletion).
+	Payload       json.RawMessage `json:"payload"`
+	EnvironmentID string          `json:"environment_id"`
+	// WebhookID identifies the endpoint the delivery is for.
+	WebhookID string `json:"webhook_id"`
+	// CreatedAt is when the event happened, RFC 3339 with milliseconds, UTC.
+	CreatedAt string `json:"created_at"`
+}
+
+// TimeFormat is RFC 3339 with milliseconds, as Truto writes times.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// NewEnvelope builds the envelope of event e for the endpoint webhookID.
+// It depends on nothing but its arguments, so every retry and redelivery
+// sends the same bytes.
+func NewEnvelope(e tokenstore.Event, environmentID, webhookID string) Envelope {
+	payload := json.RawMessage(e.Payload)
+	if len(payload) == 0 {
+		payload = json.RawMessage("{}")
+	}
+	return Envelope{
+		ID:            e.ID,
+		Event:         e.Name,
+		Payload:       payload,
+		EnvironmentID: environmentID,
+		WebhookID:     webhookID,
+		CreatedAt:     formatTime(e.CreatedAt),
+	}
+}
+
+// Marshal encodes the envelope as the delivery body.
+func (e Envelope) Marshal() ([]byte, error) {
+	return json.Marshal(e)
+}
+
+func formatTime(t time.Time) string {
+	return t.UTC().Format(TimeFormat)
+}
