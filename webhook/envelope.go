@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -50,3 +52,5 @@ func (e Envelope) Marshal() ([]byte, error) {
 func formatTime(t time.Time) string {
 	return t.UTC().Format(TimeFormat)
 }
+
+func newEventID() string { return "evt_" + uuid.NewString() }
