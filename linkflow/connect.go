@@ -1,0 +1,295 @@
+package linkflow
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// maxForm bounds the connect form's body.
+const maxForm = 64 << 10
+
+// pageError is a failure shown to the end user and posted to the application.
+type pageError struct {
+	status  int
+	errType string
+	heading string
+	message string
+}
+
+func hashOf(secret string) []byte {
+	sum := sha256.Sum256([]byte(secret))
+	return sum[:]
+}
+
+// randomToken returns n random bytes, base64url encoded.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("linkflow: reading random bytes: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// usableLinkToken finds the link token whose value is token and checks that
+// it can still be spent. A token that exists but cannot be used is returned
+// with the error, so that its result still goes to its own application.
+func (s *Service) usableLinkToken(ctx context.Context, token string) (*tokenstore.LinkToken, *account.Integration, *pageError) {
+	if token == "" || len(token) > 128 {
+		return nil, nil, &pageError{http.StatusBadRequest, errInvalidToken, "Connection link not valid",
+			"This connection link has no valid link token. Ask the application for a new connection link."}
+	}
+	return s.linkTokenByHash(ctx, hashOf(token))
+}
+
+func (s *Service) linkTokenByHash(ctx context.Context, hash []byte) (*tokenstore.LinkToken, *account.Integration, *pageError) {
+	lt, err := s.store.GetLinkToken(ctx, hash)
+	if errors.Is(err, tokenstore.ErrNotFound) {
+		return nil, nil, &pageError{http.StatusNotFound, errInvalidToken, "Connection link not valid",
+			"This connection link is not valid. Ask the application for a new connection link."}
+	}
+	if err != nil {
+		s.log.Error("reading a link token", zap.Error(err))
+		return nil, nil, &pageError{http.StatusServiceUnavailable, errConnection, "Try again in a moment",
+			"linkgate could not read this connection link right now. Try again in a moment."}
+	}
+	if !lt.UsedAt.IsZero() {
+		return lt, nil, &pageError{http.StatusGone, errInvalidToken, "Connection link already used",
+			"This connection link was already used. Ask the application for a new connection link."}
+	}
+	if !s.opts.Now().Before(lt.ExpiresAt) {
+		return lt, nil, &pageError{http.StatusGone, errInvalidToken, "Connection link expired",
+			fmt.Sprintf("This connection link expired on %s. Ask the application for a new connection link.", lt.ExpiresAt.UTC().Format("2 Jan 2006 15:04 MST"))}
+	}
+	in, ok := s.integrations[lt.Integration]
+	if !ok {
+		return lt, nil, &pageError{http.StatusNotFound, errInvalidIntegration, "Integration not available",
+			fmt.Sprintf("The integration %s is not configured any more. Contact the application's support.", lt.Integration)}
+	}
+	return lt, in, nil
+}
+
+func (s *Service) showError(w http.ResponseWriter, lt *tokenstore.LinkToken, iframe bool, pe *pageError) {
+	s.renderError(w, pe.status, lt, iframe, pe.errType, pe.heading, pe.message)
+}
+
+// connectData is the connect page of lt.
+func connectData(lt *tokenstore.LinkToken, in *account.Integration, token string, iframe bool) *pageData {
+	return &pageData{
+		Kind:        string(in.Auth),
+		Iframe:      iframe,
+		Integration: in.Name,
+		Reconnect:   lt.AccountID != "",
+		TenantID:    lt.TenantID,
+		AccountID:   lt.AccountID,
+		LinkToken:   token,
+	}
+}
+
+// formTarget is the origin the connect form may lead to: the provider's
+// authorization endpoint, reached by a redirect from the form's POST.
+func formTarget(in *account.Integration) string {
+	if in.Auth != account.MethodOAuth2 {
+		return ""
+	}
+	u, err := url.Parse(in.AuthorizeURL)
+	if err != nil {
+		return ""
+	}
+	return originOf(u)
+}
+
+// connectPage serves GET /connect-account?link_token=….
+func (s *Service) connectPage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	iframe := q.Get("iframe") == "true"
+	token := q.Get("link_token")
+	lt, in, pe := s.usableLinkToken(r.Context(), token)
+	if pe != nil {
+		s.showError(w, lt, iframe, pe)
+		return
+	}
+	if want := q.Get("integration"); want != "" && want != lt.Integration {
+		s.showError(w, lt, iframe, &pageError{http.StatusBadRequest, errInvalidIntegration, "Wrong integration",
+			fmt.Sprintf("This connection link is for %s, not %s. Ask the application for the right connection link.", lt.Integration, oauthErrorCode(want))})
+		return
+	}
+	s.render(w, http.StatusOK, connectData(lt, in, token, iframe), formTarget(in))
+}
+
+// connectSubmit serves POST /connect-account: the connect button of an
+// OAuth integration, or the credentials form of an API-key / basic one.
+func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		s.showError(w, nil, false, &pageError{http.StatusBadRequest, errValidation, "Form not readable",
+			"The form could not be read. Open the connection link again."})
+		return
+	}
+	iframe := r.PostForm.Get("iframe") == "true"
+	token := r.PostForm.Get("link_token")
+	lt, in, pe := s.usableLinkToken(r.Context(), token)
+	if pe != nil {
+		s.showError(w, lt, iframe, pe)
+		return
+	}
+	switch in.Auth {
+	case account.MethodOAuth2:
+		s.startOAuth(w, r, lt, in)
+	case account.MethodAPIKey, account.MethodBasic:
+		s.submitCredentials(w, r, lt, in, token, iframe)
+	default:
+		s.showError(w, lt, iframe, &pageError{http.StatusBadRequest, errInvalidIntegration, "Nothing to connect",
+			fmt.Sprintf("The integration %s does not connect through this page.", in.Name)})
+	}
+}
+
+// oauthConfig is the x/oauth2 client of an integration for this service.
+func (s *Service) oauthConfig(in *account.Integration, scopes []string) *oauth2.Config {
+	style := oauth2.AuthStyleAutoDetect
+	switch in.AuthStyle {
+	case "header":
+		style = oauth2.AuthStyleInHeader
+	case "params":
+		style = oauth2.AuthStyleInParams
+	}
+	return &oauth2.Config{
+		ClientID:     in.ClientID,
+		ClientSecret: in.ClientSecret,
+		Endpoint:     oauth2.Endpoint{AuthURL: in.AuthorizeURL, TokenURL: in.TokenURL, AuthStyle: style},
+		RedirectURL:  s.RedirectURI(),
+		Scopes:       scopes,
+	}
+}
+
+// scopesFor are the integration's scopes followed by those the link token
+// adds, each once.
+func scopesFor(in *account.Integration, lt *tokenstore.LinkToken) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, list := range [][]string{in.Scopes, lt.Scopes} {
+		for _, sc := range list {
+			if !seen[sc] {
+				seen[sc] = true
+				out = append(out, sc)
+			}
+		}
+	}
+	return out
+}
+
+// startOAuth creates a one-time state bound to the link token, with a PKCE
+// verifier the store seals, and sends the browser to the provider.
+func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration) {
+	state := randomToken(32)
+	verifier := oauth2.GenerateVerifier()
+	cs := &tokenstore.ConnectState{
+		Hash:          hashOf(state),
+		LinkTokenHash: lt.Hash,
+		Verifier:      verifier,
+		RedirectURI:   s.RedirectURI(),
+		ExpiresAt:     s.opts.Now().UTC().Add(s.opts.StateTTL),
+	}
+	if err := s.store.CreateConnectState(r.Context(), cs); err != nil {
+		s.log.Error("storing an oauth state", zap.String("integration", in.Name), zap.Error(err))
+		s.showError(w, lt, false, &pageError{http.StatusServiceUnavailable, errConnection, "Try again in a moment",
+			"linkgate could not start the connection right now. Try again in a moment."})
+		return
+	}
+	to := s.oauthConfig(in, scopesFor(in, lt)).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// submitCredentials checks the API-key / basic form, validates the
+// credentials upstream when the integration says how, and stores them.
+func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration, token string, iframe bool) {
+	var creds account.Credentials
+	var missing string
+	if in.Auth == account.MethodAPIKey {
+		creds.APIKey = strings.TrimSpace(r.PostForm.Get("api_key"))
+		if creds.APIKey == "" {
+			missing = "Enter the API key."
+		}
+	} else {
+		creds.Username = strings.TrimSpace(r.PostForm.Get("username"))
+		creds.Password = r.PostForm.Get("password")
+		if creds.Username == "" || creds.Password == "" {
+			missing = "Enter both the username and the password."
+		}
+	}
+	again := func(status int, msg string) {
+		d := connectData(lt, in, token, iframe)
+		d.Error = msg
+		d.Username = creds.Username
+		s.render(w, status, d, "")
+	}
+	if missing != "" {
+		again(http.StatusBadRequest, missing)
+		return
+	}
+	if in.ValidateURL != "" {
+		if msg := s.validate(r.Context(), in, creds); msg != "" {
+			again(http.StatusBadRequest, msg)
+			return
+		}
+	}
+	id, pe := s.complete(r.Context(), lt, in, creds, "")
+	if pe != nil {
+		s.showError(w, lt, iframe, pe)
+		return
+	}
+	s.renderSuccess(w, lt, id, iframe)
+}
+
+// validate requests the integration's ValidateURL with creds as the proxy
+// would send them, and returns what to tell the user when it does not
+// answer 2xx (empty when it does).
+func (s *Service) validate(ctx context.Context, in *account.Integration, creds account.Credentials) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.ValidateURL, nil)
+	if err != nil {
+		return "linkgate could not check these credentials: the integration's validation URL is wrong."
+	}
+	if in.Auth == account.MethodBasic {
+		req.SetBasicAuth(creds.Username, creds.Password)
+	} else if in.APIKeyQuery != "" {
+		q := req.URL.Query()
+		q.Set(in.APIKeyQuery, creds.APIKey)
+		req.URL.RawQuery = q.Encode()
+	} else {
+		header, prefix := in.APIKeyHeader, in.APIKeyPrefix
+		if header == "" {
+			header = "Authorization"
+			if prefix == "" {
+				prefix = "Bearer "
+			}
+		}
+		req.Header.Set(header, prefix+creds.APIKey)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := s.opts.Client.Do(req)
+	if err != nil {
+		// The URL may carry the key in its query: log the host only.
+		s.log.Warn("validating credentials failed", zap.String("integration", in.Name), zap.String("host", req.URL.Host))
+		return fmt.Sprintf("%s could not be reached to check these credentials. Try again in a moment.", in.Name)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		s.log.Info("credentials refused by validation", zap.String("integration", in.Name), zap.Int("status", resp.StatusCode))
+		return fmt.Sprintf("%s did not accept these credentials (HTTP %d). Check them and try again.", in.Name, resp.StatusCode)
+	}
+	return ""
+}

@@ -1,0 +1,186 @@
+package linkflow
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/wire"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// tenantIDPattern is what a tenant id may look like: the application's own
+// identifier, kept printable so it is safe in logs, pages and URLs.
+var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:@+\-]{1,256}$`)
+
+// maxScopes bounds the scopes a link token may add.
+const maxScopes = 100
+
+// linkTokenRequest is the body of POST /link-token. Pointers tell an absent
+// field from an empty one, so that "both" and "neither" are told apart.
+type linkTokenRequest struct {
+	IntegratedAccountID    *string        `json:"integrated_account_id"`
+	TenantID               *string        `json:"tenant_id"`
+	Integration            *string        `json:"integration"`
+	RedirectURI            string         `json:"redirect_uri"`
+	Scopes                 []string       `json:"scopes"`
+	Context                map[string]any `json:"context"`
+	PersistPreviousContext bool           `json:"persist_previous_context"`
+}
+
+// LinkTokenResponse is the answer to POST /link-token.
+type LinkTokenResponse struct {
+	LinkToken string    `json:"link_token"`
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CreateLinkToken handles POST /link-token. The caller must already be
+// authenticated with the API token. The body names either an existing
+// account to reconnect ({"integrated_account_id"}) or a new connection
+// ({"tenant_id","integration"}); it answers 201 with the token, the magic
+// link and its expiry. Only the token's SHA-256 is stored.
+func (s *Service) CreateLinkToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		wire.WriteError(w, http.StatusMethodNotAllowed, "use POST to create a link token")
+		return
+	}
+	var req linkTokenRequest
+	if err := wire.DecodeJSON(r, &req); err != nil {
+		wire.WriteErr(w, err)
+		return
+	}
+	lt, err := s.linkTokenFor(r.Context(), &req)
+	if err != nil {
+		s.writeAPIError(w, err)
+		return
+	}
+	token := uuid.New().String()
+	sum := sha256.Sum256([]byte(token))
+	now := s.opts.Now().UTC()
+	lt.Hash = sum[:]
+	lt.CreatedAt = now
+	lt.ExpiresAt = now.Add(s.opts.LinkTokenTTL)
+	if err := s.store.CreateLinkToken(r.Context(), lt); err != nil {
+		s.log.Error("storing a link token", zap.String("integration", lt.Integration), zap.Error(err))
+		s.writeAPIError(w, err)
+		return
+	}
+	s.log.Info("link token created",
+		zap.String("integrated_account_id", lt.AccountID),
+		zap.String("tenant_id", lt.TenantID),
+		zap.String("integration", lt.Integration),
+		zap.Time("expires_at", lt.ExpiresAt))
+	wire.WriteJSON(w, http.StatusCreated, LinkTokenResponse{
+		LinkToken: token,
+		URL:       s.publicURL + PathConnect + "?" + url.Values{"link_token": {token}}.Encode(),
+		ExpiresAt: lt.ExpiresAt,
+	})
+}
+
+// linkTokenFor checks a request and returns the link token it asks for,
+// without hash and times.
+func (s *Service) linkTokenFor(ctx context.Context, req *linkTokenRequest) (*tokenstore.LinkToken, error) {
+	isReconnect := req.IntegratedAccountID != nil
+	isNew := req.TenantID != nil || req.Integration != nil
+	switch {
+	case isReconnect && isNew:
+		return nil, wire.Errorf(http.StatusBadRequest, "give either integrated_account_id (to reconnect an account) or tenant_id and integration (for a new connection), not both")
+	case !isReconnect && !isNew:
+		return nil, wire.Errorf(http.StatusBadRequest, "give integrated_account_id (to reconnect an account) or tenant_id and integration (for a new connection)")
+	}
+	lt := &tokenstore.LinkToken{
+		Context:                req.Context,
+		PersistPreviousContext: req.PersistPreviousContext,
+	}
+	if isReconnect {
+		id := *req.IntegratedAccountID
+		if id == "" || len(id) > 256 {
+			return nil, wire.Errorf(http.StatusBadRequest, "integrated_account_id must be a non-empty account id")
+		}
+		a, err := s.store.GetAccount(ctx, id)
+		if errors.Is(err, tokenstore.ErrNotFound) {
+			return nil, &wire.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("integrated account %s does not exist", id), AccountID: id}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("loading account %s: %w", id, err)
+		}
+		lt.AccountID, lt.TenantID, lt.Integration = a.ID, a.TenantID, a.Integration
+	} else {
+		if req.TenantID == nil || req.Integration == nil {
+			return nil, wire.Errorf(http.StatusBadRequest, "a new connection needs both tenant_id and integration")
+		}
+		if !tenantIDPattern.MatchString(*req.TenantID) {
+			return nil, wire.Errorf(http.StatusBadRequest, "tenant_id must be 1 to 256 characters of letters, digits and . _ : @ + -")
+		}
+		lt.TenantID, lt.Integration = *req.TenantID, *req.Integration
+	}
+	in, ok := s.integrations[lt.Integration]
+	if !ok {
+		return nil, wire.Errorf(http.StatusBadRequest, "integration %q is not configured", lt.Integration)
+	}
+	switch in.Auth {
+	case account.MethodOAuth2, account.MethodAPIKey, account.MethodBasic:
+	default:
+		return nil, wire.Errorf(http.StatusBadRequest, "integration %q authenticates with %s: there is nothing for an end user to connect", in.Name, in.Auth)
+	}
+	if req.RedirectURI != "" {
+		u, err := url.Parse(req.RedirectURI)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return nil, wire.Errorf(http.StatusBadRequest, "redirect_uri must be an absolute http(s) URL")
+		}
+		if !s.allowedOrigin(originOf(u)) {
+			return nil, wire.Errorf(http.StatusBadRequest, "redirect_uri origin %s is not one of the allowed origins", originOf(u))
+		}
+		lt.RedirectURI = u.String()
+	}
+	if len(req.Scopes) > maxScopes {
+		return nil, wire.Errorf(http.StatusBadRequest, "at most %d scopes", maxScopes)
+	}
+	for _, sc := range req.Scopes {
+		if !validScope(sc) {
+			return nil, wire.Errorf(http.StatusBadRequest, "scope %q is not a valid OAuth scope token", sc)
+		}
+	}
+	lt.Scopes = req.Scopes
+	return lt, nil
+}
+
+// validScope reports whether sc is a scope-token of RFC 6749 §3.3.
+func validScope(sc string) bool {
+	if sc == "" || len(sc) > 256 {
+		return false
+	}
+	for i := 0; i < len(sc); i++ {
+		c := sc[i]
+		if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// writeAPIError answers an API call: *wire.Error as is, store trouble as 503,
+// anything else as an opaque 500.
+func (s *Service) writeAPIError(w http.ResponseWriter, err error) {
+	var we *wire.Error
+	switch {
+	case errors.As(err, &we):
+		wire.WriteErr(w, we)
+	case errors.Is(err, tokenstore.ErrUnavailable):
+		wire.WriteError(w, http.StatusServiceUnavailable, "the store is unavailable; try again")
+	default:
+		s.log.Error("link token request failed", zap.Error(err))
+		wire.WriteErr(w, err)
+	}
+}
