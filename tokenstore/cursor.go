@@ -1,0 +1,79 @@
+package tokenstore
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalidCursor is returned by listings given a cursor they did not make;
+// an API answers it with 400.
+var ErrInvalidCursor = errors.New("invalid cursor")
+
+// The largest and default page sizes of listings.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+func pageSize(n int) int {
+	switch {
+	case n <= 0:
+		return DefaultPageSize
+	case n > MaxPageSize:
+		return MaxPageSize
+	}
+	return n
+}
+
+// cursor is a keyset position: the sort key of the last row of a page. It
+// travels as opaque base64 so that callers do not build their own.
+type cursor struct {
+	rank int64 // deliveries: 1 for failed, 0 otherwise
+	at   int64 // created_at, Unix nanoseconds
+	id   string
+}
+
+func (c cursor) encode() string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "%d.%d.%s", c.rank, c.at, c.id))
+}
+
+func decodeCursor(s string) (cursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return cursor{}, ErrInvalidCursor
+	}
+	parts := strings.SplitN(string(b), ".", 3)
+	if len(parts) != 3 || parts[2] == "" {
+		return cursor{}, ErrInvalidCursor
+	}
+	rank, err1 := strconv.ParseInt(parts[0], 10, 64)
+	at, err2 := strconv.ParseInt(parts[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return cursor{}, ErrInvalidCursor
+	}
+	return cursor{rank: rank, at: at, id: parts[2]}, nil
+}
+
+// nanos stores a time as Unix nanoseconds, the zero time as 0.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// fromNanos is the inverse of nanos; times come back in UTC.
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// prefixEnd is the smallest string greater than every string that starts with
+// p, so that a prefix search is an index range (0xff never occurs in UTF-8).
+func prefixEnd(p string) string { return p + "\xff" }

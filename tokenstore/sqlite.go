@@ -1,0 +1,199 @@
+package tokenstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/sqlite/*.sql
+var sqliteMigrations embed.FS
+
+// SQLite is the embedded Store: one database file, zero setup. SQLite lets
+// one connection write at a time, so writes go through a single connection
+// (they queue in Go, not in busy retries) and reads through a small pool that
+// WAL lets run beside the writer. Other processes sharing the file wait on
+// busy_timeout.
+type SQLite struct {
+	path   string
+	w      *sql.DB
+	r      *sql.DB
+	sealer *Sealer
+	// now is the clock seam for leases and timestamps the store sets.
+	now   func() time.Time
+	locks keyedMutex
+	// lockLease is how long a refresh lock row holds without renewal; it is
+	// renewed every lockLease/3 while fn runs, so a crashed holder frees the
+	// account after at most lockLease.
+	lockLease time.Duration
+	// lockPoll is how often a waiter in another process retries the row.
+	lockPoll time.Duration
+}
+
+var _ Store = (*SQLite)(nil)
+
+// OpenSQLite opens (creating if needed) the database file at path, brings its
+// schema up to date and returns a Store that seals secrets with s.
+func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
+	if s == nil {
+		return nil, errors.New("opening sqlite database: a sealer is required")
+	}
+	if path == "" {
+		return nil, errors.New("opening sqlite database: empty path")
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("opening sqlite database %s: path must not contain '?' or '#'", path)
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("opening sqlite database %s: directory %s: %w", path, dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("opening sqlite database %s: %s is not a directory", path, dir)
+	}
+
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+
+	q.Set("_txlock", "deferred")
+	q.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+
+	st := &SQLite{
+		path: path, w: w, r: r, sealer: s, now: time.Now,
+		lockLease: 30 * time.Second, lockPoll: 25 * time.Millisecond,
+	}
+	if err := st.migrate(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// Close closes the database connections.
+func (s *SQLite) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Checkpoint copies the write-ahead log into the database file and truncates
+// it; backups of the file alone are then complete.
+func (s *SQLite) Checkpoint(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return fmt.Errorf("checkpointing %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *SQLite) migrate(ctx context.Context) error {
+	files, err := fs.Glob(sqliteMigrations, "migrations/sqlite/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("starting migration: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("creating schema_migrations: %w", err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	for _, f := range files {
+		base := filepath.Base(f)
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with its version number", base)
+		}
+		if v <= current {
+			continue
+		}
+		body, err := sqliteMigrations.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			return fmt.Errorf("applying migration %s: %w", base, err)
+		}
+		if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", v, s.now().UnixNano()); err != nil {
+			return fmt.Errorf("recording migration %s: %w", base, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// storeErr wraps a database failure for op. Cancellations keep their own
+// identity; anything else the database says is ErrUnavailable to callers.
+func storeErr(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
+
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
+}
+
+func isUniqueViolation(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY || c == sqlite3.SQLITE_CONSTRAINT_UNIQUE
+}
+
+func isForeignKeyViolation(err error) bool {
+	return sqliteCode(err) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
+
+// write runs fn in one write transaction and commits it.
+func (s *SQLite) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return storeErr(op, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return storeErr(op, err)
+	}
+	return nil
+}
