@@ -18,8 +18,8 @@ const deliveryFrom = " FROM deliveries d JOIN events e ON e.id = d.event_id"
 
 func scanDelivery(row rowScanner) (Delivery, error) {
 	var (
-		d                                     Delivery
-		status                                string
+		d                                    Delivery
+		status                               string
 		next, created, updated, eventCreated int64
 	)
 	err := row.Scan(&d.ID, &d.Endpoint, &status, &d.Attempts, &next, &d.LastStatus, &d.LastError,
