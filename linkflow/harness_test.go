@@ -1,0 +1,402 @@
+package linkflow_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/testenv"
+	"github.com/linkgate/linkgate/linkflow"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+const (
+	clientID     = "linkgate-test"
+	clientSecret = "client-secret-for-tests"
+	goodAPIKey   = "key-that-works"
+	// appOriginForHandlers is an allowed application origin for tests that
+	// need no real application page.
+	appOriginForHandlers = "http://localhost:5555"
+)
+
+// clock is the service's settable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// harness is a gateway serving linkflow on 127.0.0.1 under the public origin
+// http://localhost:port, a real SQLite store, the fosite authorization
+// server and a validation endpoint for API-key and basic integrations.
+type harness struct {
+	t       *testing.T
+	store   *tokenstore.SQLite
+	svc     *linkflow.Service
+	srv     *httptest.Server
+	public  string
+	auth    *testenv.AuthServer
+	clock   *clock
+	commits atomic.Int64
+	// validations counts requests to the validation endpoint.
+	validations atomic.Int64
+	ints        map[string]*account.Integration
+	dbFile      string
+}
+
+type harnessOptions struct {
+	origins []string
+	issuer  bool
+	// configure may change integrations before the service is built.
+	configure func(map[string]*account.Integration)
+}
+
+func newHarness(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listening: %v", err)
+	}
+	h := &harness{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}}
+	h.public = "http://localhost:" + portOf(l.Addr().String())
+
+	h.auth = testenv.NewAuthServer(t, testenv.AuthServerOptions{
+		Clients: []testenv.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{h.public + "/connect-account/callback"}}},
+	})
+	if o.issuer {
+		h.auth.SetIssuer(h.auth.URL())
+	}
+	validate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.validations.Add(1)
+		user, pass, basic := r.BasicAuth()
+		if r.Header.Get("Authorization") == "Bearer "+goodAPIKey || (basic && user == "ann" && pass == "right-password") {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(validate.Close)
+
+	h.ints = map[string]*account.Integration{
+		"acme": {
+			Name: "acme", Auth: account.MethodOAuth2, BaseURL: h.auth.URL(),
+			AuthorizeURL: h.auth.AuthorizeURL(), TokenURL: h.auth.TokenURL(),
+			ClientID: clientID, ClientSecret: clientSecret, AuthStyle: "header",
+			Scopes:      []string{"contacts.read"},
+			UserinfoURL: h.auth.UserinfoURL(), UserIDField: "sub",
+		},
+		"keyco":   {Name: "keyco", Auth: account.MethodAPIKey, BaseURL: validate.URL, ValidateURL: validate.URL + "/me"},
+		"basicco": {Name: "basicco", Auth: account.MethodBasic, BaseURL: validate.URL, ValidateURL: validate.URL + "/me"},
+		"machine": {Name: "machine", Auth: account.MethodClientCredentials, BaseURL: h.auth.URL(), TokenURL: h.auth.TokenURL(), ClientID: clientID},
+	}
+	if o.issuer {
+		h.ints["acme"].Issuer = h.auth.URL()
+	}
+	if o.configure != nil {
+		o.configure(h.ints)
+	}
+	for _, in := range h.ints {
+		if err := in.Validate(); err != nil {
+			t.Fatalf("integration: %v", err)
+		}
+	}
+
+	key, err := tokenstore.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := tokenstore.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.dbFile = filepath.Join(t.TempDir(), "linkgate.db")
+	h.store, err = tokenstore.OpenSQLite(context.Background(), h.dbFile, sealer)
+	if err != nil {
+		t.Fatalf("opening sqlite: %v", err)
+	}
+	t.Cleanup(func() { _ = h.store.Close() })
+
+	origins := o.origins
+	if origins == nil {
+		origins = []string{appOriginForHandlers}
+	}
+	h.svc, err = linkflow.New(h.store, h.ints, linkflow.Options{
+		PublicURL:      h.public,
+		AllowedOrigins: origins,
+		Now:            h.clock.Now,
+		OnCommit:       func() { h.commits.Add(1) },
+	})
+	if err != nil {
+		t.Fatalf("linkflow.New: %v", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/link-token", h.svc.CreateLinkToken)
+	mux.Handle("/connect-account", h.svc)
+	mux.Handle("/connect-account/", h.svc)
+	h.srv = httptest.NewUnstartedServer(mux)
+	_ = h.srv.Listener.Close()
+	h.srv.Listener = l
+	h.srv.Start()
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
+}
+
+// response is an answer read in full.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+var noRedirects = &http.Client{
+	Timeout:       30 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func (h *harness) do(req *http.Request) response {
+	h.t.Helper()
+	resp, err := noRedirects.Do(req)
+	if err != nil {
+		h.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{resp.StatusCode, resp.Header, string(b)}
+}
+
+// local turns a public URL (localhost) into one on the listener (127.0.0.1).
+func (h *harness) local(u string) string {
+	return strings.Replace(u, h.public, h.srv.URL, 1)
+}
+
+func (h *harness) get(u string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, h.local(u), nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return h.do(req)
+}
+
+func (h *harness) postForm(u string, form url.Values) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.local(u), strings.NewReader(form.Encode()))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return h.do(req)
+}
+
+func (h *harness) postJSON(u, body string) response {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.local(u), strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return h.do(req)
+}
+
+// linkToken creates a link token through the API and returns the answer.
+func (h *harness) linkToken(body any) linkflow.LinkTokenResponse {
+	h.t.Helper()
+	b, _ := json.Marshal(body)
+	r := h.postJSON(h.public+"/link-token", string(b))
+	if r.status != http.StatusCreated {
+		h.t.Fatalf("POST /link-token %s = %d %s", b, r.status, r.body)
+	}
+	var lt linkflow.LinkTokenResponse
+	if err := json.Unmarshal([]byte(r.body), &lt); err != nil {
+		h.t.Fatalf("decoding the link token answer: %v", err)
+	}
+	return lt
+}
+
+// startOAuth presses the connect button of the page of token and returns
+// the provider's authorization URL it redirects to.
+func (h *harness) startOAuth(token string) *url.URL {
+	h.t.Helper()
+	r := h.postForm(h.public+"/connect-account", url.Values{"link_token": {token}})
+	if r.status != http.StatusSeeOther {
+		h.t.Fatalf("connect button = %d, want 303: %s", r.status, r.body)
+	}
+	u, err := url.Parse(r.header.Get("Location"))
+	if err != nil {
+		h.t.Fatalf("redirect: %v", err)
+	}
+	return u
+}
+
+// consent plays the user on the provider's consent page: loads it, types
+// username and presses allow or deny. It returns where the provider sends
+// the browser (the callback URL).
+func (h *harness) consent(authorize *url.URL, username, action string) *url.URL {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, authorize.String(), nil)
+	if r := h.do(req); r.status != http.StatusOK {
+		h.t.Fatalf("consent page = %d: %s", r.status, r.body)
+	}
+	form := authorize.Query()
+	form.Set("username", username)
+	form.Set("action", action)
+	req, _ = http.NewRequest(http.MethodPost, h.auth.AuthorizeURL(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r := h.do(req)
+	loc, err := url.Parse(r.header.Get("Location"))
+	if err != nil || loc.Host == "" {
+		h.t.Fatalf("consent answered %d without redirect: %s", r.status, r.body)
+	}
+	return loc
+}
+
+// connectOAuth runs the whole flow for token as username and returns the
+// callback's answer.
+func (h *harness) connectOAuth(token, username string) response {
+	h.t.Helper()
+	cb := h.consent(h.startOAuth(token), username, "allow")
+	return h.get(cb.String())
+}
+
+// outbox returns the names of the events written since the last call.
+func (h *harness) outbox() []string {
+	h.t.Helper()
+	evs, err := h.store.FanOut(context.Background(), 100, func(tokenstore.Event) []string { return nil })
+	if err != nil {
+		h.t.Fatalf("reading the outbox: %v", err)
+	}
+	var names []string
+	for _, e := range evs {
+		names = append(names, e.Name)
+	}
+	return names
+}
+
+// seedAccount stores an oauth2 account of acme holding a real grant of
+// username, as if connected earlier.
+func (h *harness) seedAccount(username string, status account.Status, ctx map[string]any) (*account.Account, *oauth2Token) {
+	h.t.Helper()
+	tok := h.auth.Authorize(h.t, clientID, h.public+"/connect-account/callback", username, []string{"contacts.read"})
+	now := time.Now().UTC()
+	a := &account.Account{
+		ID: "acct-" + username, TenantID: "tenant-1", Integration: "acme", Method: account.MethodOAuth2,
+		Status: status, Context: ctx,
+		Credentials: account.Credentials{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, TokenType: "bearer", Expiry: tok.Expiry},
+		CreatedAt:   now, UpdatedAt: now,
+	}
+	if err := h.store.CreateAccount(context.Background(), a, nil); err != nil {
+		h.t.Fatalf("seeding account: %v", err)
+	}
+	return a, &oauth2Token{access: tok.AccessToken, refresh: tok.RefreshToken}
+}
+
+type oauth2Token struct{ access, refresh string }
+
+func (h *harness) account(id string) *account.Account {
+	h.t.Helper()
+	a, err := h.store.GetAccount(context.Background(), id)
+	if err != nil {
+		h.t.Fatalf("reading account %s: %v", id, err)
+	}
+	return a
+}
+
+func (h *harness) accountsOf(tenant string) []*account.Account {
+	h.t.Helper()
+	p, err := h.store.ListAccounts(context.Background(), tokenstore.Filter{TenantID: tenant})
+	if err != nil {
+		h.t.Fatalf("listing accounts: %v", err)
+	}
+	return p.Accounts
+}
+
+var postedRE = regexp.MustCompile(`(?s)<script type="application/json" id="linkgate-result">(.*?)</script>`)
+
+// posted is what a page posts to the application.
+type posted struct {
+	Message  map[string]any `json:"message"`
+	Targets  []string       `json:"targets"`
+	Redirect string         `json:"redirect"`
+}
+
+func postedBy(t *testing.T, body string) posted {
+	t.Helper()
+	m := postedRE.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("the page posts nothing to the application:\n%s", body)
+	}
+	var p posted
+	if err := json.Unmarshal(bytes.TrimSpace([]byte(m[1])), &p); err != nil {
+		t.Fatalf("the posted message is not JSON: %v\n%s", err, m[1])
+	}
+	return p
+}
+
+// assertPageHeaders checks what every connect page must send.
+func assertPageHeaders(t *testing.T, r response) {
+	t.Helper()
+	if got := r.header.Get("Referrer-Policy"); got != "no-referrer" {
+		t.Errorf("Referrer-Policy = %q, want no-referrer", got)
+	}
+	if got := r.header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control = %q, want no-store", got)
+	}
+	if got := r.header.Get("Cross-Origin-Opener-Policy"); got != "" {
+		t.Errorf("Cross-Origin-Opener-Policy = %q: it cuts the opener the Link SDK listens to", got)
+	}
+	csp := r.header.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "base-uri 'none'", "frame-ancestors "} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+		t.Errorf("Content-Security-Policy %q allows inline or eval'd script", csp)
+	}
+}
+
+// newServiceWithTTL is a second service over h's store with another link
+// token lifetime.
+func newServiceWithTTL(h *harness, ttl time.Duration) (*linkflow.Service, error) {
+	return linkflow.New(h.store, h.ints, linkflow.Options{
+		PublicURL: h.public, AllowedOrigins: []string{appOriginForHandlers}, LinkTokenTTL: ttl, Now: h.clock.Now,
+	})
+}
+
+func postRecorder(t *testing.T, hf http.HandlerFunc, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "/link-token", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	hf(rec, req)
+	return rec
+}
