@@ -429,6 +429,13 @@ func (a *AuthServer) issue(w http.ResponseWriter, r *http.Request, negativeExpir
 	defer a.mu.Unlock()
 	session := &fosite.DefaultSession{}
 	ar, err := a.provider.NewAccessRequest(ctx, r, session)
+	if errors.Is(err, fosite.ErrInactiveToken) {
+		// fosite v0.47 answers a used or revoked refresh token with its own
+		// "token_inactive" (401); providers answer invalid_grant (RFC 6749
+		// section 5.2), which is what linkgate must recognise. fosite has
+		// revoked the grant by now either way.
+		err = fosite.ErrInvalidGrant.WithWrap(err).WithHint("The refresh token was already used or has been revoked.")
+	}
 	if err != nil {
 		a.provider.WriteAccessError(ctx, w, ar, err)
 		return
