@@ -1,0 +1,398 @@
+package linkgate
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/wire"
+	"github.com/linkgate/linkgate/refresh"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+func init() {
+	caddy.RegisterModule(Inject{})
+}
+
+// Inject is the inject_credentials handler: it authenticates the product's
+// backend by its API token, finds the integrated account named by the
+// request, replaces the caller's Authorization with the account's
+// credentials, points the request at the integration's base URL and watches
+// the upstream's answer for 401s. It is followed by reverse_proxy, whose
+// upstream is the placeholder {integrated_account.upstream}.
+//
+// Placeholders set: {integrated_account.id}, {integrated_account.tenant_id},
+// {integrated_account.integration}, {integrated_account.upstream} (host:port
+// of the integration's base URL) and {integrated_account.scheme}.
+type Inject struct {
+	app    *App
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Inject) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.inject_credentials",
+		New: func() caddy.Module { return new(Inject) },
+	}
+}
+
+// Provision finds the integrated_accounts app.
+func (h *Inject) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	app, err := loadApp(ctx)
+	if err != nil {
+		return err
+	}
+	h.app = app
+	return nil
+}
+
+// loadApp returns the integrated_accounts app of the config being loaded.
+func loadApp(ctx caddy.Context) (*App, error) {
+	v, err := ctx.AppIfConfigured("integrated_accounts")
+	if err != nil {
+		return nil, fmt.Errorf("the integrated_accounts app is not configured: add an integrated_accounts global option block: %w", err)
+	}
+	return v.(*App), nil
+}
+
+// accountIDHeader names the account when the query does not.
+const accountIDHeader = "X-Integrated-Account-Id"
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	a := h.app
+	if !a.authorized(bearerToken(r)) {
+		a.metrics.injections.WithLabelValues("unauthorized").Inc()
+		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
+		return nil
+	}
+	id, err := takeAccountID(r)
+	if err != nil {
+		wire.WriteErr(w, err)
+		return nil
+	}
+	rt, err := a.runtime()
+	if err != nil {
+		h.logger.Error("opening the store", zap.Error(err))
+		wire.WriteError(w, http.StatusServiceUnavailable, errStoreUnavailable.Error())
+		return nil
+	}
+	ctx := r.Context()
+	acct, err := rt.store.GetAccount(ctx, id)
+	if err != nil {
+		wire.WriteErr(w, storeError(err, id))
+		return nil
+	}
+	in, err := a.integration(acct.Integration)
+	if err != nil {
+		a.metrics.injections.WithLabelValues("no_integration").Inc()
+		wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, Message: err.Error(), AccountID: id})
+		return nil
+	}
+	base, err := url.Parse(in.BaseURL)
+	if err != nil {
+		wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, Message: fmt.Sprintf("integration %s: base_url is not a URL", in.Name), AccountID: id})
+		return nil
+	}
+	creds, err := rt.refresher.Credentials(ctx, acct)
+	if err != nil {
+		a.metrics.injections.WithLabelValues("credentials_error").Inc()
+		wire.WriteErr(w, credentialsError(err, id))
+		return nil
+	}
+
+	// The upstream is the integration's, never the caller's choice.
+	r.Header.Del("Authorization")
+	r.Header.Del("Proxy-Authorization")
+	r.URL.Scheme = base.Scheme
+	r.URL.Host = base.Host
+	if p := strings.TrimRight(base.Path, "/"); p != "" {
+		r.URL.Path = p + "/" + strings.TrimLeft(r.URL.Path, "/")
+		if r.URL.RawPath != "" {
+			r.URL.RawPath = strings.TrimRight(base.EscapedPath(), "/") + "/" + strings.TrimLeft(r.URL.RawPath, "/")
+		}
+	}
+	r.Host = base.Host
+
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("integrated_account.id", acct.ID)
+	repl.Set("integrated_account.tenant_id", acct.TenantID)
+	repl.Set("integrated_account.integration", acct.Integration)
+	repl.Set("integrated_account.upstream", hostPort(base))
+	repl.Set("integrated_account.scheme", base.Scheme)
+
+	// A 401 from an OAuth upstream may be a token revoked early: refresh and
+	// retry once, if the request can be sent again.
+	var body []byte
+	canRetry := acct.Method == account.MethodOAuth2 && acct.Credentials.RefreshToken != ""
+	if canRetry {
+		body, canRetry = replayableBody(r, a.RetryBodyLimit)
+	}
+
+	for attempt := 0; ; attempt++ {
+		setCredentials(r, in, creds)
+		if body != nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, hold401: canRetry && attempt == 0}
+		err := next.ServeHTTP(sw, r)
+		switch {
+		case sw.status == http.StatusUnauthorized:
+			newCreds, retry, uerr := rt.refresher.Unauthorized(context.WithoutCancel(ctx), acct, creds)
+			if uerr != nil && !errors.Is(uerr, refresh.ErrNeedsReauth) {
+				h.logger.Warn("handling an upstream 401", zap.String("integrated_account_id", id), zap.Error(uerr))
+			}
+			if sw.held {
+				if retry && err == nil {
+					creds = newCreds
+					canRetry = false
+					a.metrics.injections.WithLabelValues("retried").Inc()
+					continue
+				}
+				// The upstream's 401 was held back for a retry that cannot
+				// happen: answer it ourselves.
+				a.metrics.injections.WithLabelValues("upstream_401").Inc()
+				wire.WriteErr(w, &wire.Error{Status: http.StatusUnauthorized, Remote: true, AccountID: id,
+					Message: "the upstream API refused the integrated account's credentials"})
+				return err
+			}
+			a.metrics.injections.WithLabelValues("upstream_401").Inc()
+		case sw.status >= 200 && sw.status < 300:
+			a.metrics.injections.WithLabelValues("ok").Inc()
+			if acct.Status == account.StatusNeedsReauth {
+				rt.refresher.Succeeded(context.WithoutCancel(ctx), acct)
+			}
+		default:
+			a.metrics.injections.WithLabelValues("ok").Inc()
+		}
+		return err
+	}
+}
+
+// takeAccountID reads the account id from the query (removing it, so the
+// upstream does not see it) or from the X-Integrated-Account-Id header.
+func takeAccountID(r *http.Request) (string, error) {
+	id := r.Header.Get(accountIDHeader)
+	r.Header.Del(accountIDHeader)
+	if strings.Contains(r.URL.RawQuery, "integrated_account_id") {
+		q := r.URL.Query()
+		if v := q.Get("integrated_account_id"); v != "" {
+			id = v
+		}
+		q.Del("integrated_account_id")
+		r.URL.RawQuery = q.Encode()
+	}
+	if id == "" {
+		return "", wire.Errorf(http.StatusBadRequest, "no integrated account: pass ?integrated_account_id=<id> or the %s header", accountIDHeader)
+	}
+	if len(id) > 256 {
+		return "", wire.Errorf(http.StatusBadRequest, "integrated_account_id is too long")
+	}
+	return id, nil
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}
+
+// setCredentials puts the account's credentials where the integration wants them.
+func setCredentials(r *http.Request, in *account.Integration, c account.Credentials) {
+	switch in.Auth {
+	case account.MethodAPIKey:
+		if in.APIKeyQuery != "" {
+			q := r.URL.Query()
+			q.Set(in.APIKeyQuery, c.APIKey)
+			r.URL.RawQuery = q.Encode()
+			return
+		}
+		header, prefix := in.APIKeyHeader, in.APIKeyPrefix
+		if header == "" {
+			header = "Authorization"
+			if prefix == "" {
+				prefix = "Bearer "
+			}
+		}
+		r.Header.Set(header, prefix+c.APIKey)
+	case account.MethodBasic:
+		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password)))
+	default:
+		typ := c.TokenType
+		if typ == "" || strings.EqualFold(typ, "bearer") {
+			typ = "Bearer"
+		}
+		r.Header.Set("Authorization", typ+" "+c.AccessToken)
+	}
+}
+
+// replayableBody reads a request body of at most limit bytes so it can be
+// sent twice. A larger body is put back unread and the request is not
+// retried.
+func replayableBody(r *http.Request, limit int64) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, true
+	}
+	if r.ContentLength > limit {
+		return nil, false
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil || int64(len(buf)) > limit {
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+		return nil, false
+	}
+	_ = r.Body.Close()
+	return buf, true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// hostPort is the dial address of a base URL, with the scheme's port.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// statusWriter records the upstream's status. With hold401 it holds back a
+// 401 answer (headers and body) so the request can be retried with fresh
+// credentials; every other answer streams through untouched.
+type statusWriter struct {
+	*caddyhttp.ResponseWriterWrapper
+	hold401 bool
+	held    bool
+	status  int
+	// header collects the response headers while a 401 may still be held
+	// back, so that a held answer's headers never reach the client.
+	header http.Header
+}
+
+func (sw *statusWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 {
+		sw.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if sw.status != 0 {
+		return
+	}
+	sw.status = code
+	if code == http.StatusUnauthorized && sw.hold401 {
+		sw.held = true
+		return
+	}
+	if sw.header != nil {
+		real := sw.ResponseWriter.Header()
+		clear(real)
+		for k, v := range sw.header {
+			real[k] = v
+		}
+		sw.header = nil
+	}
+	sw.ResponseWriter.WriteHeader(code)
+}
+
+func (sw *statusWriter) Write(p []byte) (int, error) {
+	if sw.status == 0 {
+		sw.WriteHeader(http.StatusOK)
+	}
+	if sw.held {
+		return len(p), nil
+	}
+	return sw.ResponseWriter.Write(p)
+}
+
+// ReadFrom keeps io.Copy from writing around the held 401.
+func (sw *statusWriter) ReadFrom(src io.Reader) (int64, error) {
+	if sw.status == 0 {
+		sw.WriteHeader(http.StatusOK)
+	}
+	if sw.held {
+		return io.Copy(io.Discard, src)
+	}
+	return sw.ResponseWriterWrapper.ReadFrom(src)
+}
+
+// Header hides the held 401's headers from the client's response.
+func (sw *statusWriter) Header() http.Header {
+	if sw.hold401 && sw.status == 0 {
+		if sw.header == nil {
+			sw.header = sw.ResponseWriter.Header().Clone()
+		}
+		return sw.header
+	}
+	if sw.held {
+		if sw.header == nil {
+			sw.header = http.Header{}
+		}
+		return sw.header
+	}
+	return sw.ResponseWriter.Header()
+}
+
+// storeError turns a store error into the API's answer.
+func storeError(err error, id string) error {
+	switch {
+	case errors.Is(err, tokenstore.ErrNotFound):
+		return &wire.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("integrated account %s not found", id), AccountID: id}
+	case errors.Is(err, tokenstore.ErrConflict):
+		return &wire.Error{Status: http.StatusConflict, Message: "the integrated account changed meanwhile: retry", AccountID: id}
+	default:
+		return &wire.Error{Status: http.StatusServiceUnavailable, Message: errStoreUnavailable.Error()}
+	}
+}
+
+// credentialsError turns a refresh error into the proxy's answer.
+func credentialsError(err error, id string) error {
+	var re *refresh.Error
+	switch {
+	case errors.Is(err, refresh.ErrNeedsReauth):
+		return &wire.Error{Status: http.StatusUnauthorized, Message: "integrated account needs reauthorization", AccountID: id}
+	case errors.As(err, &re):
+		switch re.Class {
+		case refresh.Revoked:
+			return &wire.Error{Status: http.StatusUnauthorized, Message: "integrated account needs reauthorization", AccountID: id}
+		case refresh.Misconfigured:
+			return &wire.Error{Status: http.StatusBadGateway, Remote: true, AccountID: id,
+				Message: "the integration's OAuth client is misconfigured (" + re.Code + "): check its client_id and client_secret"}
+		default:
+			return &wire.Error{Status: http.StatusServiceUnavailable, Remote: true, AccountID: id,
+				Message: "refreshing the access token failed for now (" + re.Code + "); retry later"}
+		}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &wire.Error{Status: http.StatusGatewayTimeout, Message: "gave up waiting for the access token refresh", AccountID: id}
+	default:
+		return storeError(err, id)
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Inject)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Inject)(nil)
+	_ io.ReaderFrom               = (*statusWriter)(nil)
+)

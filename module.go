@@ -1,0 +1,373 @@
+// Package linkgate is the Caddy glue of linkgate: the integrated_accounts app,
+// which owns the store, the refresher and the webhook dispatcher, and the HTTP
+// handlers inject_credentials, accounts_api, connect_account and
+// accounts_console. The work itself is done by the packages below it
+// (account, tokenstore, refresh, webhook, linkflow, console), which know
+// nothing of Caddy.
+package linkgate
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
+	"github.com/linkgate/linkgate/webhook"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the integrated_accounts app: the configuration and the long-lived
+// parts of linkgate that every handler shares.
+type App struct {
+	// Storage says where accounts, link tokens and the webhook outbox live.
+	// The default is SQLite in Caddy's data directory.
+	Storage *StorageConfig `json:"storage,omitempty"`
+
+	// EncryptionKeys seal credentials at rest: 32-byte AES-256 keys, base64
+	// or hex. The first seals; all of them open, so a key can be rotated by
+	// putting a new key first. With SQLite and no key, a key is generated in
+	// Caddy's data directory on first start. PostgreSQL needs a key, shared by
+	// every instance.
+	EncryptionKeys []string `json:"encryption_keys,omitempty"`
+
+	// APITokens are the bearer tokens the product's backend presents to the
+	// API and to proxied calls. Several may be configured so tokens can be
+	// rotated. At least one is required.
+	APITokens []string `json:"api_tokens,omitempty"`
+
+	// PublicURL is the gateway's public base URL, used to build magic links
+	// and the OAuth redirect URI (PublicURL + "/connect-account/callback").
+	PublicURL string `json:"public_url,omitempty"`
+
+	// AllowedOrigins are the web origins of the product allowed as link
+	// tokens' redirect_uri and as targets of the connect page's messages.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// LinkTokenTTL is how long a link token stays usable. Default 7 days.
+	LinkTokenTTL caddy.Duration `json:"link_token_ttl,omitempty"`
+
+	// Integrations are the third-party APIs accounts connect to, by name.
+	Integrations map[string]*account.Integration `json:"integrations,omitempty"`
+
+	// Webhooks are the endpoints that receive account events.
+	Webhooks []webhook.Endpoint `json:"webhooks,omitempty"`
+
+	// EnvironmentID is sent in every webhook envelope, so a receiver that
+	// serves several gateways can tell them apart.
+	EnvironmentID string `json:"environment_id,omitempty"`
+
+	// Refresh tunes token refresh.
+	Refresh *RefreshConfig `json:"refresh,omitempty"`
+
+	// CacheSize bounds the cache of unsealed credentials, in bytes of
+	// estimated cost. Default 64 MiB.
+	CacheSize int64 `json:"cache_size,omitempty"`
+
+	// RetryBodyLimit is the largest request body inject_credentials keeps so
+	// that a request refused with 401 can be retried after a token refresh.
+	// Default 64 KiB; larger bodies are streamed and not retried.
+	RetryBodyLimit int64 `json:"retry_body_limit,omitempty"`
+
+	ctx       caddy.Context
+	logger    *zap.Logger
+	tokens    [][sha256.Size]byte
+	keys      [][]byte
+	poolKey   string
+	storeHold *storeHolder
+	metrics   *metrics
+	events    *caddyevents.App
+
+	// live is the runtime built on the open store; a pointer, because the
+	// module value is copied by CaddyModule and must not carry a lock.
+	live *liveRuntime
+}
+
+type liveRuntime struct {
+	mu  sync.Mutex
+	run atomic.Pointer[runtime]
+}
+
+// StorageConfig selects the store.
+type StorageConfig struct {
+	// Driver is "sqlite" (default) or "postgres".
+	Driver string `json:"driver,omitempty"`
+	// Path is the SQLite database file. Default: linkgate.db in Caddy's data directory.
+	Path string `json:"path,omitempty"`
+	// DSN is the PostgreSQL connection string.
+	DSN string `json:"dsn,omitempty"`
+}
+
+// RefreshConfig tunes token refresh.
+type RefreshConfig struct {
+	// TokenTimeout bounds one call to a token endpoint. Default 30s.
+	TokenTimeout caddy.Duration `json:"token_timeout,omitempty"`
+	// RefreshAhead: tokens that expire within this are refreshed in the
+	// background by the sweeper. Default 10m.
+	RefreshAhead caddy.Duration `json:"refresh_ahead,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "integrated_accounts",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision resolves placeholders and checks the configuration. It opens
+// nothing: Provision also runs for `caddy validate` and `caddy adapt`.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.live = new(liveRuntime)
+	repl := caddy.NewReplacer()
+
+	if a.Storage == nil {
+		a.Storage = &StorageConfig{}
+	}
+	a.Storage.Driver = strings.ToLower(repl.ReplaceAll(a.Storage.Driver, ""))
+	if a.Storage.Driver == "" {
+		a.Storage.Driver = "sqlite"
+	}
+	a.Storage.Path = repl.ReplaceAll(a.Storage.Path, "")
+	a.Storage.DSN = repl.ReplaceAll(a.Storage.DSN, "")
+
+	for i, k := range a.EncryptionKeys {
+		raw := repl.ReplaceAll(k, "")
+		key, err := tokenstore.ParseKey(raw)
+		if err != nil {
+			return fmt.Errorf("encryption_key #%d: %w", i+1, err)
+		}
+		a.keys = append(a.keys, key)
+	}
+	for _, t := range a.APITokens {
+		t = repl.ReplaceAll(t, "")
+		if t == "" {
+			continue
+		}
+		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+	}
+	a.PublicURL = strings.TrimRight(repl.ReplaceAll(a.PublicURL, ""), "/")
+	for i, o := range a.AllowedOrigins {
+		a.AllowedOrigins[i] = strings.TrimRight(repl.ReplaceAll(o, ""), "/")
+	}
+	for name, in := range a.Integrations {
+		if in == nil {
+			return fmt.Errorf("integration %s: empty configuration", name)
+		}
+		in.Name = name
+		in.BaseURL = repl.ReplaceAll(in.BaseURL, "")
+		in.AuthorizeURL = repl.ReplaceAll(in.AuthorizeURL, "")
+		in.TokenURL = repl.ReplaceAll(in.TokenURL, "")
+		in.UserinfoURL = repl.ReplaceAll(in.UserinfoURL, "")
+		in.ValidateURL = repl.ReplaceAll(in.ValidateURL, "")
+		in.ClientID = repl.ReplaceAll(in.ClientID, "")
+		in.ClientSecret = repl.ReplaceAll(in.ClientSecret, "")
+	}
+	for i := range a.Webhooks {
+		w := &a.Webhooks[i]
+		w.URL = repl.ReplaceAll(w.URL, "")
+		for i, s := range w.Secrets {
+			w.Secrets[i] = repl.ReplaceAll(s, "")
+		}
+	}
+	if a.CacheSize <= 0 {
+		a.CacheSize = 64 << 20
+	}
+	if a.RetryBodyLimit == 0 {
+		a.RetryBodyLimit = 64 << 10
+	}
+	if a.LinkTokenTTL == 0 {
+		a.LinkTokenTTL = caddy.Duration(7 * 24 * time.Hour)
+	}
+
+	if err := a.validate(); err != nil {
+		return err
+	}
+
+	ev, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading the events app: %w", err)
+	}
+	a.events = ev.(*caddyevents.App)
+
+	m, err := newMetrics(ctx.GetMetricsRegistry())
+	if err != nil {
+		return err
+	}
+	a.metrics = m
+
+	// The store outlives config reloads: the new config starts before the old
+	// one stops, and both share one store (and one cache) through the pool.
+	a.poolKey = a.storageKey()
+	v, _, err := stores.LoadOrNew(a.poolKey, func() (caddy.Destructor, error) {
+		return &storeHolder{cfg: *a.Storage, keys: a.keys, cacheSize: a.CacheSize}, nil
+	})
+	if err != nil {
+		return err
+	}
+	a.storeHold = v.(*storeHolder)
+	return nil
+}
+
+// validate checks the configuration and names the option that is wrong.
+func (a *App) validate() error {
+	switch a.Storage.Driver {
+	case "sqlite":
+	case "postgres":
+		if a.Storage.DSN == "" {
+			return fmt.Errorf("storage postgres: a dsn is required")
+		}
+		if len(a.keys) == 0 {
+			return fmt.Errorf("encryption_key: required with storage postgres, and every instance must share it")
+		}
+	default:
+		return fmt.Errorf("storage: driver %q is not sqlite or postgres", a.Storage.Driver)
+	}
+	if len(a.tokens) == 0 {
+		return fmt.Errorf("api_token: at least one API token is required")
+	}
+	if a.PublicURL != "" {
+		u, err := url.Parse(a.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("public_url %q: must be an absolute http(s) URL", a.PublicURL)
+		}
+	}
+	for _, o := range a.AllowedOrigins {
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("allowed_origins: %q is not an origin like https://app.example.com", o)
+		}
+	}
+	for _, in := range a.Integrations {
+		if err := in.Validate(); err != nil {
+			return err
+		}
+	}
+	for i, w := range a.Webhooks {
+		if err := w.Validate(); err != nil {
+			return fmt.Errorf("webhook #%d: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// storageKey identifies the store in the pool: the same storage with the same
+// keys is the same store.
+func (a *App) storageKey() string {
+	h := sha256.New()
+	b, _ := json.Marshal(a.Storage)
+	h.Write(b)
+	for _, k := range a.keys {
+		h.Write([]byte{0})
+		h.Write(k)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// Start opens the store, so that an unusable database refuses to start, and
+// starts the background workers.
+func (a *App) Start() error {
+	rt, err := a.runtime()
+	if err != nil {
+		return err
+	}
+	return rt.start()
+}
+
+// Stop stops the background workers. The store stays open until Cleanup
+// releases it, because handlers of this config may still be serving.
+func (a *App) Stop() error {
+	if a.live == nil {
+		return nil
+	}
+	rt := a.live.run.Load()
+	if rt == nil {
+		return nil
+	}
+	return rt.stop()
+}
+
+// Cleanup releases the store; the last config to release it closes it.
+func (a *App) Cleanup() error {
+	if a.poolKey == "" {
+		return nil
+	}
+	_, err := stores.Delete(a.poolKey)
+	return err
+}
+
+// runtime returns the parts built on the open store, building them on first
+// use. Handlers may be called before the app has started (apps start in any
+// order), so they call this too.
+func (a *App) runtime() (*runtime, error) {
+	if rt := a.live.run.Load(); rt != nil {
+		return rt, nil
+	}
+	a.live.mu.Lock()
+	defer a.live.mu.Unlock()
+	if rt := a.live.run.Load(); rt != nil {
+		return rt, nil
+	}
+	st, err := a.storeHold.open(a.logger)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := newRuntime(a, st)
+	if err != nil {
+		return nil, err
+	}
+	a.live.run.Store(rt)
+	return rt, nil
+}
+
+// authorized reports whether the bearer token is one of the API tokens, in
+// constant time whatever the token's length.
+func (a *App) authorized(bearer string) bool {
+	if bearer == "" {
+		return false
+	}
+	got := sha256.Sum256([]byte(bearer))
+	ok := 0
+	for i := range a.tokens {
+		ok |= subtle.ConstantTimeCompare(got[:], a.tokens[i][:])
+	}
+	return ok == 1
+}
+
+// integration returns the configured integration name, or an error that names it.
+func (a *App) integration(name string) (*account.Integration, error) {
+	in, ok := a.Integrations[name]
+	if !ok {
+		return nil, fmt.Errorf("integration %q is not configured in this gateway", name)
+	}
+	return in, nil
+}
+
+// stores holds the open stores, shared across config reloads.
+var stores = caddy.NewUsagePool()
+
+// errStoreUnavailable is what handlers answer when the store cannot be opened.
+var errStoreUnavailable = errors.New("the account store is unavailable")
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,140 @@
+package linkgate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// storeHolder opens the store on first use and closes it when the last
+// config that uses it is cleaned up.
+type storeHolder struct {
+	cfg       StorageConfig
+	keys      [][]byte
+	cacheSize int64
+
+	mu    sync.Mutex
+	store *tokenstore.Cached
+}
+
+// open returns the store, opening it if this is the first use. A failed open
+// is tried again on the next use, so a database that comes back heals.
+func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.store != nil {
+		return h.store, nil
+	}
+	keys := h.keys
+	if len(keys) == 0 {
+		k, err := loadOrCreateKey(logger)
+		if err != nil {
+			return nil, err
+		}
+		keys = [][]byte{k}
+	}
+	sealer, err := tokenstore.NewSealer(keys...)
+	if err != nil {
+		return nil, fmt.Errorf("encryption_key: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var inner tokenstore.Store
+	switch h.cfg.Driver {
+	case "postgres":
+		inner, err = openPostgres(ctx, h.cfg.DSN, sealer, logger)
+		if err != nil {
+			return nil, fmt.Errorf("storage postgres: %w", err)
+		}
+	default:
+		path := h.cfg.Path
+		if path == "" {
+			path = filepath.Join(caddy.AppDataDir(), "linkgate", "linkgate.db")
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, fmt.Errorf("storage sqlite: creating %s: %w", filepath.Dir(path), err)
+			}
+		}
+		inner, err = tokenstore.OpenSQLite(ctx, path, sealer)
+		if err != nil {
+			return nil, fmt.Errorf("storage sqlite %s: %w", path, err)
+		}
+	}
+	cached, err := tokenstore.NewCached(inner, h.cacheSize)
+	if err != nil {
+		_ = inner.Close()
+		return nil, err
+	}
+	h.store = cached
+	return cached, nil
+}
+
+// Destruct closes the store when no config uses it any more.
+func (h *storeHolder) Destruct() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.store == nil {
+		return nil
+	}
+	err := h.store.Close()
+	h.store = nil
+	return err
+}
+
+// keyFile is where the generated key of an unconfigured SQLite store lives,
+// under Caddy's data directory.
+func keyFile() string { return filepath.Join(caddy.AppDataDir(), "linkgate", "encryption.key") }
+
+// loadOrCreateKey reads the generated key, creating it (mode 0600) on first
+// start, so that the example configuration runs with no setup. It warns,
+// because a key that lives next to the data protects less than one kept
+// elsewhere.
+func loadOrCreateKey(logger *zap.Logger) ([]byte, error) {
+	path := keyFile()
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key, err := tokenstore.ParseKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("generated encryption key %s: %w", path, err)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading generated encryption key %s: %w", path, err)
+	}
+	key, err := tokenstore.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		// Another instance created it meanwhile: use theirs.
+		return loadOrCreateKey(logger)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating generated encryption key %s: %w", path, err)
+	}
+	if _, err := f.WriteString(tokenstore.EncodeKey(key) + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing generated encryption key %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	logger.Warn("no encryption_key configured: generated one for the SQLite store; configure encryption_key to keep the key apart from the data",
+		zap.String("key_file", path))
+	return key, nil
+}
