@@ -1,0 +1,587 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"go.uber.org/goleak"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// failAccount stores an active account and then the transition that makes
+// it need reauthorization, with its outbox event, as the proxy path does.
+func failAccount(t testing.TB, st tokenstore.Store, id string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	a := &account.Account{ID: id, TenantID: "tenant-1", Integration: "hubspot", Method: account.MethodOAuth2,
+		Status: account.StatusActive, CreatedAt: now, UpdatedAt: now,
+		Credentials: account.Credentials{AccessToken: "at-never-sent", RefreshToken: "rt-never-sent"}}
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := a.Apply(account.AuthFailed, &account.Error{Code: "invalid_grant", Message: "refresh refused"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UpdateAccount(ctx, a, tokenstore.EventsFor(c, a, now)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func addTestEvents(t testing.TB, st tokenstore.Outbox, n int) []tokenstore.Event {
+	t.Helper()
+	evs := make([]tokenstore.Event, 0, n)
+	for i := range n {
+		evs = append(evs, tokenstore.Event{ID: newEventID(), Name: account.EventTest,
+			Payload: []byte(`{"n":` + strconv.Itoa(i) + `}`), CreatedAt: time.Now()})
+	}
+	if err := st.AddEvents(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+func TestAuthenticationErrorDeliveredSigned(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	cur, old := newSecret(t), newSecret(t)
+	ep := Endpoint{ID: "wh_app", URL: rc.URL(), Secrets: []string{cur, old}, Events: []string{"integrated_account:*"}}
+
+	var emitted []tokenstore.Event
+	var emu sync.Mutex
+	opts := fastOptions(t)
+	opts.Emit = func(e tokenstore.Event) { emu.Lock(); emitted = append(emitted, e); emu.Unlock() }
+	d := NewDispatcher(st, []Endpoint{ep}, opts)
+	startDispatcher(t, d)
+
+	failAccount(t, st, "acc_1")
+	d.Notify()
+	waitFor(t, "the delivery", 10*time.Second, func() bool { return rc.count() == 1 })
+
+	got := rc.deliveries()[0]
+	for name, sec := range map[string]string{"current": cur, "previous": old} {
+		wh, _ := standardwebhooks.NewWebhook(sec)
+		if err := wh.Verify(got.body, got.header); err != nil {
+			t.Fatalf("%s secret: official library rejects the delivery: %v", name, err)
+		}
+	}
+	if err := Verify([]string{cur}, got.header, got.body, 0); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if v, want := got.header.Get(HeaderTruto), "format=sha256,v="+TrutoSignature(cur, got.body, EncodingHex); v != want {
+		t.Fatalf("X-Truto-Signature = %q, want %q", v, want)
+	}
+	if got.header.Get("User-Agent") != DefaultUserAgent || got.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("headers = %v", got.header)
+	}
+	var env struct {
+		ID, Event, EnvironmentID, WebhookID, CreatedAt string
+		Payload                                        account.View
+	}
+	if err := json.Unmarshal(got.body, &env); err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]any
+	_ = json.Unmarshal(got.body, &raw)
+	if raw["event"] != account.EventAuthenticationError || raw["webhook_id"] != "wh_app" || raw["environment_id"] != "env_test" ||
+		raw["id"] != got.header.Get(HeaderID) {
+		t.Fatalf("envelope = %s", got.body)
+	}
+	if env.Payload.ID != "acc_1" || env.Payload.Status != account.StatusNeedsReauth || env.Payload.LastError == nil ||
+		env.Payload.LastError.Code != "invalid_grant" {
+		t.Fatalf("payload = %+v", env.Payload)
+	}
+	if strings.Contains(string(got.body), "at-never-sent") || strings.Contains(string(got.body), "rt-never-sent") {
+		t.Fatal("a credential reached the webhook")
+	}
+	emu.Lock()
+	if len(emitted) != 1 || emitted[0].Name != account.EventAuthenticationError {
+		t.Fatalf("emitted %v", emitted)
+	}
+	emu.Unlock()
+	waitFor(t, "the delivery to be recorded", 5*time.Second, func() bool {
+		ds := deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})
+		return len(ds) == 1 && ds[0].Attempts == 1 && ds[0].LastStatus == http.StatusNoContent
+	})
+}
+
+func TestRetriesUntilReceiverRecovers(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	rc.setAnswer(func(n int, _ http.ResponseWriter, _ *http.Request) int {
+		if n <= 2 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	sec := newSecret(t)
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{sec}}}, fastOptions(t))
+	startDispatcher(t, d)
+	failAccount(t, st, "acc_1")
+	d.Notify()
+
+	waitFor(t, "delivered", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
+	})
+	got := rc.deliveries()
+	if len(got) != 3 {
+		t.Fatalf("receiver got %d requests, want 3", len(got))
+	}
+	for _, g := range got {
+		if g.header.Get(HeaderID) != got[0].header.Get(HeaderID) || string(g.body) != string(got[0].body) {
+			t.Fatal("a retry changed the webhook-id or the body")
+		}
+		if err := Verify([]string{sec}, g.header, g.body, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
+	if dl.Attempts != 3 || dl.LastStatus != http.StatusOK || dl.LastError != "" {
+		t.Fatalf("delivery = %+v", dl)
+	}
+}
+
+func TestReceiverDownThenUp(t *testing.T) {
+	st := openStore(t)
+	// Take a free port and close it: the receiver is down.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	opts := fastOptions(t)
+	opts.Schedule = []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond,
+		400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second, time.Second}
+	d := NewDispatcher(st, []Endpoint{{URL: "http://" + addr + "/hooks", Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	failAccount(t, st, "acc_1")
+	d.Notify()
+
+	waitFor(t, "a failed attempt", 10*time.Second, func() bool {
+		ds := deliveriesOf(t, st, tokenstore.DeliveryFilter{})
+		return len(ds) == 1 && ds[0].Attempts >= 1 && ds[0].LastError != ""
+	})
+	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
+	if dl.Status != tokenstore.DeliveryPending || dl.LastStatus != 0 {
+		t.Fatalf("after a refused connection: %+v", dl)
+	}
+
+	// The receiver comes up on the same address.
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s was taken meanwhile: %v", addr, err)
+	}
+	rc := &receiver{inFlight: map[string]int{}}
+	srv := &http.Server{Handler: http.HandlerFunc(rc.serve)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	waitFor(t, "delivered after the receiver came up", 15*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
+	})
+	if rc.count() != 1 || rc.deliveries()[0].header.Get(HeaderID) != dl.Event.ID {
+		t.Fatalf("receiver got %d requests", rc.count())
+	}
+}
+
+func TestRetryAfterHonoured(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	rc.setAnswer(func(n int, w http.ResponseWriter, _ *http.Request) int {
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			return http.StatusTooManyRequests
+		}
+		return http.StatusOK
+	})
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, fastOptions(t))
+	startDispatcher(t, d)
+	addTestEvents(t, st, 1)
+	d.Notify()
+
+	waitFor(t, "delivered", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
+	})
+	got := rc.deliveries()
+	if len(got) != 2 {
+		t.Fatalf("%d requests, want 2", len(got))
+	}
+	// The schedule alone would retry after 20ms; Retry-After asked for 1s.
+	if gap := got[1].at.Sub(got[0].at); gap < time.Second {
+		t.Fatalf("retried %s after a 429 with Retry-After: 1", gap)
+	}
+}
+
+func TestGoneDisablesEndpoint(t *testing.T) {
+	st := openStore(t)
+	gone, ok := newReceiver(t), newReceiver(t)
+	gone.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusGone })
+	core, logs := observedLogger()
+	opts := fastOptions(t)
+	opts.Logger = core
+	d := NewDispatcher(st, []Endpoint{
+		{URL: gone.URL(), Secrets: []string{newSecret(t)}},
+		{URL: ok.URL(), Secrets: []string{newSecret(t)}},
+	}, opts)
+	startDispatcher(t, d)
+	addTestEvents(t, st, 1)
+	d.Notify()
+	waitFor(t, "the 410 recorded", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})) == 1
+	})
+	dis, err := st.DisabledEndpoints(context.Background())
+	if err != nil || dis[gone.URL()] == "" {
+		t.Fatalf("disabled endpoints = %v, %v", dis, err)
+	}
+	if logs.FilterMessageSnippet("410 Gone").Len() == 0 {
+		t.Fatal("no error log for the disabled endpoint")
+	}
+
+	// Later events go to the healthy endpoint only.
+	second := addTestEvents(t, st, 1)[0]
+	d.Notify()
+	waitFor(t, "the second event at the healthy endpoint", 10*time.Second, func() bool { return ok.count() == 2 })
+	for _, dl := range deliveriesOf(t, st, tokenstore.DeliveryFilter{}) {
+		if dl.Event.ID == second.ID && dl.Endpoint == gone.URL() {
+			t.Fatalf("a delivery was created for the disabled endpoint: %+v", dl)
+		}
+	}
+	if gone.count() != 1 {
+		t.Fatalf("the gone endpoint got %d requests", gone.count())
+	}
+}
+
+func TestExhaustedScheduleFailsAndRedeliverWorks(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusBadGateway })
+	sec := newSecret(t)
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{sec}}}, fastOptions(t))
+	startDispatcher(t, d)
+	failAccount(t, st, "acc_1")
+	d.Notify()
+
+	waitFor(t, "failed", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})) == 1
+	})
+	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})[0]
+	if dl.Attempts != 4 || rc.count() != 4 || dl.LastStatus != http.StatusBadGateway || dl.LastError == "" {
+		t.Fatalf("after the schedule: %+v, receiver got %d", dl, rc.count())
+	}
+
+	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusOK })
+	api := NewAPI(st, d)
+	rec := doAPI(t, api, http.MethodPost, "/webhook-delivery/"+dl.ID+"/redeliver")
+	if rec.Code != http.StatusOK || rec.Body.String() != "{\"success\":true}\n" {
+		t.Fatalf("redeliver: %d %s", rec.Code, rec.Body)
+	}
+	waitFor(t, "redelivered", 10*time.Second, func() bool {
+		g, err := st.GetDelivery(context.Background(), dl.ID)
+		return err == nil && g.Status == tokenstore.DeliveryDelivered
+	})
+	got := rc.deliveries()
+	if last := got[len(got)-1]; last.header.Get(HeaderID) != got[0].header.Get(HeaderID) {
+		t.Fatal("redelivery changed the webhook-id")
+	}
+}
+
+func TestTwoDispatchersNeverSendTwiceAtOnce(t *testing.T) {
+	path := t.TempDir() + "/shared.db"
+	st1 := openStoreAt(t, path)
+	st2 := openStoreAt(t, path)
+	rc := newReceiver(t)
+	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { time.Sleep(time.Millisecond); return http.StatusOK })
+	eps := []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}
+	d1 := NewDispatcher(st1, eps, fastOptions(t))
+	d2 := NewDispatcher(st2, eps, fastOptions(t))
+	startDispatcher(t, d1)
+	startDispatcher(t, d2)
+
+	const n = 150
+	evs := addTestEvents(t, st1, n)
+	d1.Notify()
+	d2.Notify()
+	waitFor(t, "every event delivered", 30*time.Second, func() bool {
+		return len(deliveriesOf(t, st1, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == n
+	})
+	seen := map[string]int{}
+	for _, g := range rc.deliveries() {
+		seen[g.header.Get(HeaderID)]++
+	}
+	for _, e := range evs {
+		if seen[e.ID] != 1 {
+			t.Fatalf("event %s sent %d times", e.ID, seen[e.ID])
+		}
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.maxDup > 1 {
+		t.Fatalf("one delivery was on the wire %d times at once", rc.maxDup)
+	}
+}
+
+func TestStopWaitsForSendInFlight(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	release := make(chan struct{})
+	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { <-release; return http.StatusOK })
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, fastOptions(t))
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addTestEvents(t, st, 1)
+	d.Notify()
+	waitFor(t, "the send in flight", 10*time.Second, func() bool { return rc.count() == 1 })
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- d.Stop(context.Background()) }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned %v with a send in flight", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if ds := deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered}); len(ds) != 1 {
+		t.Fatalf("the send finished during Stop was not recorded: %v", ds)
+	}
+	goleak.VerifyNone(t, goleak.IgnoreCurrent())
+}
+
+func TestStopGivesUpAndLeaseReturnsDelivery(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	rc.setAnswer(func(n int, _ http.ResponseWriter, r *http.Request) int {
+		if n == 1 {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+		}
+		return http.StatusOK
+	})
+	opts := fastOptions(t)
+	opts.Timeout, opts.Lease = 500*time.Millisecond, 1500*time.Millisecond
+	eps := []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}
+	d := NewDispatcher(st, eps, opts)
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ev := addTestEvents(t, st, 1)[0]
+	d.Notify()
+	waitFor(t, "the send in flight", 10*time.Second, func() bool { return rc.count() == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no time to wait
+	if err := d.Stop(ctx); err != context.Canceled {
+		t.Fatalf("Stop = %v, want context.Canceled", err)
+	}
+	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
+	if dl.Status != tokenstore.DeliveryPending || dl.Attempts != 0 {
+		t.Fatalf("an abandoned send was recorded: %+v", dl)
+	}
+
+	// Another instance takes it over once the lease has run out.
+	d2 := NewDispatcher(st, eps, opts)
+	startDispatcher(t, d2)
+	waitFor(t, "delivered by the next dispatcher", 10*time.Second, func() bool {
+		g, err := st.GetDelivery(context.Background(), dl.ID)
+		return err == nil && g.Status == tokenstore.DeliveryDelivered
+	})
+	got := rc.deliveries()
+	if len(got) != 2 || got[1].header.Get(HeaderID) != ev.ID {
+		t.Fatalf("receiver got %d requests", len(got))
+	}
+}
+
+func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
+	st := openStore(t)
+	slow, fast := newReceiver(t), newReceiver(t)
+	unblock := make(chan struct{})
+	slow.setAnswer(func(_ int, _ http.ResponseWriter, r *http.Request) int {
+		select {
+		case <-unblock:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	})
+	opts := fastOptions(t)
+	opts.Concurrency = 2
+	opts.Timeout, opts.Lease = 30*time.Second, time.Minute
+	d := NewDispatcher(st, []Endpoint{
+		{URL: slow.URL(), Secrets: []string{newSecret(t)}},
+		{URL: fast.URL(), Secrets: []string{newSecret(t)}},
+	}, opts)
+	startDispatcher(t, d)
+	t.Cleanup(func() { close(unblock) }) // runs before Stop: cleanups are LIFO
+
+	const n = 40
+	addTestEvents(t, st, n)
+	d.Notify()
+	waitFor(t, "every event at the fast endpoint while the slow one hangs", 20*time.Second, func() bool {
+		return fast.count() == n
+	})
+	if c := slow.count(); c > opts.Concurrency {
+		t.Fatalf("slow endpoint has %d requests open, more than its concurrency %d", c, opts.Concurrency)
+	}
+}
+
+// limitRecorder is a real store that remembers the largest batch asked of it.
+type limitRecorder struct {
+	tokenstore.Outbox
+	mu                  sync.Mutex
+	maxFanOut, maxClaim int
+	unfinished          int // claimed and not yet finished
+	maxUnfinished       int
+}
+
+func (l *limitRecorder) FanOut(ctx context.Context, limit int, f func(tokenstore.Event) []string) ([]tokenstore.Event, error) {
+	l.mu.Lock()
+	l.maxFanOut = max(l.maxFanOut, limit)
+	l.mu.Unlock()
+	return l.Outbox.FanOut(ctx, limit, f)
+}
+
+func (l *limitRecorder) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]tokenstore.Delivery, error) {
+	ds, err := l.Outbox.ClaimDeliveries(ctx, now, lease, limit)
+	l.mu.Lock()
+	l.maxClaim = max(l.maxClaim, limit)
+	l.unfinished += len(ds)
+	l.maxUnfinished = max(l.maxUnfinished, l.unfinished)
+	l.mu.Unlock()
+	return ds, err
+}
+
+func (l *limitRecorder) FinishAttempt(ctx context.Context, d *tokenstore.Delivery) error {
+	l.mu.Lock()
+	l.unfinished--
+	l.mu.Unlock()
+	return l.Outbox.FinishAttempt(ctx, d)
+}
+
+func TestLargeBacklogIsBatched(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 5_000
+	}
+	st := openStore(t)
+	for done := 0; done < n; done += 5000 {
+		addTestEvents(t, st, min(5000, n-done))
+	}
+	rc := newReceiver(t)
+	rec := &limitRecorder{Outbox: st}
+	opts := fastOptions(t)
+	d := NewDispatcher(rec, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	// The first delivery goes out long before the backlog is fanned out.
+	waitFor(t, "the first delivery", 20*time.Second, func() bool { return rc.count() > 0 })
+	waitFor(t, "a few hundred deliveries", 60*time.Second, func() bool { return rc.count() >= 300 })
+	pending, err := st.PendingDeliveries(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.maxFanOut > DefaultBatchSize || rec.maxClaim > DefaultBatchSize {
+		t.Fatalf("batches of %d events and %d claims, want at most %d", rec.maxFanOut, rec.maxClaim, DefaultBatchSize)
+	}
+	// Held in memory at once: at most the endpoint's workers and queue.
+	if limit := 2 * DefaultConcurrency; rec.maxUnfinished > limit {
+		t.Fatalf("%d deliveries claimed at once, want at most %d", rec.maxUnfinished, limit)
+	}
+	t.Logf("%d events, %d deliveries pending when stopping", n, pending)
+}
+
+func TestMetricsRegisterTwice(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m1, m2 := newMetrics(reg), newMetrics(reg)
+	if m1.attempts != m2.attempts || m1.deliveries != m2.deliveries || m1.events != m2.events {
+		t.Fatal("a second registration did not reuse the registered counters")
+	}
+	st := openStore(t)
+	rc := newReceiver(t)
+	opts := fastOptions(t)
+	opts.Registerer = reg
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL() + "?token=receiver-secret", Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	addTestEvents(t, st, 1)
+	d.Notify()
+	waitFor(t, "the delivered counter", 10*time.Second, func() bool {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "caddy_linkgate_webhook_deliveries_total" {
+				for _, m := range mf.GetMetric() {
+					if m.GetCounter().GetValue() == 1 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if strings.Contains(l.GetValue(), "receiver-secret") || strings.Contains(l.GetValue(), "http") {
+					t.Fatalf("metric label %s=%s", l.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+}
+
+func TestStartRejectsBadConfig(t *testing.T) {
+	st := openStore(t)
+	sec := newSecret(t)
+	for name, c := range map[string]struct {
+		eps  []Endpoint
+		opts Options
+	}{
+		"invalid endpoint": {[]Endpoint{{URL: "nope", Secrets: []string{sec}}}, Options{}},
+		"duplicate":        {[]Endpoint{{URL: "http://127.0.0.1:1/x", Secrets: []string{sec}}, {URL: "http://127.0.0.1:1/x", Secrets: []string{sec}}}, Options{}},
+		"lease too short":  {nil, Options{Timeout: time.Minute, Lease: time.Second}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := NewDispatcher(st, c.eps, c.opts)
+			if err := d.Start(); err == nil {
+				d.Stop(context.Background())
+				t.Fatal("started")
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"":     0,
+		"3":    3 * time.Second,
+		"-1":   0,
+		"soon": 0,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+		"999999999": maxRetryAfter,
+	} {
+		if got := parseRetryAfter(v, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %s, want %s", v, got, want)
+		}
+	}
+}
