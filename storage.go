@@ -61,9 +61,10 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 		path := h.cfg.Path
 		if path == "" {
 			path = filepath.Join(caddy.AppDataDir(), "linkgate", "linkgate.db")
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return nil, fmt.Errorf("storage sqlite: creating %s: %w", filepath.Dir(path), err)
-			}
+		}
+		// A fresh checkout has no data directory yet: make it, private.
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("storage sqlite %s: creating its directory: %w", path, err)
 		}
 		inner, err = tokenstore.OpenSQLite(ctx, path, sealer)
 		if err != nil {
