@@ -274,6 +274,10 @@ func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *ac
 		case errors.Is(err, tokenstore.ErrUsed):
 			return "", &pageError{http.StatusConflict, errInvalidToken, "Connection link already used",
 				"This connection link was already used. Ask the application for a new connection link."}
+		case errors.Is(err, tokenstore.ErrNotFound):
+			// The link token or the account was deleted meanwhile.
+			return "", &pageError{http.StatusGone, errInvalidToken, "Connection link not valid",
+				"This connection link or its account no longer exists. Ask the application for a new connection link."}
 		case errors.Is(err, tokenstore.ErrConflict), errors.Is(err, tokenstore.ErrExists):
 			// The account changed meanwhile (a refresh): read it again.
 			continue
