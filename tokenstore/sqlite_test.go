@@ -1,0 +1,347 @@
+package tokenstore_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
+	"github.com/linkgate/linkgate/tokenstore/storetest"
+)
+
+var ctx = context.Background()
+
+func newKey(t testing.TB) []byte {
+	t.Helper()
+	k, err := tokenstore.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func openSQLite(t testing.TB, path string, keys ...[]byte) *tokenstore.SQLite {
+	t.Helper()
+	s, err := tokenstore.NewSealer(keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tokenstore.OpenSQLite(ctx, path, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestSQLiteConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) tokenstore.Store {
+		return openSQLite(t, filepath.Join(t.TempDir(), "linkgate.db"), newKey(t))
+	})
+}
+
+func TestSQLiteNoSecretsInTheFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "linkgate.db")
+	key := newKey(t)
+	st := openSQLite(t, path, key)
+	defer st.Close()
+
+	a := storetest.NewAccount("acc_secret")
+	a.Credentials.Password = "hunter2-password-value"
+	a.Credentials.APIKey = "sk_live_api_key_value"
+	b := storetest.NewAccount("acc_basic")
+	b.Method = account.MethodBasic
+	b.Credentials = account.Credentials{Username: "someone", Password: "basic-password-value"}
+	for _, x := range []*account.Account{a, b} {
+		if err := st.CreateAccount(ctx, x, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An update leaves the old sealed blob in the WAL; that must be sealed too.
+	firstAccess := a.Credentials.AccessToken
+	a.Credentials.AccessToken = "at-second-generation-value"
+	if err := st.UpdateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	lt := &tokenstore.LinkToken{Hash: []byte("h"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := st.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	verifier := "pkce-verifier-0123456789abcdefghijklmnopqrstuvwxyz"
+	if err := st.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: []byte("s"), LinkTokenHash: lt.Hash, Verifier: verifier, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{
+		firstAccess, a.Credentials.RefreshToken,
+		"at-second-generation-value", "hunter2-password-value", "sk_live_api_key_value", "basic-password-value",
+		verifier, string(key), base64.StdEncoding.EncodeToString(key),
+	}
+	scan := func(when string) {
+		t.Helper()
+		files, _ := filepath.Glob(path + "*")
+		if len(files) == 0 {
+			t.Fatal("no database files")
+		}
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range secrets {
+				if bytes.Contains(raw, []byte(s)) {
+					t.Fatalf("%s: %s contains a secret in the clear", when, filepath.Base(f))
+				}
+			}
+			// The check can see: non-secret values are in the file.
+			if filepath.Base(f) == "linkgate.db" && when == "after checkpoint" && !bytes.Contains(raw, []byte("acc_secret")) {
+				t.Fatal("the account id is not in the file: the scan reads the wrong thing")
+			}
+		}
+	}
+	scan("before checkpoint")
+	if err := st.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	scan("after checkpoint")
+}
+
+func TestSQLiteReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "linkgate.db")
+	key := newKey(t)
+	st := openSQLite(t, path, key)
+	a := storetest.NewAccount("acc_reopen")
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	st = openSQLite(t, path, key)
+	got, err := st.GetAccount(ctx, a.ID)
+	if err != nil || got.Credentials.AccessToken != a.Credentials.AccessToken {
+		t.Fatalf("re-opened with the same key: %v", err)
+	}
+	st.Close()
+
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n, v int
+	if err := raw.QueryRow("SELECT COUNT(*), MAX(version) FROM schema_migrations").Scan(&n, &v); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if n != 1 || v != 1 {
+		t.Fatalf("schema_migrations has %d rows up to %d after two opens, want 1 and 1", n, v)
+	}
+
+	st = openSQLite(t, path, newKey(t))
+	defer st.Close()
+	_, err = st.GetAccount(ctx, a.ID)
+	if err == nil || !strings.Contains(err.Error(), "sealed with a key that is not configured") {
+		t.Fatalf("re-opened with another key: %v", err)
+	}
+	if strings.Contains(err.Error(), a.Credentials.AccessToken) {
+		t.Fatal("the error shows the token")
+	}
+	// A listing needs no key and still works.
+	if p, err := st.ListAccounts(ctx, tokenstore.Filter{}); err != nil || len(p.Accounts) != 1 {
+		t.Fatalf("listing under another key: %d, %v", len(p.Accounts), err)
+	}
+}
+
+func TestSQLiteReseal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "linkgate.db")
+	oldKey, newKeyB := newKey(t), newKey(t)
+	st := openSQLite(t, path, oldKey)
+	var accounts []*account.Account
+	for i := range 5 {
+		a := storetest.NewAccount(fmt.Sprintf("acc_%d", i))
+		if err := st.CreateAccount(ctx, a, nil); err != nil {
+			t.Fatal(err)
+		}
+		accounts = append(accounts, a)
+	}
+	now := time.Now()
+	lt := &tokenstore.LinkToken{Hash: []byte("lt"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := st.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: []byte("st"), LinkTokenHash: lt.Hash, Verifier: "the-verifier", ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	st = openSQLite(t, path, newKeyB, oldKey)
+	n, err := st.Reseal(ctx)
+	if err != nil || n != 6 {
+		t.Fatalf("Reseal = %d, %v; want 6", n, err)
+	}
+	if n, err := st.Reseal(ctx); err != nil || n != 0 {
+		t.Fatalf("second Reseal = %d, %v; want 0", n, err)
+	}
+	st.Close()
+
+	st = openSQLite(t, path, newKeyB)
+	defer st.Close()
+	for _, a := range accounts {
+		got, err := st.GetAccount(ctx, a.ID)
+		if err != nil || got.Credentials.RefreshToken != a.Credentials.RefreshToken {
+			t.Fatalf("after rotation, account %s: %v", a.ID, err)
+		}
+	}
+	cs, err := st.TakeConnectState(ctx, []byte("st"))
+	if err != nil || cs.Verifier != "the-verifier" {
+		t.Fatalf("after rotation, connect state: %v", err)
+	}
+}
+
+func TestSQLiteBadPath(t *testing.T) {
+	s, _ := tokenstore.NewSealer(newKey(t))
+	dir := t.TempDir()
+	file := filepath.Join(dir, "plain-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{
+		filepath.Join(dir, "no", "such", "dir", "linkgate.db"),
+		filepath.Join(file, "linkgate.db"),
+		dir, // a directory, not a database file
+	} {
+		st, err := tokenstore.OpenSQLite(ctx, path, s)
+		if err == nil {
+			st.Close()
+			t.Fatalf("OpenSQLite(%s) succeeded", path)
+		}
+		if !strings.Contains(err.Error(), path) {
+			t.Fatalf("error %q does not name the path %s", err, path)
+		}
+	}
+}
+
+func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "linkgate.db")
+	key := newKey(t)
+	h1, h2 := openSQLite(t, path, key), openSQLite(t, path, key)
+	defer h1.Close()
+	defer h2.Close()
+	for _, h := range []*tokenstore.SQLite{h1, h2} {
+		tokenstore.SetLockTiming(h, 30*time.Second, 2*time.Millisecond)
+	}
+	var inside, maxInside, runs atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := h1
+			if i%2 == 1 {
+				h = h2
+			}
+			err := h.WithRefreshLock(ctx, "acc_shared", func(context.Context) error {
+				n := inside.Add(1)
+				if n > maxInside.Load() {
+					maxInside.Store(n)
+				}
+				time.Sleep(2 * time.Millisecond)
+				inside.Add(-1)
+				runs.Add(1)
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if runs.Load() != 16 || maxInside.Load() != 1 {
+		t.Fatalf("%d runs, at most %d holders at once across two handles; want 16 and 1", runs.Load(), maxInside.Load())
+	}
+
+	// A holder that died: its lease runs out and the other handle proceeds.
+	tokenstore.SetLockTiming(h1, 100*time.Millisecond, 2*time.Millisecond)
+	held := make(chan struct{})
+	release := make(chan struct{})
+	go h1.WithRefreshLock(ctx, "acc_lease", func(context.Context) error {
+		close(held)
+		<-release
+		return nil
+	})
+	<-held
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	err := h2.WithRefreshLock(waitCtx, "acc_lease", func(context.Context) error { return nil })
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("other handle while the lock is held: %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	if err := h2.WithRefreshLock(ctx, "acc_lease", func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSQLiteManyConcurrentWriters(t *testing.T) {
+	st := openSQLite(t, filepath.Join(t.TempDir(), "linkgate.db"), newKey(t))
+	defer st.Close()
+	base := storetest.NewAccount("acc_hot")
+	if err := st.CreateAccount(ctx, base, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var conflicts atomic.Int32
+	for i := range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			switch i % 4 {
+			case 0:
+				err = st.CreateAccount(ctx, storetest.NewAccount(fmt.Sprintf("acc_%d", i)), nil)
+			case 1:
+				err = st.UpdateAccount(ctx, base.Clone(), nil)
+				if errors.Is(err, tokenstore.ErrConflict) {
+					conflicts.Add(1)
+					err = nil
+				}
+			case 2:
+				_, err = st.GetAccount(ctx, base.ID)
+			default:
+				err = st.AddEvents(ctx, []tokenstore.Event{tokenstore.NewEvent(account.EventTest, base, time.Now())})
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if conflicts.Load() != 249 {
+		t.Fatalf("%d of 250 racing updates conflicted, want 249", conflicts.Load())
+	}
+}
+
+func BenchmarkSQLiteGetAccount(b *testing.B) {
+	st := openSQLite(b, filepath.Join(b.TempDir(), "linkgate.db"), newKey(b))
+	defer st.Close()
+	a := storetest.NewAccount("acc_bench")
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := st.GetAccount(ctx, a.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
