@@ -381,7 +381,9 @@ func testListAccounts(t *testing.T, s tokenstore.Store) {
 	check("tenant", tokenstore.Filter{TenantID: "tenant_3", Limit: 10},
 		func(a *account.Account) bool { return a.TenantID == "tenant_3" })
 	check("integration and status", tokenstore.Filter{Integration: "salesforce", Status: account.StatusActive, Limit: 9},
-		func(a *account.Account) bool { return a.Integration == "salesforce" && a.Status == account.StatusActive })
+		func(a *account.Account) bool {
+			return a.Integration == "salesforce" && a.Status == account.StatusActive
+		})
 	check("search id prefix", tokenstore.Filter{Search: "acc_1", Limit: 30},
 		func(a *account.Account) bool { return strings.HasPrefix(a.ID, "acc_1") })
 	check("search tenant prefix", tokenstore.Filter{Search: "tenant_5"},
