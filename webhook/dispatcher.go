@@ -426,6 +426,13 @@ func (d *Dispatcher) isDisabled(u string) (string, bool) {
 func (d *Dispatcher) worker(t *target) {
 	defer d.wg.Done()
 	for {
+		// Stopping wins over queued work: Stop hands queued deliveries
+		// back instead of sending them.
+		select {
+		case <-d.quit:
+			return
+		default:
+		}
 		select {
 		case <-d.quit:
 			return
