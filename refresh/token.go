@@ -49,8 +49,8 @@ func (t *tokenResult) apply(c *account.Credentials) {
 		c.RefreshToken = t.tok.RefreshToken
 	}
 	c.Expiry = time.Time{}
-	if t.tok.ExpiresIn > 0 {
-		c.Expiry = t.received.Add(time.Duration(t.tok.ExpiresIn) * time.Second)
+	if secs := expiresIn(t.tok); secs > 0 {
+		c.Expiry = t.received.Add(time.Duration(secs) * time.Second)
 	}
 	if s, ok := t.tok.Extra("scope").(string); ok && s != "" {
 		c.Scope = s
@@ -121,13 +121,33 @@ func (r *Refresher) tokenCall(refreshToken string, secrets []string, call func(c
 		}
 		return res, classify(err, secrets)
 	}
-	if tok.ExpiresIn < 0 {
+	if expiresIn(tok) < 0 {
 		if tok.RefreshToken != "" && tok.RefreshToken != refreshToken {
 			res.salvage = tok.RefreshToken
 		}
 		return res, &Error{Class: Transient, Code: "malformed_response", Message: "token endpoint answered with a negative expires_in"}
 	}
 	return res, nil
+}
+
+// expiresIn is the answer's expires_in in seconds, 0 when absent. The
+// clientcredentials package drops Token.ExpiresIn, so the raw field is read
+// as well.
+func expiresIn(tok *oauth2.Token) int64 {
+	if tok.ExpiresIn != 0 {
+		return tok.ExpiresIn
+	}
+	switch v := tok.Extra("expires_in").(type) {
+	case float64:
+		return int64(v)
+	case string:
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	case json.Number:
+		n, _ := v.Int64()
+		return n
+	}
+	return 0
 }
 
 // classify sorts a token-endpoint failure into who is to blame.
