@@ -1,0 +1,212 @@
+package linkflow_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/target"
+	"github.com/chromedp/chromedp"
+
+	"github.com/linkgate/linkgate/account"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// appPage is the application's page: it loads the Link SDK from the gateway
+// and calls authenticate from a click, as an application does.
+const appPage = `<!doctype html>
+<html><head><meta charset="utf-8"><title>app</title></head>
+<body>
+<button id="popup">Connect in a popup</button>
+<button id="iframe">Connect in a frame</button>
+<pre id="result"></pre>
+<script type="module">
+import { authenticate } from %q;
+const out = document.getElementById("result");
+const token = new URLSearchParams(location.search).get("lt");
+function run(opts) {
+  authenticate(token, opts).then(
+    (r) => { out.textContent = JSON.stringify(r); out.dataset.done = "resolved"; },
+    (e) => { out.textContent = JSON.stringify(e); out.dataset.done = "rejected"; });
+}
+document.getElementById("popup").addEventListener("click", () => run({ baseUrl: %q }));
+document.getElementById("iframe").addEventListener("click", () => run({ baseUrl: %q, iframe: true }));
+document.body.dataset.ready = "yes";
+</script>
+</body></html>`
+
+// browserEnv is a gateway, an application page on another localhost origin
+// and one headless Chromium.
+type browserEnv struct {
+	*harness
+	app string
+	ctx context.Context
+}
+
+func newBrowserEnv(t *testing.T) *browserEnv {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("Chromium is required at %s: %v", chromiumPath, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := "http://localhost:" + portOf(l.Addr().String())
+	h := newHarness(t, harnessOptions{origins: []string{app}})
+	page := fmt.Sprintf(appPage, h.public+"/connect-account/sdk.js", h.public, h.public)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write([]byte(page))
+	}))
+	_ = srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelBrowser()
+		cancelAlloc()
+	})
+	// Start the browser on the first tab, so that later tabs share it.
+	if _, err := chromedp.Run(ctx, chromedp.Title()); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return &browserEnv{harness: h, app: app, ctx: ctx}
+}
+
+// openApp loads the application page with token in a fresh tab.
+func (b *browserEnv) openApp(t *testing.T, token string) context.Context {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(b.ctx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab, chromedp.Navigate(b.app+"/app?lt="+url.QueryEscape(token))); err != nil {
+		t.Fatalf("loading the application page: %v", err)
+	}
+	if _, err := chromedp.Run(tab, chromedp.Poll[string](`document.body.dataset.ready`)); err != nil {
+		t.Fatalf("the application page did not load the SDK: %v", err)
+	}
+	return tab
+}
+
+// result waits for authenticate's promise to settle in the application tab.
+func result(t *testing.T, tab context.Context) (settled string, value any) {
+	t.Helper()
+	settled, err := chromedp.Run(tab, chromedp.Poll[string](`document.getElementById("result").dataset.done`, chromedp.WithPollingTimeout(60*time.Second)))
+	if err != nil {
+		t.Fatalf("the promise did not settle: %v", err)
+	}
+	text, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.getElementById("result").textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(text), &value); err != nil {
+		t.Fatalf("result %q: %v", text, err)
+	}
+	return settled, value
+}
+
+// consentIn plays the user on the provider's page in ctx.
+func consentIn(t *testing.T, ctx context.Context, username string) {
+	t.Helper()
+	if err := chromedp.Do(ctx,
+		chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), username),
+		chromedp.Click(chromedp.ID("allow")),
+	); err != nil {
+		t.Fatalf("consent page: %v", err)
+	}
+}
+
+func TestBrowserPopupReconnectsRevokedAccount(t *testing.T) {
+	b := newBrowserEnv(t)
+	a, old := b.seedAccount("alice", account.StatusNeedsReauth, map[string]any{"upstream_user_id": "alice"})
+	b.auth.RevokeSubject("alice")
+	lt := b.linkToken(map[string]any{"integrated_account_id": a.ID})
+	tab := b.openApp(t, lt.LinkToken)
+
+	popupCh := chromedp.WaitNewTarget(tab, func(info *target.Info) bool { return strings.Contains(info.URL, "/connect-account") })
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
+		t.Fatalf("clicking connect: %v", err)
+	}
+	var popupID target.ID
+	select {
+	case popupID = <-popupCh:
+	case <-b.ctx.Done():
+		t.Fatal("no popup opened")
+	}
+	popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(popupID))
+	defer cancel()
+	if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("reconnect-note")), chromedp.Click(chromedp.ID("connect"))); err != nil {
+		t.Fatalf("connect page in the popup: %v", err)
+	}
+	consentIn(t, popup, "alice")
+
+	settled, v := result(t, tab)
+	m, _ := v.(map[string]any)
+	if settled != "resolved" || m["result"] != "success" || m["integrated_account_id"] != a.ID || m["integration"] != "acme" || m["is_truto"] != true {
+		t.Fatalf("authenticate %s with %v", settled, v)
+	}
+	got := b.account(a.ID)
+	if got.Status != account.StatusActive || got.Credentials.AccessToken == old.access || got.Credentials.RefreshToken == old.refresh {
+		t.Errorf("account after reconnect = %+v", got)
+	}
+	if sub, ok := b.auth.ValidAccessToken(got.Credentials.AccessToken); !ok || sub != "alice" {
+		t.Errorf("the stored access token is not alice's live token")
+	}
+	if ev := b.outbox(); strings.Join(ev, ",") != account.EventUpdated+","+account.EventActive {
+		t.Errorf("events = %v, want updated, active", ev)
+	}
+	// The SDK closes the popup once the result arrived.
+	waitGone(t, tab, popupID)
+}
+
+// waitGone waits until the browser no longer has the target id.
+func waitGone(t *testing.T, ctx context.Context, id target.ID) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		infos, err := chromedp.Targets(ctx)
+		if err != nil {
+			t.Fatalf("listing targets: %v", err)
+		}
+		found := false
+		for _, info := range infos {
+			found = found || info.TargetID == id
+		}
+		if !found {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("target %s still open", id)
+		case <-tick.C:
+		}
+	}
+}
