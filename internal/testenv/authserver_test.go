@@ -426,3 +426,35 @@ func TestTimedOutRefreshStillRotates(t *testing.T) {
 		t.Fatal("the original access token survived its grant's rotation")
 	}
 }
+
+// TestConcurrentRefreshesWithOneTokenOneWins proves token requests are
+// serialised: of several simultaneous refreshes with one token exactly one
+// rotates it, and the others are reuse, which revokes the grant.
+func TestConcurrentRefreshesWithOneTokenOneWins(t *testing.T) {
+	a := newTestAuthServer(t)
+	tok := a.Authorize(t, "app", redirectURI, "alice", nil)
+	const n = 4
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		go func() {
+			<-start
+			_, err := refresh(t, a, "app", tok.RefreshToken)
+			errs <- err
+		}()
+	}
+	close(start)
+	won := 0
+	for i := 0; i < n; i++ {
+		err := <-errs
+		switch {
+		case err == nil:
+			won++
+		case errorCode(err) != "invalid_grant":
+			t.Errorf("a losing refresh failed with %v; want invalid_grant", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent refreshes with one token succeeded, want exactly 1", won, n)
+	}
+}

@@ -18,7 +18,10 @@ import (
 func TestConsentPageInChromium(t *testing.T) {
 	callbacks := make(chan url.Values, 4)
 	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		callbacks <- r.URL.Query()
+		// The browser also asks this origin for /favicon.ico.
+		if r.URL.Path == "/callback" {
+			callbacks <- r.URL.Query()
+		}
 		_, _ = w.Write([]byte("<!doctype html><title>back</title>done"))
 	}))
 	t.Cleanup(cb.Close)

@@ -1,12 +1,15 @@
 package testenv
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,9 +80,23 @@ func NewUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 func NewTLSUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 	t.Helper()
 	u := &Upstream{opts: opts}
-	u.srv = httptest.NewTLSServer(http.HandlerFunc(u.serve))
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(u.serve))
+	u.srv.Config.ErrorLog = log.New(handshakeNoiseFilter{os.Stderr}, "", log.LstdFlags)
+	u.srv.StartTLS()
 	t.Cleanup(u.srv.Close)
 	return u
+}
+
+// handshakeNoiseFilter drops the server's "TLS handshake error" lines:
+// tests provoke them on purpose (untrusting clients, connections cut at
+// cleanup) and they bury the output that matters.
+type handshakeNoiseFilter struct{ w io.Writer }
+
+func (f handshakeNoiseFilter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("TLS handshake error")) {
+		return len(p), nil
+	}
+	return f.w.Write(p)
 }
 
 // URL is the upstream's base URL (http:// or https://127.0.0.1:port).

@@ -66,7 +66,10 @@ func TestWebhookReceiverRecordsAndScripts(t *testing.T) {
 
 func TestWebhookReceiverWaitFor(t *testing.T) {
 	w := NewWebhookReceiver(t)
+	sent := make(chan struct{})
+	defer func() { <-sent }()
 	go func() {
+		defer close(sent)
 		for i := 0; i < 3; i++ {
 			resp, err := post(http.DefaultClient, w.URL(), "{}")
 			if err != nil || resp.StatusCode != 200 {
