@@ -210,3 +210,102 @@ func waitGone(t *testing.T, ctx context.Context, id target.ID) {
 		}
 	}
 }
+
+// waitTarget waits until the browser has a target matching match.
+func waitTarget(t *testing.T, ctx context.Context, match func(*target.Info) bool) target.ID {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		infos, err := chromedp.Targets(ctx)
+		if err != nil {
+			t.Fatalf("listing targets: %v", err)
+		}
+		for _, info := range infos {
+			if match(info) {
+				return info.TargetID
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the expected target never appeared")
+		case <-tick.C:
+		}
+	}
+}
+
+// clickInOverlay clicks the element with id inside the SDK's overlay frame,
+// a same-site frame whose document may still be loading.
+func clickInOverlay(t *testing.T, tab context.Context, id string) {
+	t.Helper()
+	deadline, _ := tab.Deadline()
+	for {
+		nodes, err := chromedp.Run(tab, chromedp.Nodes(chromedp.CSS("div[data-linkgate-overlay] iframe")))
+		if err != nil {
+			t.Fatalf("finding the overlay frame: %v", err)
+		}
+		// Each try is short: a try may start on the frame's previous document.
+		try, cancel := context.WithTimeout(tab, 2*time.Second)
+		err = chromedp.Do(try, chromedp.WaitVisible(chromedp.ID(id), chromedp.FromNode(nodes[0])), chromedp.Click(chromedp.ID(id), chromedp.FromNode(nodes[0])))
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clicking #%s in the overlay frame: %v", id, err)
+		}
+	}
+}
+
+func TestBrowserIframeReconnect(t *testing.T) {
+	b := newBrowserEnv(t)
+	a, old := b.seedAccount("bea", account.StatusNeedsReauth, nil)
+	lt := b.linkToken(map[string]any{"integrated_account_id": a.ID})
+	tab := b.openApp(t, lt.LinkToken)
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("iframe"))); err != nil {
+		t.Fatalf("clicking connect: %v", err)
+	}
+	clickInOverlay(t, tab, "connect")
+
+	// The provider's page is on another site: Chrome runs it as a target of
+	// its own inside the overlay.
+	frameID := waitTarget(t, tab, func(info *target.Info) bool {
+		return info.Type == "iframe" && strings.HasPrefix(info.URL, b.auth.URL())
+	})
+	frame, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(frameID))
+	defer cancel()
+	consentIn(t, frame, "bea")
+
+	settled, v := result(t, tab)
+	m, _ := v.(map[string]any)
+	if settled != "resolved" || m["result"] != "success" || m["integrated_account_id"] != a.ID {
+		t.Fatalf("authenticate %s with %v", settled, v)
+	}
+	if gone, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.querySelector("[data-linkgate-overlay]") === null`)); err != nil || !gone {
+		t.Errorf("the overlay stayed after the result (%v)", err)
+	}
+	got := b.account(a.ID)
+	if got.Status != account.StatusActive || got.Credentials.AccessToken == old.access {
+		t.Errorf("account after reconnect = %+v", got)
+	}
+	if ev := b.outbox(); strings.Join(ev, ",") != account.EventUpdated+","+account.EventActive {
+		t.Errorf("events = %v, want updated, active", ev)
+	}
+}
+
+func TestBrowserPopupWithUsedLinkTokenRejectsAtOnce(t *testing.T) {
+	b := newBrowserEnv(t)
+	lt := b.linkToken(map[string]any{"tenant_id": "tenant-used", "integration": "keyco"})
+	if r := b.postForm(b.public+"/connect-account", url.Values{"link_token": {lt.LinkToken}, "api_key": {goodAPIKey}}); r.status != http.StatusOK {
+		t.Fatalf("spending the link token = %d", r.status)
+	}
+	tab := b.openApp(t, lt.LinkToken)
+	if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
+		t.Fatalf("clicking connect: %v", err)
+	}
+	settled, v := result(t, tab)
+	m, _ := v.(map[string]any)
+	if settled != "rejected" || m["result"] != "error" || m["error_type"] != "invalid_token" || m["is_truto"] != true {
+		t.Fatalf("authenticate %s with %v, want a rejection with invalid_token", settled, v)
+	}
+}
