@@ -133,6 +133,9 @@ func (a *api) enable(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusServiceUnavailable, "enabling the endpoint failed; try again")
 		return
 	}
+	if a.d != nil {
+		a.d.refreshDisabled(r.Context(), a.now(), true)
+	}
 	a.notify()
 	wire.WriteJSON(w, http.StatusOK, map[string]any{"success": true})
 }

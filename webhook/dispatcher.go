@@ -339,6 +339,14 @@ func (d *Dispatcher) cycle(ctx context.Context) bool {
 		}
 		return more
 	}
+	// An endpoint may have been enabled since the disabled set was read
+	// (the API, another instance); read it again before failing anything.
+	for _, dl := range claimed {
+		if _, off := d.isDisabled(dl.Endpoint); off {
+			d.refreshDisabled(ctx, claimedAt, true)
+			break
+		}
+	}
 	queued := 0
 	for i := range claimed {
 		dl := claimed[i]
