@@ -13,25 +13,27 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
 )
 
-// BenchmarkCredentials measures the proxy path's Credentials call over
-// 100,000 accounts held as a cache holds them, without and with the sweeper
-// refreshing the 1% that expire within RefreshAhead against the real auth
-// server and the SQLite store.
+// BenchmarkCredentials measures the proxy path — read the account through
+// the ristretto cache, then Credentials — over 100,000 accounts, without and
+// with the sweeper refreshing the 1% that expire within RefreshAhead against
+// the real auth server and the SQLite store.
 func BenchmarkCredentials(b *testing.B) {
 	const total, expiring = 100_000, 1_000
 	e := newEnv(b, func(o *Options) {
+		o.Now = time.Now
 		o.SweepInterval = 100 * time.Millisecond
 		o.SweepConcurrency = 8
 		o.SweepJitter = time.Millisecond
 	})
 	ctx := context.Background()
-	accounts := make([]*account.Account, 0, total)
+	ids := make([]string, 0, total)
 	for i := range expiring {
-		accounts = append(accounts, e.connect(fmt.Sprintf("acc-exp-%06d", i), e.clock.Now().Add(5*time.Minute)))
+		ids = append(ids, e.connect(fmt.Sprintf("acc-exp-%06d", i), time.Now().Add(5*time.Minute)).ID)
 	}
-	now := e.clock.Now()
+	now := time.Now()
 	for i := expiring; i < total; i++ {
 		a := &account.Account{
 			ID: fmt.Sprintf("acc-%06d", i), TenantID: "t", Integration: e.integ.Name, Method: account.MethodOAuth2,
@@ -45,14 +47,29 @@ func BenchmarkCredentials(b *testing.B) {
 		if err := e.store.CreateAccount(ctx, a, nil); err != nil {
 			b.Fatal(err)
 		}
-		accounts = append(accounts, a)
+		ids = append(ids, a.ID)
 	}
+	cached, err := tokenstore.NewCached(e.store, 256<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The proxy's refresher: cached reads, uncached under the lock.
+	e.r = e.newRefresherOn(cached, func(o *Options) {
+		o.Now = time.Now
+		o.SweepInterval = 100 * time.Millisecond
+		o.SweepConcurrency = 8
+		o.SweepJitter = time.Millisecond
+	})
 	run := func(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				a := accounts[rand.N(len(accounts))]
+				a, err := cached.GetAccount(ctx, ids[rand.N(len(ids))])
+				if err != nil {
+					b.Error(err)
+					return
+				}
 				if _, err := e.r.Credentials(ctx, a); err != nil {
 					b.Error(err)
 					return

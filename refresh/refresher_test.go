@@ -12,6 +12,7 @@ import (
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/internal/testenv"
+	"github.com/linkgate/linkgate/tokenstore"
 )
 
 func TestValidTokenIsUsedWithoutATokenCall(t *testing.T) {
@@ -432,5 +433,45 @@ func TestRefreshForcesARefresh(t *testing.T) {
 	}
 	if err := e.r.Refresh(context.Background(), "no-such-account"); err == nil {
 		t.Fatal("Refresh of an unknown account succeeded")
+	}
+}
+
+func TestUnauthorizedThroughACacheUsesTheStoresNewerToken(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.connect("acc-cached", e.clock.Now().Add(time.Hour))
+	cached, err := tokenstore.NewCached(e.store, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.newRefresherOn(cached, nil)
+	stale, err := cached.GetAccount(context.Background(), a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another instance (its own store handle, so this cache hears nothing)
+	// refreshes the account.
+	other := e.newRefresherOn(e.openStore(), nil)
+	if err := other.Refresh(context.Background(), a.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the cache holds the stale entry", func() bool {
+		got, err := cached.GetAccount(context.Background(), a.ID)
+		return err == nil && got.Credentials.AccessToken == a.Credentials.AccessToken
+	})
+	// The upstream refuses the stale token: the newer stored one is used,
+	// without presenting the dead refresh token.
+	c, retry, err := r.Unauthorized(context.Background(), stale, stale.Credentials)
+	if err != nil || !retry {
+		t.Fatalf("retry=%v %v", retry, err)
+	}
+	stored := e.get(a.ID)
+	if c.AccessToken != stored.Credentials.AccessToken || e.refreshCalls() != 1 {
+		t.Fatalf("got another token than the store's, or called the endpoint again (%d calls)", e.refreshCalls())
+	}
+	if got, _ := cached.GetAccount(context.Background(), a.ID); got.Credentials.AccessToken != stored.Credentials.AccessToken {
+		t.Fatal("the stale cache entry was not dropped")
+	}
+	if stored.Status != account.StatusActive {
+		t.Fatal("the account was blamed")
 	}
 }
