@@ -275,6 +275,16 @@ func (a *AuthServer) RevokeRefreshToken(rt string) {
 	a.revokeGrantLocked(ar.GetID())
 }
 
+// ExpireAccessToken makes the access token stop working at once while its
+// refresh token still refreshes, as when a provider cuts a token's life
+// short: the upstream answers 401 and a refresh recovers.
+func (a *AuthServer) ExpireAccessToken(at string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ctx := context.Background()
+	_ = a.store.DeleteAccessTokenSession(ctx, a.strategy.AccessTokenSignature(ctx, at))
+}
+
 // RevokeSubject kills every grant issued for the subject (the username typed
 // on the consent page, or the client ID for client_credentials).
 func (a *AuthServer) RevokeSubject(subject string) {

@@ -458,3 +458,37 @@ func TestConcurrentRefreshesWithOneTokenOneWins(t *testing.T) {
 		t.Fatalf("%d of %d concurrent refreshes with one token succeeded, want exactly 1", won, n)
 	}
 }
+
+func TestExpireAccessTokenLeavesTheRefreshTokenWorking(t *testing.T) {
+	a := newTestAuthServer(t)
+	tok := a.Authorize(t, "app", redirectURI, "alice", nil)
+	a.ExpireAccessToken(tok.AccessToken)
+	if _, ok := a.ValidAccessToken(tok.AccessToken); ok {
+		t.Fatal("access token still valid after ExpireAccessToken")
+	}
+	next, err := refresh(t, a, "app", tok.RefreshToken)
+	if err != nil {
+		t.Fatalf("refresh after the access token expired: %v", err)
+	}
+	if sub, ok := a.ValidAccessToken(next.AccessToken); !ok || sub != "alice" {
+		t.Fatalf("refreshed token: %q, %t; want alice, true", sub, ok)
+	}
+}
+
+func TestLoopbackRedirectMatchesAnyPort(t *testing.T) {
+	a := newTestAuthServer(t)
+	tok := a.Authorize(t, "app", "http://127.0.0.1:1234/callback", "alice", nil)
+	if _, ok := a.ValidAccessToken(tok.AccessToken); !ok {
+		t.Fatal("grant through a loopback redirect on another port is not valid")
+	}
+	cfg := a.OAuth2Config(t, "app", "http://localhost:9999/callback", nil)
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(cfg.AuthCodeURL("state-localhost", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK || resp.Header.Get("Location") != "" {
+		t.Fatalf("an unregistered localhost redirect got %d Location %q; want an error page and no redirect", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
