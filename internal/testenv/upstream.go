@@ -58,6 +58,7 @@ type RecordedRequest struct {
 type Upstream struct {
 	srv  *httptest.Server
 	opts UpstreamOptions
+	done chan struct{} // closed at cleanup so streams end and Close need not wait
 
 	mu        sync.Mutex
 	requests  []RecordedRequest
@@ -69,9 +70,9 @@ type Upstream struct {
 // the test ends.
 func NewUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 	t.Helper()
-	u := &Upstream{opts: opts}
+	u := &Upstream{opts: opts, done: make(chan struct{})}
 	u.srv = httptest.NewServer(http.HandlerFunc(u.serve))
-	t.Cleanup(u.srv.Close)
+	t.Cleanup(u.close)
 	return u
 }
 
@@ -79,12 +80,17 @@ func NewUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 // 127.0.0.1; Client and CertPool give what a caller needs to trust it.
 func NewTLSUpstream(t testing.TB, opts UpstreamOptions) *Upstream {
 	t.Helper()
-	u := &Upstream{opts: opts}
+	u := &Upstream{opts: opts, done: make(chan struct{})}
 	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(u.serve))
 	u.srv.Config.ErrorLog = log.New(handshakeNoiseFilter{os.Stderr}, "", log.LstdFlags)
 	u.srv.StartTLS()
-	t.Cleanup(u.srv.Close)
+	t.Cleanup(u.close)
 	return u
+}
+
+func (u *Upstream) close() {
+	close(u.done)
+	u.srv.Close()
 }
 
 // handshakeNoiseFilter drops the server's "TLS handshake error" lines:
@@ -277,6 +283,8 @@ func (u *Upstream) stream(w http.ResponseWriter, r *http.Request, contentType st
 			select {
 			case <-time.After(interval):
 			case <-r.Context().Done():
+				return
+			case <-u.done:
 				return
 			}
 		}
