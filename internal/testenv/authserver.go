@@ -275,6 +275,19 @@ func (a *AuthServer) RevokeRefreshToken(rt string) {
 	a.revokeGrantLocked(ar.GetID())
 }
 
+// ValidRefreshToken reports whether the refresh token would be accepted by
+// the next refresh: not yet used, revoked or expired.
+func (a *AuthServer) ValidRefreshToken(rt string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ctx := context.Background()
+	ar, err := a.store.GetRefreshTokenSession(ctx, a.strategy.RefreshTokenSignature(ctx, rt), nil)
+	if err != nil {
+		return false
+	}
+	return a.strategy.ValidateRefreshToken(ctx, ar, rt) == nil
+}
+
 // ExpireAccessToken makes the access token stop working at once while its
 // refresh token still refreshes, as when a provider cuts a token's life
 // short: the upstream answers 401 and a refresh recovers.

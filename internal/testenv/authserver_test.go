@@ -143,9 +143,15 @@ func TestRefreshRotatesAndReuseRevokesTheGrant(t *testing.T) {
 	a := newTestAuthServer(t)
 	first := a.Authorize(t, "app", redirectURI, "alice", nil)
 
+	if !a.ValidRefreshToken(first.RefreshToken) {
+		t.Fatal("a fresh refresh token is not valid")
+	}
 	second, err := refresh(t, a, "app", first.RefreshToken)
 	if err != nil {
 		t.Fatalf("first refresh: %v", err)
+	}
+	if a.ValidRefreshToken(first.RefreshToken) || !a.ValidRefreshToken(second.RefreshToken) {
+		t.Fatal("after rotation the old refresh token should be dead and the new one valid")
 	}
 	if second.RefreshToken == "" || second.RefreshToken == first.RefreshToken {
 		t.Fatal("refresh did not rotate the refresh token")
@@ -415,6 +421,14 @@ func TestTimedOutRefreshStillRotates(t *testing.T) {
 	defer cancel()
 	if _, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err == nil {
 		t.Fatal("the refresh answered before the client's deadline despite the delay")
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for a.ValidRefreshToken(tok.RefreshToken) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never rotated the refresh token the client gave up on")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	// The server rotated anyway, so retrying with the old token is reuse:
