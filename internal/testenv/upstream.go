@@ -37,12 +37,18 @@ type UpstreamOptions struct {
 
 // RecordedRequest is one request as the upstream received it.
 type RecordedRequest struct {
-	Method   string
-	Path     string
+	// Method is the HTTP method.
+	Method string
+	// Path is the URL path, unescaped.
+	Path string
+	// RawQuery is the query string as sent, without "?".
 	RawQuery string
-	Header   http.Header
-	Body     []byte
-	Time     time.Time
+	// Header holds every request header, credentials included.
+	Header http.Header
+	// Body is the whole request body.
+	Body []byte
+	// Time is when the request arrived.
+	Time time.Time
 }
 
 // Upstream is a third-party API stand-in that checks the credential on every

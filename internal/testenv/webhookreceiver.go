@@ -13,11 +13,15 @@ import (
 
 // Delivery is one webhook request as the receiver got it.
 type Delivery struct {
+	// Method is the HTTP method, POST from a well-behaved sender.
 	Method string
-	Path   string
+	// Path is the URL path the delivery was posted to.
+	Path string
+	// Header holds every request header (webhook-id, webhook-signature...).
 	Header http.Header
 	// Body is the raw body, byte for byte, so signatures can be checked.
 	Body []byte
+	// Time is when the delivery arrived.
 	Time time.Time
 	// Status is what the receiver answered.
 	Status int
