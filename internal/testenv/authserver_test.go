@@ -394,6 +394,15 @@ func TestFaults(t *testing.T) {
 		rt = m.RefreshToken
 	})
 
+	t.Run("delay then answer", func(t *testing.T) {
+		a.SetFault(Fault{Delay: 100 * time.Millisecond, Count: 1})
+		next, err := refresh(t, a, "app", rt)
+		if err != nil {
+			t.Fatalf("a patient client's refresh through a delay: %v", err)
+		}
+		rt = next.RefreshToken
+	})
+
 	t.Run("until cleared", func(t *testing.T) {
 		a.SetFault(Fault{Status: http.StatusBadGateway})
 		for i := 0; i < 3; i++ {
@@ -406,8 +415,8 @@ func TestFaults(t *testing.T) {
 			t.Fatalf("refresh after ClearFault: %v", err)
 		}
 	})
-	if got := a.TokenCalls("refresh_token"); got != 6 {
-		t.Fatalf("TokenCalls(refresh_token) = %d, want 6 (faulted calls count)", got)
+	if got := a.TokenCalls("refresh_token"); got != 7 {
+		t.Fatalf("TokenCalls(refresh_token) = %d, want 7 (faulted calls count)", got)
 	}
 }
 
