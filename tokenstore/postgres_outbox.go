@@ -1,0 +1,351 @@
+package tokenstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// AddEvents writes events that come with no account change.
+func (p *Postgres) AddEvents(ctx context.Context, events []Event) error {
+	return p.write(ctx, "adding events", func(tx pgx.Tx) error {
+		return p.insertEvents(ctx, tx, events)
+	})
+}
+
+// FanOut turns up to limit events not yet fanned out, oldest first, into one
+// pending delivery per endpoint (disabled endpoints excepted). Events another
+// instance is fanning out at the same moment are skipped, so each event is
+// fanned out once.
+func (p *Postgres) FanOut(ctx context.Context, limit int, endpoints func(Event) []string) ([]Event, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var out []Event
+	err := p.write(ctx, "fanning out events", func(tx pgx.Tx) error {
+		out = out[:0]
+		rows, err := tx.Query(ctx, `SELECT seq, id, name, account_id, payload, created_at FROM events
+			WHERE NOT fanned_out ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+		if err != nil {
+			return storeErr("fanning out events", err)
+		}
+		var seqs []int64
+		for rows.Next() {
+			var (
+				e       Event
+				seq, at int64
+			)
+			if err := rows.Scan(&seq, &e.ID, &e.Name, &e.AccountID, &e.Payload, &at); err != nil {
+				rows.Close()
+				return storeErr("fanning out events", err)
+			}
+			e.CreatedAt = fromNanos(at)
+			out, seqs = append(out, e), append(seqs, seq)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return storeErr("fanning out events", err)
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		disabled, err := pgDisabled(ctx, tx)
+		if err != nil {
+			return err
+		}
+		now := p.now().UnixNano()
+		for _, e := range out {
+			for _, ep := range endpoints(e) {
+				if _, off := disabled[ep]; off {
+					continue
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO deliveries (id, event_id, endpoint, status, next_attempt_at,
+					created_at, updated_at) VALUES ($1, $2, $3, 'pending', $4, $5, $6)`,
+					"dlv_"+uuid.NewString(), e.ID, ep, now, now, now); err != nil {
+					return storeErr("fanning out event "+e.ID, err)
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, "UPDATE events SET fanned_out = true WHERE seq = ANY($1)", seqs); err != nil {
+			return storeErr("fanning out events", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+const pgDeliveryColumns = `d.id, d.endpoint, d.status, d.attempts, d.next_attempt_at, d.last_status, d.last_error,
+	d.created_at, d.updated_at, e.id, e.name, e.account_id, e.payload, e.created_at`
+
+// ClaimDeliveries leases up to limit pending deliveries due at now. Rows
+// another instance is claiming at the same moment are skipped, so no two
+// dispatchers get the same delivery while its lease holds.
+func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Delivery, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	at := now.UnixNano()
+	rows, err := p.pool.Query(ctx, `WITH claimed AS (
+			UPDATE deliveries SET lease_until = $1
+			WHERE id IN (SELECT id FROM deliveries
+				WHERE status = 'pending' AND next_attempt_at <= $2 AND lease_until <= $2
+				ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+			RETURNING *)
+		SELECT `+pgDeliveryColumns+` FROM claimed d JOIN events e ON e.id = d.event_id
+		ORDER BY d.next_attempt_at, d.id`, now.Add(lease).UnixNano(), at, limit)
+	if err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, storeErr("claiming deliveries", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	return out, nil
+}
+
+// FinishAttempt records an attempt's outcome and drops the lease.
+func (p *Postgres) FinishAttempt(ctx context.Context, d *Delivery) error {
+	switch d.Status {
+	case DeliveryPending, DeliveryDelivered, DeliveryFailed:
+	default:
+		return fmt.Errorf("finishing delivery %s: unknown status %q", d.ID, d.Status)
+	}
+	now := p.now().UTC()
+	tag, err := p.pool.Exec(ctx, `UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3,
+		last_status = $4, last_error = $5, lease_until = 0, updated_at = $6 WHERE id = $7`,
+		string(d.Status), d.Attempts, nanos(d.NextAttemptAt), d.LastStatus, d.LastError, now.UnixNano(), d.ID)
+	if err != nil {
+		return storeErr("finishing delivery "+d.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("finishing delivery %s: %w", d.ID, ErrNotFound)
+	}
+	d.UpdatedAt = now
+	return nil
+}
+
+// GetDelivery reads one delivery with its event.
+func (p *Postgres) GetDelivery(ctx context.Context, id string) (*Delivery, error) {
+	d, err := scanDelivery(p.pool.QueryRow(ctx, "SELECT "+pgDeliveryColumns+deliveryFrom+" WHERE d.id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("delivery %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, storeErr("reading delivery "+id, err)
+	}
+	return &d, nil
+}
+
+// ListDeliveries returns one page of deliveries, failed first, then newest.
+func (p *Postgres) ListDeliveries(ctx context.Context, f DeliveryFilter) (DeliveryPage, error) {
+	limit := pageSize(f.Limit)
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Status != "" {
+		where = append(where, "d.status = "+arg(string(f.Status)))
+	}
+	if f.Event != "" {
+		where = append(where, "e.name = "+arg(f.Event))
+	}
+	if f.AccountID != "" {
+		where = append(where, "e.account_id = "+arg(f.AccountID))
+	}
+	if f.Cursor != "" {
+		c, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return DeliveryPage{}, err
+		}
+		rank, at, id := arg(c.rank), arg(c.at), arg(c.id)
+		where = append(where, "(d.failed < "+rank+" OR (d.failed = "+rank+" AND (d.created_at < "+at+
+			" OR (d.created_at = "+at+" AND d.id < "+id+"))))")
+	}
+	q := "SELECT " + pgDeliveryColumns + deliveryFrom
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY d.failed DESC, d.created_at DESC, d.id DESC LIMIT " + arg(limit+1)
+	rows, err := p.pool.Query(ctx, q, args...)
+	if err != nil {
+		return DeliveryPage{}, storeErr("listing deliveries", err)
+	}
+	defer rows.Close()
+	var pg DeliveryPage
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return DeliveryPage{}, storeErr("listing deliveries", err)
+		}
+		pg.Deliveries = append(pg.Deliveries, d)
+	}
+	if err := rows.Err(); err != nil {
+		return DeliveryPage{}, storeErr("listing deliveries", err)
+	}
+	if len(pg.Deliveries) > limit {
+		pg.Deliveries = pg.Deliveries[:limit]
+		last := pg.Deliveries[limit-1]
+		var rank int64
+		if last.Status == DeliveryFailed {
+			rank = 1
+		}
+		pg.NextCursor = cursor{rank: rank, at: nanos(last.CreatedAt), id: last.ID}.encode()
+	}
+	return pg, nil
+}
+
+// Redeliver makes a delivery pending again, due now.
+func (p *Postgres) Redeliver(ctx context.Context, id string, now time.Time) error {
+	tag, err := p.pool.Exec(ctx, `UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = 0,
+		updated_at = $2 WHERE id = $3`, now.UnixNano(), p.now().UnixNano(), id)
+	if err != nil {
+		return storeErr("redelivering "+id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("redelivering %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// DisableEndpoint records that endpoint answered 410 Gone.
+func (p *Postgres) DisableEndpoint(ctx context.Context, endpoint, reason string, at time.Time) error {
+	_, err := p.pool.Exec(ctx, `INSERT INTO disabled_endpoints (endpoint, reason, disabled_at) VALUES ($1, $2, $3)
+		ON CONFLICT (endpoint) DO UPDATE SET reason = excluded.reason, disabled_at = excluded.disabled_at`,
+		endpoint, reason, nanos(at))
+	if err != nil {
+		return storeErr("disabling endpoint", err)
+	}
+	return nil
+}
+
+// EnableEndpoint lets a disabled endpoint get deliveries again.
+func (p *Postgres) EnableEndpoint(ctx context.Context, endpoint string) error {
+	if _, err := p.pool.Exec(ctx, "DELETE FROM disabled_endpoints WHERE endpoint = $1", endpoint); err != nil {
+		return storeErr("enabling endpoint", err)
+	}
+	return nil
+}
+
+// DisabledEndpoints maps each disabled endpoint to the reason it was disabled.
+func (p *Postgres) DisabledEndpoints(ctx context.Context) (map[string]string, error) {
+	return pgDisabled(ctx, p.pool)
+}
+
+type pgQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func pgDisabled(ctx context.Context, q pgQuerier) (map[string]string, error) {
+	rows, err := q.Query(ctx, "SELECT endpoint, reason FROM disabled_endpoints")
+	if err != nil {
+		return nil, storeErr("listing disabled endpoints", err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var ep, reason string
+		if err := rows.Scan(&ep, &reason); err != nil {
+			return nil, storeErr("listing disabled endpoints", err)
+		}
+		out[ep] = reason
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeErr("listing disabled endpoints", err)
+	}
+	return out, nil
+}
+
+// PendingDeliveries counts deliveries not yet delivered nor failed.
+func (p *Postgres) PendingDeliveries(ctx context.Context) (int, error) {
+	var n int
+	if err := p.pool.QueryRow(ctx, "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").Scan(&n); err != nil {
+		return 0, storeErr("counting pending deliveries", err)
+	}
+	return n, nil
+}
+
+// Reseal re-seals every secret that is not sealed with the first key, so
+// that an old key can be removed from the configuration. It returns how many
+// values it re-sealed. Resealing an account notifies the other instances.
+func (p *Postgres) Reseal(ctx context.Context) (int, error) {
+	n := 0
+	err := p.write(ctx, "resealing", func(tx pgx.Tx) error {
+		n = 0
+		for _, t := range []struct {
+			sel, upd string
+			textKey  bool // accounts are keyed by a TEXT id, states by a BYTEA hash
+		}{
+			{"SELECT convert_to(id, 'UTF8'), credentials FROM accounts FOR UPDATE", "UPDATE accounts SET credentials = $1 WHERE id = $2", true},
+			{"SELECT hash, verifier FROM connect_states FOR UPDATE", "UPDATE connect_states SET verifier = $1 WHERE hash = $2", false},
+		} {
+			type blob struct{ key, v []byte }
+			rows, err := tx.Query(ctx, t.sel)
+			if err != nil {
+				return storeErr("resealing", err)
+			}
+			var blobs []blob
+			for rows.Next() {
+				var b blob
+				if err := rows.Scan(&b.key, &b.v); err != nil {
+					rows.Close()
+					return storeErr("resealing", err)
+				}
+				if !p.sealer.sealedWithPrimary(b.v) {
+					blobs = append(blobs, b)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return storeErr("resealing", err)
+			}
+			for _, b := range blobs {
+				pt, err := p.sealer.Open(b.v, b.key)
+				if err != nil {
+					return fmt.Errorf("resealing: %w", err)
+				}
+				nb, err := p.sealer.Seal(pt, b.key)
+				if err != nil {
+					return fmt.Errorf("resealing: %w", err)
+				}
+				key := any(b.key)
+				if t.textKey {
+					key = string(b.key)
+				}
+				if _, err := tx.Exec(ctx, t.upd, nb, key); err != nil {
+					return storeErr("resealing", err)
+				}
+				if t.textKey {
+					if err := notifyAccount(ctx, tx, string(b.key)); err != nil {
+						return err
+					}
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

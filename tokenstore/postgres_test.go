@@ -1,0 +1,497 @@
+package tokenstore_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/linkgate/linkgate/tokenstore"
+	"github.com/linkgate/linkgate/tokenstore/storetest"
+)
+
+// pgSchema creates an empty schema of its own for t in the test database,
+// drops it when t ends, and returns a DSN whose connections use it. Without
+// LINKGATE_TEST_POSTGRES the test is skipped.
+func pgSchema(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv("LINKGATE_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("LINKGATE_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable): no PostgreSQL to test against")
+	}
+	schema := "lg_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:16]
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connecting to LINKGATE_TEST_POSTGRES: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("dropping schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("LINKGATE_TEST_POSTGRES is not a URL: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func openPostgres(t testing.TB, dsn string, keys ...[]byte) *tokenstore.Postgres {
+	t.Helper()
+	s, err := tokenstore.NewSealer(keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tokenstore.OpenPostgres(ctx, dsn, s, tokenstore.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestPostgresConformance(t *testing.T) {
+	pgSchema(t) // skips early without a database
+	storetest.Run(t, func(t *testing.T) tokenstore.Store {
+		return openPostgres(t, pgSchema(t), newKey(t))
+	})
+}
+
+func TestPostgresNoSecretsInTheTables(t *testing.T) {
+	dsn := pgSchema(t)
+	key := newKey(t)
+	st := openPostgres(t, dsn, key)
+
+	a := storetest.NewAccount("acc_secret")
+	a.Credentials.Password = "hunter2-password-value"
+	a.Credentials.APIKey = "sk_live_api_key_value"
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	firstAccess := a.Credentials.AccessToken
+	a.Credentials.AccessToken = "at-second-generation-value"
+	if err := st.UpdateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	lt := &tokenstore.LinkToken{Hash: []byte("h"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := st.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	verifier := "pkce-verifier-0123456789abcdefghijklmnopqrstuvwxyz"
+	if err := st.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: []byte("s"), LinkTokenHash: lt.Hash, Verifier: verifier, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{
+		firstAccess, a.Credentials.RefreshToken, "at-second-generation-value", "hunter2-password-value",
+		"sk_live_api_key_value", verifier, string(key), base64.StdEncoding.EncodeToString(key),
+	}
+
+	// Dump every table as the text PostgreSQL would print (bytea as hex, so
+	// the check looks for each secret in hex as well).
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tables := []string{"accounts", "account_tombstones", "link_tokens", "connect_states", "events", "deliveries", "disabled_endpoints"}
+	var dump bytes.Buffer
+	for _, tbl := range tables {
+		rows, err := conn.Query(ctx, "SELECT t::text FROM "+tbl+" t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range texts {
+			dump.WriteString(s + "\n")
+		}
+	}
+	// Raw bytes of the sealed columns too.
+	var blobs [][]byte
+	for _, q := range []string{"SELECT credentials FROM accounts", "SELECT verifier FROM connect_states"} {
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, bs...)
+	}
+	all := append(dump.Bytes(), bytes.Join(blobs, []byte("\n"))...)
+	if !bytes.Contains(all, []byte("acc_secret")) {
+		t.Fatal("the account id is not in the dump: the scan reads the wrong thing")
+	}
+	for _, s := range secrets {
+		if bytes.Contains(all, []byte(s)) || bytes.Contains(all, []byte(fmt.Sprintf("%x", s))) {
+			t.Fatal("a table holds a secret in the clear")
+		}
+	}
+}
+
+func TestPostgresConcurrentOpen(t *testing.T) {
+	dsn := pgSchema(t)
+	key := newKey(t)
+	s, err := tokenstore.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	stores := make([]*tokenstore.Postgres, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			stores[i], errs[i] = tokenstore.OpenPostgres(ctx, dsn, s, tokenstore.PostgresOptions{MaxConns: 4})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("instance %d failed to open while others migrated: %v", i, err)
+		}
+		defer stores[i].Close()
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var versions int
+	if err := conn.QueryRow(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != 1 {
+		t.Fatalf("schema_migrations holds %d rows, want each migration applied once", versions)
+	}
+	// Every instance works on the one schema.
+	a := storetest.NewAccount("acc_shared")
+	if err := stores[0].CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := stores[n-1].GetAccount(ctx, a.ID)
+	if err != nil || got.Credentials.RefreshToken != a.Credentials.RefreshToken {
+		t.Fatalf("another instance reads %+v, %v", got, err)
+	}
+}
+
+func TestPostgresUnavailable(t *testing.T) {
+	k := newKey(t)
+	s, err := tokenstore.NewSealer(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens on port 1 of the loopback.
+	_, err = tokenstore.OpenPostgres(ctx, "postgres://postgres:pw-must-not-leak@127.0.0.1:1/test?sslmode=disable&connect_timeout=2", s, tokenstore.PostgresOptions{})
+	if !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Fatalf("opening an unreachable server: %v, want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), "pw-must-not-leak") {
+		t.Fatal("the error shows the DSN's password")
+	}
+	if _, err := tokenstore.OpenPostgres(ctx, "postgres://%zz", s, tokenstore.PostgresOptions{}); err == nil || errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Fatalf("a malformed DSN: %v, want a configuration error", err)
+	}
+}
+
+// cachedPair is one instance's view: a store, the cache in front of it and
+// the listener keeping that cache coherent.
+type cachedPair struct {
+	pg    *tokenstore.Postgres
+	cache *tokenstore.Cached
+	lost  chan bool
+	done  chan struct{}
+}
+
+func newCachedPair(t testing.TB, dsn string, key []byte) *cachedPair {
+	t.Helper()
+	pg := openPostgres(t, dsn, key)
+	c, err := tokenstore.NewCached(pg, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	cp := &cachedPair{pg: pg, cache: c, lost: make(chan bool, 16), done: make(chan struct{})}
+	go func() {
+		defer close(cp.done)
+		pg.Listen(lctx, c.Invalidate, func(lost bool) { cp.lost <- lost })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-cp.done
+	})
+	return cp
+}
+
+// waitFor polls cond until it holds or d passes, and reports how long it took.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// listening waits until the pair's listener has a LISTEN in place, as seen by
+// the server.
+func listening(t testing.TB, dsn string) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	waitFor(t, 10*time.Second, "listener connected", func() bool {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' AND query <> '' AND datname = current_database()",
+			tokenstore.ListenerApplicationName).Scan(&n)
+		return err == nil && n > 0
+	})
+}
+
+func TestPostgresNotifyInvalidatesOtherInstances(t *testing.T) {
+	dsn := pgSchema(t)
+	key := newKey(t)
+	one, two := newCachedPair(t, dsn, key), newCachedPair(t, dsn, key)
+	listening(t, dsn)
+
+	a := storetest.NewAccount("acc_notify")
+	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Fill instance two's cache, then change the account through one.
+	for range 2 {
+		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upd := a.Clone()
+	upd.Credentials.AccessToken = "at-from-instance-one"
+	if err := one.cache.UpdateAccount(ctx, upd, nil); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, time.Second, "instance two sees the new token", func() bool {
+		got, err := two.cache.GetAccount(ctx, a.ID)
+		return err == nil && got.Credentials.AccessToken == "at-from-instance-one"
+	})
+	t.Logf("invalidation reached the other instance in %v", took)
+
+	if err := one.cache.DeleteAccount(ctx, a.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "instance two sees the deletion", func() bool {
+		_, err := two.cache.GetAccount(ctx, a.ID)
+		return errors.Is(err, tokenstore.ErrNotFound)
+	})
+}
+
+func TestPostgresListenerReconnects(t *testing.T) {
+	dsn := pgSchema(t)
+	key := newKey(t)
+	one, two := newCachedPair(t, dsn, key), newCachedPair(t, dsn, key)
+	listening(t, dsn)
+	a := storetest.NewAccount("acc_reconnect")
+	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// Kill every listener's connection from the server's side, and change
+	// the account before they are back: the catch-up must cover it.
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var killed int
+	if err := admin.QueryRow(ctx, `SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = $1 AND datname = current_database()) x`, tokenstore.ListenerApplicationName).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed < 2 {
+		t.Fatalf("terminated %d listener connections, want both", killed)
+	}
+	select {
+	case lost := <-two.lost:
+		if !lost {
+			t.Fatal("first report after the kill was not a loss")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not report its lost connection")
+	}
+	upd := a.Clone()
+	upd.Credentials.AccessToken = "at-while-away"
+	if err := one.pg.UpdateAccount(ctx, upd, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case lost := <-two.lost:
+		if lost {
+			t.Fatal("second report was a loss, want the recovery")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not reconnect")
+	}
+	got, err := two.cache.GetAccount(ctx, a.ID)
+	if err != nil || got.Credentials.AccessToken != "at-while-away" {
+		t.Fatalf("after reconnect instance two reads %q, %v; a change made while it was away must be invalidated", got.Credentials.AccessToken, err)
+	}
+	// And notifications flow again.
+	listening(t, dsn)
+	upd2, err := one.pg.GetAccount(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd2.Credentials.AccessToken = "at-after-reconnect"
+	if err := one.cache.UpdateAccount(ctx, upd2, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Second, "a notification after reconnect", func() bool {
+		got, err := two.cache.GetAccount(ctx, a.ID)
+		return err == nil && got.Credentials.AccessToken == "at-after-reconnect"
+	})
+}
+
+func TestPostgresRefreshLockAcrossStores(t *testing.T) {
+	dsn := pgSchema(t)
+	key := newKey(t)
+	one, two := openPostgres(t, dsn, key), openPostgres(t, dsn, key)
+	held, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- one.WithRefreshLock(ctx, "acc_x", func(context.Context) error {
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := two.WithRefreshLock(short, "acc_x", func(context.Context) error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second instance took a held lock: %v", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := two.WithRefreshLock(ctx, "acc_x", func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+
+	// A holder whose connection dies releases the lock.
+	held2 := make(chan struct{})
+	stuck := make(chan struct{})
+	go func() {
+		_ = one.WithRefreshLock(ctx, "acc_y", func(context.Context) error {
+			close(held2)
+			<-stuck
+			return nil
+		})
+	}()
+	<-held2
+	defer close(stuck)
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND granted`); err != nil {
+		t.Fatal(err)
+	}
+	wait, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	if err := two.WithRefreshLock(wait, "acc_y", func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("the lock of a dead holder was not released: %v", err)
+	}
+}
+
+// BenchmarkNotifyInvalidation measures how long a write on one instance
+// takes to drop the other instance's cached copy (ns/op is one write plus
+// the wait for the other instance to read the new value).
+func BenchmarkNotifyInvalidation(b *testing.B) {
+	dsn := pgSchema(b)
+	key := newKey(b)
+	one, two := newCachedPair(b, dsn, key), newCachedPair(b, dsn, key)
+	listening(b, dsn)
+	a := storetest.NewAccount("acc_bench")
+	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
+		b.Fatal(err)
+	}
+	cur, err := one.pg.GetAccount(ctx, a.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var worst time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
+			b.Fatal(err)
+		}
+		want := fmt.Sprintf("at-%d", i)
+		cur.Credentials.AccessToken = want
+		if err := one.pg.UpdateAccount(ctx, cur, nil); err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		for {
+			got, err := two.cache.GetAccount(ctx, a.ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got.Credentials.AccessToken == want {
+				break
+			}
+			if time.Since(start) > 5*time.Second {
+				b.Fatal("the other instance never saw the write")
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		if d := time.Since(start); d > worst {
+			worst = d
+		}
+	}
+	b.ReportMetric(float64(worst.Microseconds()), "worst-µs")
+}
