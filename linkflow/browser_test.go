@@ -40,6 +40,9 @@ function run(opts) {
 }
 document.getElementById("popup").addEventListener("click", () => run({ baseUrl: %q }));
 document.getElementById("iframe").addEventListener("click", () => run({ baseUrl: %q, iframe: true }));
+// A popup blocker makes window.open return null. Headless Chromium blocks
+// no popup, so the test stands in for the blocker.
+window.connectBlocked = () => { window.open = () => null; run({ baseUrl: %q }); };
 document.body.dataset.ready = "yes";
 </script>
 </body></html>`
@@ -63,7 +66,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	}
 	app := "http://localhost:" + portOf(l.Addr().String())
 	h := newHarness(t, harnessOptions{origins: []string{app}})
-	page := fmt.Sprintf(appPage, h.public+"/connect-account/sdk.js", h.public, h.public)
+	page := fmt.Sprintf(appPage, h.public+"/connect-account/sdk.js", h.public, h.public, h.public)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(page))
@@ -293,19 +296,59 @@ func TestBrowserIframeReconnect(t *testing.T) {
 	}
 }
 
-func TestBrowserPopupWithUsedLinkTokenRejectsAtOnce(t *testing.T) {
+func TestBrowserPopupRejections(t *testing.T) {
 	b := newBrowserEnv(t)
-	lt := b.linkToken(map[string]any{"tenant_id": "tenant-used", "integration": "keyco"})
-	if r := b.postForm(b.public+"/connect-account", url.Values{"link_token": {lt.LinkToken}, "api_key": {goodAPIKey}}); r.status != http.StatusOK {
-		t.Fatalf("spending the link token = %d", r.status)
-	}
-	tab := b.openApp(t, lt.LinkToken)
-	if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
-		t.Fatalf("clicking connect: %v", err)
-	}
-	settled, v := result(t, tab)
-	m, _ := v.(map[string]any)
-	if settled != "rejected" || m["result"] != "error" || m["error_type"] != "invalid_token" || m["is_truto"] != true {
-		t.Fatalf("authenticate %s with %v, want a rejection with invalid_token", settled, v)
-	}
+
+	t.Run("used link token rejects at once", func(t *testing.T) {
+		lt := b.linkToken(map[string]any{"tenant_id": "tenant-used", "integration": "keyco"})
+		if r := b.postForm(b.public+"/connect-account", url.Values{"link_token": {lt.LinkToken}, "api_key": {goodAPIKey}}); r.status != http.StatusOK {
+			t.Fatalf("spending the link token = %d", r.status)
+		}
+		tab := b.openApp(t, lt.LinkToken)
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
+			t.Fatalf("clicking connect: %v", err)
+		}
+		settled, v := result(t, tab)
+		m, _ := v.(map[string]any)
+		if settled != "rejected" || m["result"] != "error" || m["error_type"] != "invalid_token" || m["is_truto"] != true {
+			t.Fatalf("authenticate %s with %v, want a rejection with invalid_token", settled, v)
+		}
+	})
+
+	t.Run("closing the popup rejects with closed", func(t *testing.T) {
+		lt := b.linkToken(map[string]any{"tenant_id": "tenant-closed", "integration": "acme"})
+		tab := b.openApp(t, lt.LinkToken)
+		popupCh := chromedp.WaitNewTarget(tab, func(info *target.Info) bool { return strings.Contains(info.URL, "/connect-account") })
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
+			t.Fatalf("clicking connect: %v", err)
+		}
+		popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(<-popupCh))
+		defer cancel()
+		if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
+			t.Fatalf("connect page in the popup: %v", err)
+		}
+		// The user closes the window instead of connecting.
+		if err := chromedp.Cancel(popup); err != nil {
+			t.Fatalf("closing the popup: %v", err)
+		}
+		settled, v := result(t, tab)
+		if settled != "rejected" || v != "closed" {
+			t.Fatalf("authenticate %s with %v, want a rejection with \"closed\"", settled, v)
+		}
+		if r := b.get(lt.URL); r.status != http.StatusOK {
+			t.Errorf("the link token after closing = %d, want still usable", r.status)
+		}
+	})
+
+	t.Run("a blocked popup rejects with blocked", func(t *testing.T) {
+		lt := b.linkToken(map[string]any{"tenant_id": "tenant-blocked", "integration": "acme"})
+		tab := b.openApp(t, lt.LinkToken)
+		if _, err := chromedp.Run(tab, chromedp.Evaluate[any](`window.connectBlocked()`)); err != nil {
+			t.Fatalf("calling authenticate: %v", err)
+		}
+		settled, v := result(t, tab)
+		if settled != "rejected" || v != "blocked" {
+			t.Fatalf("authenticate %s with %v, want a rejection with \"blocked\"", settled, v)
+		}
+	})
 }
