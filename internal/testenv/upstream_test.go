@@ -208,3 +208,15 @@ func TestTLSUpstream(t *testing.T) {
 		t.Fatal("a client without the certificate trusted the upstream")
 	}
 }
+
+func TestUpstreamDiscardCountsWithoutKeeping(t *testing.T) {
+	up := NewUpstream(t, UpstreamOptions{Discard: true})
+	for i := 0; i < 3; i++ {
+		if code, _ := getJSON(t, http.DefaultClient, newReq(t, http.MethodGet, up.URL()+"/x", "")); code != 200 {
+			t.Fatalf("call %d = %d", i, code)
+		}
+	}
+	if up.Count() != 3 || len(up.Requests()) != 0 {
+		t.Fatalf("Count %d, %d kept; want 3 and none", up.Count(), len(up.Requests()))
+	}
+}
