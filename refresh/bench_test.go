@@ -53,6 +53,19 @@ func BenchmarkCredentials(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Warm the cache as a running proxy's would be.
+	var warm sync.WaitGroup
+	for w := range 2 {
+		warm.Go(func() {
+			for i := w; i < len(ids); i += 2 {
+				if _, err := cached.GetAccount(ctx, ids[i]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	warm.Wait()
 	// The proxy's refresher: cached reads, uncached under the lock.
 	e.r = e.newRefresherOn(cached, func(o *Options) {
 		o.Now = time.Now

@@ -131,10 +131,13 @@ func (r *Refresher) run(id string, m mode, sent string) (*account.Account, error
 	})
 	if err != nil {
 		var e *Error
-		if !errors.As(err, &e) && !errors.Is(err, ErrNeedsReauth) {
-			r.log.Warn("refreshing integrated account", zap.String("account", id), zap.Stringer("mode", m), zap.Error(err))
+		if errors.As(err, &e) || errors.Is(err, ErrNeedsReauth) || errors.Is(err, tokenstore.ErrNotFound) {
+			return nil, err
 		}
-		return nil, err
+		// The store failed (or its lock was not had in time): not the
+		// account's fault, and nothing the caller can fix.
+		r.log.Warn("refreshing integrated account", zap.String("account", id), zap.Stringer("mode", m), zap.Error(err))
+		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the account store did not answer in time"}
 	}
 	return out, nil
 }
