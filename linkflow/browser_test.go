@@ -28,6 +28,7 @@ const appPage = `<!doctype html>
 <body>
 <button id="popup">Connect in a popup</button>
 <button id="iframe">Connect in a frame</button>
+<button id="same">Connect in this window</button>
 <pre id="result"></pre>
 <script type="module">
 import { authenticate } from %q;
@@ -40,6 +41,7 @@ function run(opts) {
 }
 document.getElementById("popup").addEventListener("click", () => run({ baseUrl: %q }));
 document.getElementById("iframe").addEventListener("click", () => run({ baseUrl: %q, iframe: true }));
+document.getElementById("same").addEventListener("click", () => run({ baseUrl: %q, sameWindow: true }));
 // A popup blocker makes window.open return null. Headless Chromium blocks
 // no popup, so the test stands in for the blocker.
 window.connectBlocked = () => { window.open = () => null; run({ baseUrl: %q }); };
@@ -66,7 +68,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	}
 	app := "http://localhost:" + portOf(l.Addr().String())
 	h := newHarness(t, harnessOptions{origins: []string{app}})
-	page := fmt.Sprintf(appPage, h.public+"/connect-account/sdk.js", h.public, h.public, h.public)
+	page := fmt.Sprintf(appPage, h.public+"/connect-account/sdk.js", h.public, h.public, h.public, h.public)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write([]byte(page))
@@ -296,7 +298,7 @@ func TestBrowserIframeReconnect(t *testing.T) {
 	}
 }
 
-func TestBrowserPopupRejections(t *testing.T) {
+func TestBrowserLinkSDKEdges(t *testing.T) {
 	b := newBrowserEnv(t)
 
 	t.Run("used link token rejects at once", func(t *testing.T) {
@@ -327,6 +329,11 @@ func TestBrowserPopupRejections(t *testing.T) {
 		if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
 			t.Fatalf("connect page in the popup: %v", err)
 		}
+		// A message that does not come from the popup is ignored, even one
+		// that claims success.
+		if _, err := chromedp.Run(tab, chromedp.Evaluate[any](`window.postMessage({is_truto: true, result: "success", integration: "acme", integrated_account_id: "forged"}, "*")`)); err != nil {
+			t.Fatal(err)
+		}
 		// The user closes the window instead of connecting.
 		if err := chromedp.Cancel(popup); err != nil {
 			t.Fatalf("closing the popup: %v", err)
@@ -349,6 +356,41 @@ func TestBrowserPopupRejections(t *testing.T) {
 		settled, v := result(t, tab)
 		if settled != "rejected" || v != "blocked" {
 			t.Fatalf("authenticate %s with %v, want a rejection with \"blocked\"", settled, v)
+		}
+	})
+
+	t.Run("same window returns to the redirect_uri", func(t *testing.T) {
+		lt := b.linkToken(map[string]any{"tenant_id": "tenant-same", "integration": "acme", "redirect_uri": b.app + "/done"})
+		tab := b.openApp(t, lt.LinkToken)
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("same")), chromedp.WaitVisible(chromedp.ID("connect")), chromedp.Click(chromedp.ID("connect"))); err != nil {
+			t.Fatalf("connect page in the same window: %v", err)
+		}
+		consentIn(t, tab, "sam")
+		var back *url.URL
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for back == nil {
+			loc, err := chromedp.Run(tab, chromedp.Location())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(loc, b.app+"/done?") {
+				back, _ = url.Parse(loc)
+				break
+			}
+			select {
+			case <-tab.Done():
+				t.Fatalf("never returned to the application; last at %s", loc)
+			case <-tick.C:
+			}
+		}
+		accts := b.accountsOf("tenant-same")
+		if len(accts) != 1 {
+			t.Fatalf("%d accounts", len(accts))
+		}
+		q := back.Query()
+		if q.Get("result") != "success" || q.Get("integration") != "acme" || q.Get("integrated_account_id") != accts[0].ID {
+			t.Errorf("returned with %s", back.RawQuery)
 		}
 	})
 }

@@ -179,6 +179,7 @@ func TestAPIKeyConnectValidatesBeforeSaving(t *testing.T) {
 	if r.status != http.StatusGone || len(h.accountsOf("tenant-k")) != 1 {
 		t.Errorf("second use = %d, %d accounts", r.status, len(h.accountsOf("tenant-k")))
 	}
+	h.assertNotLogged(goodAPIKey, "wrong-key", lt.LinkToken)
 }
 
 func TestBasicConnectReconnectsKeepingTheAccount(t *testing.T) {

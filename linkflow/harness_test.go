@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/internal/testenv"
 	"github.com/linkgate/linkgate/linkflow"
@@ -66,6 +69,7 @@ type harness struct {
 	validations atomic.Int64
 	ints        map[string]*account.Integration
 	dbFile      string
+	logs        *observer.ObservedLogs
 }
 
 type harnessOptions struct {
@@ -144,7 +148,10 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if origins == nil {
 		origins = []string{appOriginForHandlers}
 	}
+	core, logs := observer.New(zap.DebugLevel)
+	h.logs = logs
 	h.svc, err = linkflow.New(h.store, h.ints, linkflow.Options{
+		Logger:         zap.New(core),
 		PublicURL:      h.public,
 		AllowedOrigins: origins,
 		Now:            h.clock.Now,
@@ -399,4 +406,21 @@ func postRecorder(t *testing.T, hf http.HandlerFunc, body string) *httptest.Resp
 	rec := httptest.NewRecorder()
 	hf(rec, req)
 	return rec
+}
+
+// assertNotLogged fails if any log entry so far holds one of secrets.
+func (h *harness) assertNotLogged(secrets ...string) {
+	h.t.Helper()
+	if h.logs.Len() == 0 {
+		h.t.Fatal("nothing was logged: the check would prove nothing")
+	}
+	for _, e := range h.logs.All() {
+		b, _ := json.Marshal(e.ContextMap())
+		line := e.Message + " " + string(b)
+		for _, s := range secrets {
+			if s != "" && strings.Contains(line, s) {
+				h.t.Errorf("a log line holds a secret: %s", line)
+			}
+		}
+	}
 }

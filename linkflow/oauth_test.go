@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/linkgate/linkgate/account"
 )
@@ -68,6 +69,7 @@ func TestOAuthNewConnection(t *testing.T) {
 	if r := h.get(lt.URL); r.status != http.StatusGone {
 		t.Errorf("the spent link token still opens the page: %d", r.status)
 	}
+	h.assertNotLogged(lt.LinkToken, a.Credentials.AccessToken, a.Credentials.RefreshToken, clientSecret)
 }
 
 func TestOAuthReconnectOfRevokedAccount(t *testing.T) {
@@ -211,6 +213,18 @@ func TestOAuthCallbackRefusesForgedAndReplayedAnswers(t *testing.T) {
 	if r := h.get(lt2.URL); r.status != http.StatusOK {
 		t.Errorf("link token after a replayed code = %d", r.status)
 	}
+
+	// A state is good for StateTTL only.
+	lt3 := h.linkToken(map[string]any{"tenant_id": "tenant-r3", "integration": "acme"})
+	late := h.consent(h.startOAuth(lt3.LinkToken), "erin", "allow")
+	h.clock.Advance(11 * time.Minute)
+	if r := h.get(late.String()); r.status != http.StatusBadRequest || !strings.Contains(r.body, "took too long") {
+		t.Errorf("late callback = %d:\n%s", r.status, r.body)
+	}
+	if len(h.accountsOf("tenant-r3")) != 0 {
+		t.Errorf("a late callback created an account")
+	}
+	h.assertNotLogged(cb.Query().Get("code"), cb.Query().Get("state"), late.Query().Get("code"), fresh, lt.LinkToken, lt2.LinkToken)
 }
 
 func TestOAuthRacingCallbacksOneWins(t *testing.T) {
