@@ -1,0 +1,271 @@
+// Package console is linkgate's admin web UI: the list of integrated accounts
+// with the ones that need reauthorization a filter away, an account's page
+// with its Connection section (get a connection link, the magic link an end
+// user opens to re-authorize; refresh credentials now) and the webhook
+// delivery log with redelivery.
+//
+// Pages are rendered on the server from html/template; CSS and a small
+// script for the copy button and dialogs are embedded and served as files, so
+// a strict Content-Security-Policy holds and reading works without
+// JavaScript. Operators sign in with an API token or a configured user; the
+// session lives on the server, behind an HttpOnly, SameSite=Strict cookie,
+// and every form carries a per-session CSRF token.
+//
+// The Caddy handler accounts_console is a thin wrapper around Console; this
+// package knows nothing of Caddy.
+package console
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// DefaultPrefix is the path the console is mounted under when Options.Prefix
+// is empty.
+const DefaultPrefix = "/console"
+
+// Defaults of Options.
+const (
+	DefaultSessionTTL  = 12 * time.Hour
+	DefaultIdleTimeout = 30 * time.Minute
+	DefaultMaxSessions = 1000
+	// DefaultLoginBurst login attempts may be made at once from one IP
+	// address; then one more every DefaultLoginEvery.
+	DefaultLoginBurst = 5
+	DefaultLoginEvery = 12 * time.Second
+)
+
+// LinkIssuer creates link tokens. (*linkflow.Service).CreateLinkToken is the
+// one implementation: the console calls it in-process with the same JSON
+// request the API takes, so there is one code path for link tokens.
+type LinkIssuer interface {
+	CreateLinkToken(w http.ResponseWriter, r *http.Request)
+}
+
+// Options configure a Console.
+type Options struct {
+	// Store holds the accounts and the webhook delivery log. Required.
+	Store tokenstore.Store
+	// Links issues connection links. Required.
+	Links LinkIssuer
+	// Refresh refreshes an account's credentials now; it returns nil,
+	// refresh.ErrNeedsReauth or a *refresh.Error. Nil hides the button.
+	Refresh func(ctx context.Context, id string) error
+	// Redeliver makes a webhook delivery pending again. Default: the
+	// store's Redeliver, due now; the Caddy wrapper also wakes the
+	// dispatcher.
+	Redeliver func(ctx context.Context, id string) error
+	// Authenticate reports whether token is an API token, in constant
+	// time. Nil disables sign-in with an API token.
+	Authenticate func(token string) bool
+	// Users are the operators who may sign in with a password: user name
+	// to bcrypt hash.
+	Users map[string]string
+	// Integrations are the configured integration names, offered in the
+	// accounts filter.
+	Integrations []string
+	// Prefix is the path the console is mounted under. Default "/console".
+	Prefix string
+	// SessionTTL is the longest a session lives. Default 12 h.
+	SessionTTL time.Duration
+	// IdleTimeout ends a session unused for this long. Default 30 min.
+	IdleTimeout time.Duration
+	// MaxSessions bounds the sessions kept in memory; when full, the least
+	// recently used session is dropped. Default 1000.
+	MaxSessions int
+	// LoginBurst and LoginEvery rate-limit sign-in attempts per client IP
+	// address: LoginBurst at once, then one per LoginEvery.
+	LoginBurst int
+	LoginEvery time.Duration
+	// ClientIP returns the client's IP address for rate limiting. Default:
+	// the host of RemoteAddr. Behind a proxy, give the one Caddy trusts.
+	ClientIP func(r *http.Request) string
+	// Logger receives the console's logs; it never gets a secret.
+	Logger *zap.Logger
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// Console serves the admin UI. It is an http.Handler.
+type Console struct {
+	opts     Options
+	prefix   string
+	log      *zap.Logger
+	sessions *sessions
+	limiter  *limiter
+	pages    *pages
+	routes   *http.ServeMux
+	// dummyHash is compared against for an unknown user name, so that a
+	// wrong name costs as much time as a wrong password.
+	dummyHash []byte
+}
+
+// New returns a Console, or an error that names the option that is wrong.
+func New(opts Options) (*Console, error) {
+	if opts.Store == nil {
+		return nil, errors.New("console: a store is required")
+	}
+	if opts.Links == nil {
+		return nil, errors.New("console: a link issuer is required")
+	}
+	if opts.Authenticate == nil && len(opts.Users) == 0 {
+		return nil, errors.New("console: no way to sign in: configure an API token or users")
+	}
+	for name, hash := range opts.Users {
+		if name == "" {
+			return nil, errors.New("console: a user name is empty")
+		}
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return nil, fmt.Errorf("console: user %s: the password must be a bcrypt hash (caddy hash-password makes one): %w", name, err)
+		}
+	}
+	prefix := strings.TrimRight(opts.Prefix, "/")
+	if opts.Prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if prefix != "" && !strings.HasPrefix(prefix, "/") {
+		return nil, fmt.Errorf("console: prefix %q must start with /", opts.Prefix)
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = DefaultSessionTTL
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.LoginBurst <= 0 {
+		opts.LoginBurst = DefaultLoginBurst
+	}
+	if opts.LoginEvery <= 0 {
+		opts.LoginEvery = DefaultLoginEvery
+	}
+	if opts.ClientIP == nil {
+		opts.ClientIP = remoteIP
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Redeliver == nil {
+		st, now := opts.Store, opts.Now
+		opts.Redeliver = func(ctx context.Context, id string) error { return st.Redeliver(ctx, id, now()) }
+	}
+	// The dummy hash costs what the configured hashes cost, so an unknown
+	// user name takes as long to refuse as a wrong password.
+	var dummy []byte
+	for _, hash := range opts.Users {
+		cost, _ := bcrypt.Cost([]byte(hash))
+		h, err := bcrypt.GenerateFromPassword([]byte("linkgate console"), cost)
+		if err != nil {
+			return nil, fmt.Errorf("console: preparing the password check: %w", err)
+		}
+		dummy = h
+		break
+	}
+	pg, err := loadPages()
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{
+		opts:      opts,
+		prefix:    prefix,
+		log:       opts.Logger,
+		sessions:  newSessions(opts.MaxSessions, opts.SessionTTL, opts.IdleTimeout),
+		limiter:   newLimiter(opts.LoginBurst, opts.LoginEvery, 10000),
+		pages:     pg,
+		dummyHash: dummy,
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("GET /{$}", c.home)
+	m.HandleFunc("GET /accounts", c.accounts)
+	m.HandleFunc("GET /accounts/{id}", c.accountPage)
+	m.HandleFunc("POST /accounts/{id}/link", c.createLink)
+	m.HandleFunc("POST /accounts/{id}/refresh", c.refresh)
+	m.HandleFunc("GET /deliveries", c.deliveries)
+	m.HandleFunc("POST /deliveries/{id}/redeliver", c.redeliver)
+	m.HandleFunc("POST /logout", c.logout)
+	c.routes = m
+	return c, nil
+}
+
+// ServeHTTP serves the console. Requests may arrive with the prefix (a
+// `handle /console*` route) or without it (after `uri strip_prefix`); links
+// always carry the prefix.
+func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sub := r.URL.Path
+	if c.prefix != "" && (sub == c.prefix || strings.HasPrefix(sub, c.prefix+"/")) {
+		sub = strings.TrimPrefix(sub, c.prefix)
+	}
+	if sub == "" {
+		sub = "/"
+	}
+	securityHeaders(w.Header())
+
+	switch {
+	case strings.HasPrefix(sub, "/assets/"):
+		c.serveAsset(w, r, strings.TrimPrefix(sub, "/assets/"))
+		return
+	case sub == "/login":
+		c.login(w, r)
+		return
+	}
+
+	s := c.session(r)
+	if s == nil {
+		// Reveal nothing, not even whether the page exists.
+		http.Redirect(w, r, c.prefix+"/login", http.StatusSeeOther)
+		return
+	}
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.Path, u.RawPath = sub, ""
+	r2.URL = &u
+	r2 = r2.WithContext(context.WithValue(r.Context(), sessionKey{}, s))
+	if r2.Method == http.MethodPost && !c.checkCSRF(r2, s) {
+		c.renderError(w, r2, http.StatusForbidden, "This form has expired or did not come from the console. Reload the page and try again.")
+		return
+	}
+	if _, pattern := c.routes.Handler(r2); pattern == "" {
+		c.renderError(w, r2, http.StatusNotFound, "There is no such page in the console.")
+		return
+	}
+	c.routes.ServeHTTP(w, r2)
+}
+
+// securityHeaders are on every answer: no caching (pages show account data
+// and magic links), no framing, no referrer, and a CSP that runs only the
+// console's own script and style files.
+func securityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Frame-Options", "DENY")
+}
+
+// remoteIP is the host part of RemoteAddr.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// path returns a console URL path for the sub-path sub.
+func (c *Console) path(sub string) string { return c.prefix + sub }
