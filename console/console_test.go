@@ -427,7 +427,9 @@ func TestDeliveriesFailedFirstAndRedeliver(t *testing.T) {
 	if err := h.store.AddEvents(ctx, []tokenstore.Event{ev1, ev2}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.store.FanOut(ctx, 10, func(tokenstore.Event) []string { return []string{"https://app.example.com/hooks?secret=hidden-in-query"} }); err != nil {
+	if _, err := h.store.FanOut(ctx, 10, func(tokenstore.Event) []string {
+		return []string{"https://app.example.com/hooks?secret=hidden-in-query"}
+	}); err != nil {
 		t.Fatal(err)
 	}
 	claimed, err := h.store.ClaimDeliveries(ctx, time.Now().Add(time.Minute), time.Minute, 10)
