@@ -12,6 +12,7 @@ package refresh
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -132,6 +133,7 @@ type Refresher struct {
 	probeUntil map[string]time.Time
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
+	retried    map[string]retriedToken
 
 	life     sync.Mutex
 	lifeCond *sync.Cond
@@ -196,6 +198,7 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 		probeUntil:   map[string]time.Time{},
 		background:   map[string]bool{},
 		tokens:       map[string]account.Credentials{},
+		retried:      map[string]retriedToken{},
 	}
 	r.lifeCond = sync.NewCond(&r.life)
 	return r
@@ -293,8 +296,10 @@ func (r *Refresher) probe(ctx context.Context, a *account.Account, now time.Time
 // For an OAuth account with a refresh token the cached entry is dropped and
 // the token refreshed once, unless the store already holds a newer access
 // token than sent (then that one is returned). The caller retries once; if
-// the retry gets 401 too it calls UnauthorizedAfterRetry, not Unauthorized,
-// which is how a second 401 is told from a first.
+// the retry gets 401 too it should call UnauthorizedAfterRetry. A caller
+// that calls Unauthorized again instead is understood as well: a 401 to an
+// access token that Unauthorized handed out for a retry within the last
+// minute counts as the second 401 (needs_reauth, no second refresh).
 func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent account.Credentials) (account.Credentials, bool, error) {
 	switch {
 	case a.Method == account.MethodClientCredentials:
@@ -309,6 +314,9 @@ func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent a
 		}
 		return c, true, nil
 	case a.Method == account.MethodOAuth2 && a.Credentials.RefreshToken != "":
+		if r.handedForRetry(a.ID, sent.AccessToken) {
+			return account.Credentials{}, false, r.UnauthorizedAfterRetry(ctx, a)
+		}
 		r.invalidate(a.ID)
 		fresh, err := r.wait(ctx, a.ID, modeStale, sent.AccessToken)
 		if err != nil {
@@ -317,12 +325,51 @@ func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent a
 		if fresh.Status != account.StatusActive {
 			return account.Credentials{}, false, ErrNeedsReauth
 		}
+		r.handForRetry(a.ID, fresh.Credentials.AccessToken)
 		return fresh.Credentials, true, nil
 	}
 	if err := r.markFailed(ctx, a.ID, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized"}); err != nil {
 		return account.Credentials{}, false, err
 	}
 	return account.Credentials{}, false, ErrNeedsReauth
+}
+
+// retryWindow is how long an access token handed out for a retry marks a
+// 401 to it as the second one.
+const retryWindow = time.Minute
+
+// handForRetry records that token was handed out for a retry of a request
+// the upstream refused; only a digest is kept.
+func (r *Refresher) handForRetry(id, token string) {
+	r.mu.Lock()
+	r.retried[id] = retriedToken{sum: sha256.Sum256([]byte(token)), at: r.opts.Now()}
+	r.mu.Unlock()
+}
+
+// handedForRetry reports whether sent is the token handed out for a retry of
+// account id within retryWindow, and forgets it.
+func (r *Refresher) handedForRetry(id, sent string) bool {
+	sum := sha256.Sum256([]byte(sent))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.retried[id]
+	if !ok {
+		return false
+	}
+	if r.opts.Now().Sub(h.at) > retryWindow {
+		delete(r.retried, id)
+		return false
+	}
+	if subtle.ConstantTimeCompare(h.sum[:], sum[:]) != 1 {
+		return false
+	}
+	delete(r.retried, id)
+	return true
+}
+
+type retriedToken struct {
+	sum [sha256.Size]byte
+	at  time.Time
 }
 
 // UnauthorizedAfterRetry handles a 401 to the request retried with the

@@ -368,6 +368,30 @@ func TestUnauthorizedRefreshesOnceAndReturnsFreshCredentials(t *testing.T) {
 	}
 }
 
+func TestSecondUnauthorizedOnTheRetryTokenNeedsReauth(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.connect("acc-401-twice", e.clock.Now().Add(time.Hour))
+	c, retry, err := e.r.Unauthorized(context.Background(), a, a.Credentials)
+	if err != nil || !retry {
+		t.Fatalf("first 401: retry=%v %v", retry, err)
+	}
+	e.remember(c.AccessToken)
+	// The caller reports the retry's 401 through Unauthorized again.
+	_, retry, err = e.r.Unauthorized(context.Background(), a, c)
+	if retry || !errors.Is(err, ErrNeedsReauth) {
+		t.Fatalf("second 401: retry=%v %v", retry, err)
+	}
+	if n := e.refreshCalls(); n != 1 {
+		t.Fatalf("%d token calls: the second 401 refreshed again", n)
+	}
+	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth {
+		t.Fatalf("status %s", got.Status)
+	}
+	if evs := e.eventsOf(a.ID); !slices.Equal(evs, []string{account.EventAuthenticationError}) {
+		t.Fatalf("events %v", evs)
+	}
+}
+
 func TestUnauthorizedWithARefusedRefreshNeedsReauth(t *testing.T) {
 	e := newEnv(t, nil)
 	a := e.connect("acc-401-revoked", e.clock.Now().Add(time.Hour))
