@@ -24,8 +24,9 @@ type storeHolder struct {
 	keys      [][]byte
 	cacheSize int64
 
-	mu    sync.Mutex
-	store *tokenstore.Cached
+	mu         sync.Mutex
+	store      *tokenstore.Cached
+	stopListen func()
 }
 
 // open returns the store, opening it if this is the first use. A failed open
@@ -77,6 +78,7 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 		return nil, err
 	}
 	h.store = cached
+	h.stopListen = startPostgresListener(inner, cached, logger)
 	return cached, nil
 }
 
@@ -87,6 +89,7 @@ func (h *storeHolder) Destruct() error {
 	if h.store == nil {
 		return nil
 	}
+	h.stopListen()
 	err := h.store.Close()
 	h.store = nil
 	return err
