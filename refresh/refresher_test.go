@@ -67,6 +67,10 @@ func TestTokenInsideSkewIsUsedWhileOneBackgroundRefreshRuns(t *testing.T) {
 func TestExpiredTokenWaitsForTheRefresh(t *testing.T) {
 	e := newEnv(t, nil)
 	a := e.connect("acc-expired", e.clock.Now().Add(-time.Minute))
+	// The gateway's clock runs a day ahead of the provider's: expires_in
+	// must count from the gateway's receipt time, not the provider's.
+	e.clock.Add(24 * time.Hour)
+	a = e.setExpiry(a.ID, e.clock.Now().Add(-time.Minute))
 	c, err := e.r.Credentials(context.Background(), a)
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +84,9 @@ func TestExpiredTokenWaitsForTheRefresh(t *testing.T) {
 	}
 	if stored.Credentials.RefreshToken == a.Credentials.RefreshToken {
 		t.Fatal("the rotated refresh token was not committed")
+	}
+	if left := stored.Credentials.Expiry.Sub(e.clock.Now()); left < 59*time.Minute || left > time.Hour {
+		t.Fatalf("new token expires %v after the gateway's now, want about an hour", left)
 	}
 }
 
