@@ -295,3 +295,47 @@ func TestOAuthIssuerIsChecked(t *testing.T) {
 		t.Errorf("fresh attempt = %d:\n%s", r.status, r.body)
 	}
 }
+
+func TestOAuthTwoAuthorizationsOfOneLinkOneWins(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	lt := h.linkToken(map[string]any{"tenant_id": "tenant-two", "integration": "acme"})
+	// The user pressed connect in two tabs and approved both.
+	cbs := []string{
+		h.local(h.consent(h.startOAuth(lt.LinkToken), "hal", "allow").String()),
+		h.local(h.consent(h.startOAuth(lt.LinkToken), "hal", "allow").String()),
+	}
+	statuses := make([]int, len(cbs))
+	var wg sync.WaitGroup
+	for i, cb := range cbs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := noRedirects.Get(cb)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	ok, refused := 0, 0
+	for _, s := range statuses {
+		switch s {
+		case http.StatusOK:
+			ok++
+		case http.StatusConflict, http.StatusGone:
+			refused++
+		}
+	}
+	if ok != 1 || refused != 1 {
+		t.Fatalf("statuses %v, want one success and one 4xx", statuses)
+	}
+	if n := len(h.accountsOf("tenant-two")); n != 1 {
+		t.Errorf("%d accounts, want 1", n)
+	}
+	if ev := h.outbox(); strings.Join(ev, ",") != account.EventCreated+","+account.EventActive {
+		t.Errorf("events = %v", ev)
+	}
+}
