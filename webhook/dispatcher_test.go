@@ -3,7 +3,6 @@ package webhook
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/testenv"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -119,13 +119,8 @@ func TestAuthenticationErrorDeliveredSigned(t *testing.T) {
 
 func TestRetriesUntilReceiverRecovers(t *testing.T) {
 	st := openStore(t)
-	rc := newReceiver(t)
-	rc.setAnswer(func(n int, _ http.ResponseWriter, _ *http.Request) int {
-		if n <= 2 {
-			return http.StatusInternalServerError
-		}
-		return http.StatusOK
-	})
+	rc := testenv.NewWebhookReceiver(t)
+	rc.FailNext(2, http.StatusInternalServerError)
 	sec := newSecret(t)
 	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{sec}}}, fastOptions(t))
 	startDispatcher(t, d)
@@ -135,15 +130,15 @@ func TestRetriesUntilReceiverRecovers(t *testing.T) {
 	waitFor(t, "delivered", 10*time.Second, func() bool {
 		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
 	})
-	got := rc.deliveries()
+	got := rc.Deliveries()
 	if len(got) != 3 {
 		t.Fatalf("receiver got %d requests, want 3", len(got))
 	}
 	for _, g := range got {
-		if g.header.Get(HeaderID) != got[0].header.Get(HeaderID) || string(g.body) != string(got[0].body) {
+		if g.Header.Get(HeaderID) != got[0].Header.Get(HeaderID) || string(g.Body) != string(got[0].Body) {
 			t.Fatal("a retry changed the webhook-id or the body")
 		}
-		if err := Verify([]string{sec}, g.header, g.body, 0); err != nil {
+		if err := Verify([]string{sec}, g.Header, g.Body, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -155,18 +150,13 @@ func TestRetriesUntilReceiverRecovers(t *testing.T) {
 
 func TestReceiverDownThenUp(t *testing.T) {
 	st := openStore(t)
-	// Take a free port and close it: the receiver is down.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	rc := testenv.NewWebhookReceiver(t)
+	rc.Down()
 
 	opts := fastOptions(t)
 	opts.Schedule = []time.Duration{0, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond,
 		400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second, time.Second}
-	d := NewDispatcher(st, []Endpoint{{URL: "http://" + addr + "/hooks", Secrets: []string{newSecret(t)}}}, opts)
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, opts)
 	startDispatcher(t, d)
 	failAccount(t, st, "acc_1")
 	d.Notify()
@@ -176,38 +166,25 @@ func TestReceiverDownThenUp(t *testing.T) {
 		return len(ds) == 1 && ds[0].Attempts >= 1 && ds[0].LastError != ""
 	})
 	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
-	if dl.Status != tokenstore.DeliveryPending || dl.LastStatus != 0 {
+	if dl.Status != tokenstore.DeliveryPending || dl.LastStatus != 0 || !strings.HasPrefix(dl.LastError, "connection failed") {
 		t.Fatalf("after a refused connection: %+v", dl)
 	}
 
-	// The receiver comes up on the same address.
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("port %s was taken meanwhile: %v", addr, err)
-	}
-	rc := &receiver{inFlight: map[string]int{}}
-	srv := &http.Server{Handler: http.HandlerFunc(rc.serve)}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
+	rc.Up()
 	waitFor(t, "delivered after the receiver came up", 15*time.Second, func() bool {
 		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
 	})
-	if rc.count() != 1 || rc.deliveries()[0].header.Get(HeaderID) != dl.Event.ID {
-		t.Fatalf("receiver got %d requests", rc.count())
+	got := rc.Deliveries()
+	if len(got) != 1 || got[0].Header.Get(HeaderID) != dl.Event.ID {
+		t.Fatalf("receiver got %d requests", len(got))
 	}
 }
 
 func TestRetryAfterHonoured(t *testing.T) {
 	st := openStore(t)
-	rc := newReceiver(t)
-	rc.setAnswer(func(n int, w http.ResponseWriter, _ *http.Request) int {
-		if n == 1 {
-			w.Header().Set("Retry-After", "1")
-			return http.StatusTooManyRequests
-		}
-		return http.StatusOK
-	})
+	rc := testenv.NewWebhookReceiver(t)
+	rc.FailNext(1, http.StatusTooManyRequests)
+	rc.SetRetryAfter("1")
 	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, fastOptions(t))
 	startDispatcher(t, d)
 	addTestEvents(t, st, 1)
@@ -216,20 +193,20 @@ func TestRetryAfterHonoured(t *testing.T) {
 	waitFor(t, "delivered", 10*time.Second, func() bool {
 		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
 	})
-	got := rc.deliveries()
-	if len(got) != 2 {
-		t.Fatalf("%d requests, want 2", len(got))
+	got := rc.Deliveries()
+	if len(got) != 2 || got[0].Status != http.StatusTooManyRequests {
+		t.Fatalf("%d requests, want a 429 and a success", len(got))
 	}
 	// The schedule alone would retry after 20ms; Retry-After asked for 1s.
-	if gap := got[1].at.Sub(got[0].at); gap < time.Second {
+	if gap := got[1].Time.Sub(got[0].Time); gap < time.Second {
 		t.Fatalf("retried %s after a 429 with Retry-After: 1", gap)
 	}
 }
 
 func TestGoneDisablesEndpoint(t *testing.T) {
 	st := openStore(t)
-	gone, ok := newReceiver(t), newReceiver(t)
-	gone.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusGone })
+	gone, ok := testenv.NewWebhookReceiver(t), testenv.NewWebhookReceiver(t)
+	gone.SetStatus(http.StatusGone)
 	core, logs := observedLogger()
 	opts := fastOptions(t)
 	opts.Logger = core
@@ -254,21 +231,21 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	// Later events go to the healthy endpoint only.
 	second := addTestEvents(t, st, 1)[0]
 	d.Notify()
-	waitFor(t, "the second event at the healthy endpoint", 10*time.Second, func() bool { return ok.count() == 2 })
+	ok.WaitFor(t, 2, 10*time.Second)
 	for _, dl := range deliveriesOf(t, st, tokenstore.DeliveryFilter{}) {
 		if dl.Event.ID == second.ID && dl.Endpoint == gone.URL() {
 			t.Fatalf("a delivery was created for the disabled endpoint: %+v", dl)
 		}
 	}
-	if gone.count() != 1 {
-		t.Fatalf("the gone endpoint got %d requests", gone.count())
+	if n := len(gone.Deliveries()); n != 1 {
+		t.Fatalf("the gone endpoint got %d requests", n)
 	}
 }
 
 func TestExhaustedScheduleFailsAndRedeliverWorks(t *testing.T) {
 	st := openStore(t)
-	rc := newReceiver(t)
-	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusBadGateway })
+	rc := testenv.NewWebhookReceiver(t)
+	rc.SetStatus(http.StatusBadGateway)
 	sec := newSecret(t)
 	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{sec}}}, fastOptions(t))
 	startDispatcher(t, d)
@@ -279,11 +256,11 @@ func TestExhaustedScheduleFailsAndRedeliverWorks(t *testing.T) {
 		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})) == 1
 	})
 	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})[0]
-	if dl.Attempts != 4 || rc.count() != 4 || dl.LastStatus != http.StatusBadGateway || dl.LastError == "" {
-		t.Fatalf("after the schedule: %+v, receiver got %d", dl, rc.count())
+	if n := len(rc.Deliveries()); dl.Attempts != 4 || n != 4 || dl.LastStatus != http.StatusBadGateway || dl.LastError == "" {
+		t.Fatalf("after the schedule: %+v, receiver got %d", dl, n)
 	}
 
-	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusOK })
+	rc.SetStatus(0)
 	api := NewAPI(st, d)
 	rec := doAPI(t, api, http.MethodPost, "/webhook-delivery/"+dl.ID+"/redeliver")
 	if rec.Code != http.StatusOK || rec.Body.String() != "{\"success\":true}\n" {
@@ -293,8 +270,8 @@ func TestExhaustedScheduleFailsAndRedeliverWorks(t *testing.T) {
 		g, err := st.GetDelivery(context.Background(), dl.ID)
 		return err == nil && g.Status == tokenstore.DeliveryDelivered
 	})
-	got := rc.deliveries()
-	if last := got[len(got)-1]; last.header.Get(HeaderID) != got[0].header.Get(HeaderID) {
+	got := rc.Deliveries()
+	if last := got[len(got)-1]; len(got) != 5 || last.Header.Get(HeaderID) != got[0].Header.Get(HeaderID) || last.Status != http.StatusOK {
 		t.Fatal("redelivery changed the webhook-id")
 	}
 }
