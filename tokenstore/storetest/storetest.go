@@ -1010,7 +1010,16 @@ func testClaimDeliveriesConcurrent(t *testing.T, s tokenstore.Store) {
 				for _, d := range ds {
 					claimed[d.ID]++
 				}
+				// A store that hands out leased deliveries again would
+				// otherwise keep this loop going for ever.
+				n := 0
+				for _, c := range claimed {
+					n += c
+				}
 				mu.Unlock()
+				if n > total {
+					return
+				}
 			}
 		}()
 	}
