@@ -144,7 +144,12 @@ func NewDispatcher(store tokenstore.Outbox, endpoints []Endpoint, opts Options) 
 		opts.Logger = zap.NewNop()
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{}
+		// A redirect is answered as a failure, not followed: a receiver
+		// that moved must be reconfigured, and a redirect must not steer
+		// signed events elsewhere.
+		opts.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}}
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -352,7 +357,7 @@ func (d *Dispatcher) cycle(ctx context.Context) bool {
 		dl := claimed[i]
 		t := d.targets[dl.Endpoint]
 		if t == nil {
-			d.fail(&dl, "endpoint is no longer configured; redeliver once it is")
+			d.unknownEndpoint(&dl, claimedAt)
 			continue
 		}
 		if reason, off := d.isDisabled(dl.Endpoint); off {
@@ -370,6 +375,28 @@ func (d *Dispatcher) cycle(ctx context.Context) bool {
 		}
 	}
 	return more || (len(claimed) == limit && queued > 0)
+}
+
+// unknownEndpoint handles a delivery to an endpoint this dispatcher does not
+// have. During a config reload, or with instances configured differently,
+// another dispatcher may have it: hand the delivery back for a while. Once it
+// is older than the whole retry schedule nobody has delivered it, and it fails.
+func (d *Dispatcher) unknownEndpoint(dl *tokenstore.Delivery, now time.Time) {
+	if now.Sub(dl.CreatedAt) > d.horizon() {
+		d.fail(dl, "endpoint is no longer configured; redeliver once it is")
+		return
+	}
+	d.release(dl, now.Add(d.opts.Lease))
+}
+
+// horizon is how long a delivery may be retried: the whole schedule, at
+// least an hour.
+func (d *Dispatcher) horizon() time.Duration {
+	var h time.Duration
+	for _, w := range d.opts.Schedule {
+		h += w
+	}
+	return max(h, time.Hour)
 }
 
 func (d *Dispatcher) busyDelay() time.Duration {

@@ -567,3 +567,71 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestRedirectIsAFailureNotFollowed(t *testing.T) {
+	st := openStore(t)
+	target := testenv.NewWebhookReceiver(t)
+	redirector := newReceiver(t)
+	redirector.setAnswer(func(_ int, w http.ResponseWriter, _ *http.Request) int {
+		w.Header().Set("Location", target.URL())
+		return http.StatusTemporaryRedirect
+	})
+	opts := fastOptions(t)
+	opts.Client = nil // the default client
+	opts.Schedule = []time.Duration{0}
+	d := NewDispatcher(st, []Endpoint{{URL: redirector.URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	addTestEvents(t, st, 1)
+	d.Notify()
+	waitFor(t, "the redirect recorded", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})) == 1
+	})
+	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
+	if dl.LastStatus != http.StatusTemporaryRedirect || len(target.Deliveries()) != 0 {
+		t.Fatalf("redirect followed or not recorded: %+v, target got %d", dl, len(target.Deliveries()))
+	}
+}
+
+func TestUnknownEndpointIsHandedBack(t *testing.T) {
+	st := openStore(t)
+	old := testenv.NewWebhookReceiver(t)
+	oldEPs := []Endpoint{{URL: old.URL(), Secrets: []string{newSecret(t)}}}
+	// An instance with an older config fans the event out to its endpoint
+	// and stops before sending it.
+	fanner := NewDispatcher(st, oldEPs, fastOptions(t))
+	addTestEvents(t, st, 1)
+	if err := fanner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	old.Down()
+	fanner.Notify()
+	waitFor(t, "the delivery created", 10*time.Second, func() bool {
+		ds := deliveriesOf(t, st, tokenstore.DeliveryFilter{})
+		return len(ds) == 1 && ds[0].Attempts >= 1
+	})
+	if err := fanner.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
+
+	// An instance without that endpoint must not fail it: the old
+	// instance may still deliver it.
+	other := testenv.NewWebhookReceiver(t)
+	opts := fastOptions(t)
+	opts.Schedule = []time.Duration{0, time.Millisecond}
+	d := NewDispatcher(st, []Endpoint{{URL: other.URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	dl := before
+	if err := st.Redeliver(context.Background(), dl.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d.Notify()
+	waitFor(t, "the delivery handed back", 10*time.Second, func() bool {
+		g, err := st.GetDelivery(context.Background(), dl.ID)
+		return err == nil && g.NextAttemptAt.After(time.Now().Add(opts.Lease/2))
+	})
+	g, _ := st.GetDelivery(context.Background(), dl.ID)
+	if g.Status != tokenstore.DeliveryPending || g.Attempts != before.Attempts || len(other.Deliveries()) != 0 {
+		t.Fatalf("a delivery for an endpoint another instance has was changed: %+v", g)
+	}
+}
