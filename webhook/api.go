@@ -250,3 +250,5 @@ func (a *api) storeErr(w http.ResponseWriter, err error, id string) {
 	}
 	wire.WriteError(w, http.StatusServiceUnavailable, "the store failed; try again")
 }
+
+var _ http.Handler = (*api)(nil)

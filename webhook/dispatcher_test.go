@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -633,5 +634,44 @@ func TestUnknownEndpointIsHandedBack(t *testing.T) {
 	g, _ := st.GetDelivery(context.Background(), dl.ID)
 	if g.Status != tokenstore.DeliveryPending || g.Attempts != before.Attempts || len(other.Deliveries()) != 0 {
 		t.Fatalf("a delivery for an endpoint another instance has was changed: %+v", g)
+	}
+}
+
+func TestNoSecretInLogsOrDeliveryLog(t *testing.T) {
+	st := openStore(t)
+	rc := testenv.NewWebhookReceiver(t)
+	rc.Down()
+	sec := newSecret(t)
+	core, logs := observedLogger()
+	opts := fastOptions(t)
+	opts.Logger = core
+	opts.Schedule = []time.Duration{0, time.Millisecond}
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL() + "?token=receiver-secret", Secrets: []string{sec}}}, opts)
+	startDispatcher(t, d)
+	failAccount(t, st, "acc_1")
+	d.Notify()
+	waitFor(t, "the delivery failed", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})) == 1
+	})
+	if logs.Len() == 0 {
+		t.Fatal("a failing endpoint logged nothing")
+	}
+	secrets := []string{"receiver-secret", strings.TrimPrefix(sec, SecretPrefix), "at-never-sent", "rt-never-sent"}
+	for _, e := range logs.All() {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += " " + k + "=" + fmt.Sprint(v)
+		}
+		for _, s := range secrets {
+			if strings.Contains(line, s) {
+				t.Fatalf("log line shows a secret: %s", line)
+			}
+		}
+	}
+	dl := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
+	for _, s := range secrets {
+		if strings.Contains(dl.LastError, s) {
+			t.Fatalf("last_error shows a secret: %s", dl.LastError)
+		}
 	}
 }
