@@ -41,6 +41,9 @@ type SQLite struct {
 	lockLease time.Duration
 	// lockPoll is how often a waiter in another process retries the row.
 	lockPoll time.Duration
+	// getAccount is prepared once: parsing the query cost as much as
+	// running it, on the path every cache miss takes.
+	getAccount *sql.Stmt
 }
 
 var _ Store = (*SQLite)(nil)
@@ -97,12 +100,20 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 		st.Close()
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
 	}
+	if st.getAccount, err = r.PrepareContext(ctx, "SELECT "+accountColumns+" FROM accounts WHERE id = ?"); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
 	return st, nil
 }
 
 // Close closes the database connections.
 func (s *SQLite) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	var err error
+	if s.getAccount != nil {
+		err = s.getAccount.Close()
+	}
+	return errors.Join(err, s.r.Close(), s.w.Close())
 }
 
 // Checkpoint copies the write-ahead log into the database file and truncates

@@ -176,7 +176,7 @@ func (s *SQLite) createAccount(ctx context.Context, tx *sql.Tx, a *account.Accou
 
 // GetAccount reads one account with its unsealed credentials.
 func (s *SQLite) GetAccount(ctx context.Context, id string) (*account.Account, error) {
-	row := s.r.QueryRowContext(ctx, "SELECT "+accountColumns+" FROM accounts WHERE id = ?", id)
+	row := s.getAccount.QueryRowContext(ctx, id)
 	a, err := s.scanAccount(row, true)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("account %s: %w", id, ErrNotFound)
