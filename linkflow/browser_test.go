@@ -142,9 +142,20 @@ func consentIn(t *testing.T, ctx context.Context, username string) {
 	if err := chromedp.Do(ctx,
 		chromedp.WaitVisible(chromedp.ID("username")),
 		chromedp.SendKeys(chromedp.ID("username"), username),
-		chromedp.Click(chromedp.ID("allow")),
 	); err != nil {
 		t.Fatalf("consent page: %v", err)
+	}
+	clickNavigating(t, ctx, "allow")
+}
+
+// clickNavigating clicks a button that submits a form. The page may be gone
+// (navigated, or the popup closed) before the click's answer arrives; that
+// is the click working, and the caller checks the outcome.
+func clickNavigating(t *testing.T, ctx context.Context, id string) {
+	t.Helper()
+	err := chromedp.Do(ctx, chromedp.Click(chromedp.ID(id)))
+	if err != nil && !strings.Contains(err.Error(), "navigated or closed") {
+		t.Fatalf("clicking #%s: %v", id, err)
 	}
 }
 
@@ -167,9 +178,10 @@ func TestBrowserPopupReconnectsRevokedAccount(t *testing.T) {
 	}
 	popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(popupID))
 	defer cancel()
-	if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("reconnect-note")), chromedp.Click(chromedp.ID("connect"))); err != nil {
+	if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("reconnect-note"))); err != nil {
 		t.Fatalf("connect page in the popup: %v", err)
 	}
+	clickNavigating(t, popup, "connect")
 	consentIn(t, popup, "alice")
 
 	settled, v := result(t, tab)
@@ -362,25 +374,25 @@ func TestBrowserLinkSDKEdges(t *testing.T) {
 	t.Run("same window returns to the redirect_uri", func(t *testing.T) {
 		lt := b.linkToken(map[string]any{"tenant_id": "tenant-same", "integration": "acme", "redirect_uri": b.app + "/done"})
 		tab := b.openApp(t, lt.LinkToken)
-		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("same")), chromedp.WaitVisible(chromedp.ID("connect")), chromedp.Click(chromedp.ID("connect"))); err != nil {
+		clickNavigating(t, tab, "same")
+		if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
 			t.Fatalf("connect page in the same window: %v", err)
 		}
+		clickNavigating(t, tab, "connect")
 		consentIn(t, tab, "sam")
 		var back *url.URL
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for back == nil {
+			// Reading the location fails while the tab navigates; try again.
 			loc, err := chromedp.Run(tab, chromedp.Location())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.HasPrefix(loc, b.app+"/done?") {
+			if err == nil && strings.HasPrefix(loc, b.app+"/done?") {
 				back, _ = url.Parse(loc)
 				break
 			}
 			select {
 			case <-tab.Done():
-				t.Fatalf("never returned to the application; last at %s", loc)
+				t.Fatalf("never returned to the application; last at %s (%v)", loc, err)
 			case <-tick.C:
 			}
 		}
