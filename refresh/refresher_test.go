@@ -220,10 +220,10 @@ func TestAnswerWithoutRefreshTokenKeepsTheOldOne(t *testing.T) {
 }
 
 func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.TokenTimeout = 100 * time.Millisecond })
+	e := newEnv(t, func(o *Options) { o.TokenTimeout = 500 * time.Millisecond })
 	a := e.connect("acc-lost", e.clock.Now().Add(-time.Second))
 	// The server rotates and then answers too late.
-	e.auth.SetFault(testenv.Fault{Delay: 2 * time.Second, Count: 1})
+	e.auth.SetFault(testenv.Fault{Delay: 5 * time.Second, Count: 1})
 	_, err := e.r.Credentials(context.Background(), a)
 	var re *Error
 	if !errors.As(err, &re) || re.Class != Transient || re.Code != "timeout" {
