@@ -132,6 +132,16 @@ func (s *Service) connectPage(w http.ResponseWriter, r *http.Request) {
 // connectSubmit serves POST /connect-account: the connect button of an
 // OAuth integration, or the credentials form of an API-key / basic one.
 func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
+	// Only the connect page itself may submit: a form posted from another
+	// site would send the user straight to the provider's consent screen,
+	// past the page that says which tenant and account they are connecting.
+	// (Origin is "null" under Referrer-Policy no-referrer, so it cannot
+	// tell; Sec-Fetch-Site can, and browsers that lack it are let through.)
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
+		s.showError(w, nil, false, &pageError{http.StatusForbidden, errConnection, "Start from the connection page",
+			"This connection was not started from linkgate's connection page. Open the connection link again."})
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	if err := r.ParseForm(); err != nil {
 		s.showError(w, nil, false, &pageError{http.StatusBadRequest, errValidation, "Form not readable",

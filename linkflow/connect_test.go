@@ -211,3 +211,27 @@ func TestBasicConnectReconnectsKeepingTheAccount(t *testing.T) {
 		t.Errorf("events = %v, want updated, active", ev)
 	}
 }
+
+func TestConnectFormRefusesCrossSitePosts(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	lt := h.linkToken(map[string]any{"tenant_id": "tenant-x", "integration": "keyco"})
+	for _, site := range []string{"cross-site", "same-site"} {
+		req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/connect-account",
+			strings.NewReader(url.Values{"link_token": {lt.LinkToken}, "api_key": {goodAPIKey}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", site)
+		if r := h.do(req); r.status != http.StatusForbidden {
+			t.Errorf("%s post = %d, want 403", site, r.status)
+		}
+	}
+	if len(h.accountsOf("tenant-x")) != 0 || h.validations.Load() != 0 {
+		t.Fatal("a cross-site post did something")
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/connect-account",
+		strings.NewReader(url.Values{"link_token": {lt.LinkToken}, "api_key": {goodAPIKey}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if r := h.do(req); r.status != http.StatusOK {
+		t.Errorf("same-origin post = %d", r.status)
+	}
+}

@@ -190,8 +190,14 @@ func (s *Service) committed() {
 	}
 }
 
+// originOf is the ASCII serialisation of u's origin, as browsers write it
+// in event.origin: lowercase, default port left out.
 func originOf(u *url.URL) string {
-	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host)
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	if (scheme == "http" && strings.HasSuffix(host, ":80")) || (scheme == "https" && strings.HasSuffix(host, ":443")) {
+		host = host[:strings.LastIndexByte(host, ':')]
+	}
+	return scheme + "://" + host
 }
 
 // normalizeOrigin reads "https://app.example.com[/]" as an origin.
