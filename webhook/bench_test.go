@@ -81,3 +81,30 @@ func BenchmarkTransitionToDelivery(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
+
+// BenchmarkFirstDeliveryWithBacklog measures how soon a starting dispatcher
+// sends its first delivery when 100,000 events wait in the outbox (a long
+// outage of the application, or a restart after one): the backlog is read
+// in batches, so the first delivery does not wait for all of it.
+func BenchmarkFirstDeliveryWithBacklog(b *testing.B) {
+	st := openStore(b)
+	for done := 0; done < 100_000; done += 5000 {
+		addTestEvents(b, st, 5000)
+	}
+	rc := newReceiver(b)
+	eps := []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(b)}}}
+	b.ResetTimer()
+	for range b.N {
+		before := rc.count()
+		d := NewDispatcher(st, eps, fastOptions(b))
+		if err := d.Start(); err != nil {
+			b.Fatal(err)
+		}
+		waitFor(b, "the first delivery", time.Minute, func() bool { return rc.count() > before })
+		b.StopTimer()
+		if err := d.Stop(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
