@@ -76,7 +76,7 @@ const accountIDHeader = "X-Integrated-Account-Id"
 func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	a := h.app
 	if !a.authorized(bearerToken(r)) {
-		a.metrics.injections.WithLabelValues("unauthorized").Inc()
+		a.metrics.count(outcomeUnauthorized)
 		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
 		return nil
 	}
@@ -97,20 +97,17 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		wire.WriteErr(w, storeError(err, id))
 		return nil
 	}
-	in, err := a.integration(acct.Integration)
-	if err != nil {
-		a.metrics.injections.WithLabelValues("no_integration").Inc()
-		wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, Message: err.Error(), AccountID: id})
+	up, ok := a.upstreams[acct.Integration]
+	if !ok {
+		a.metrics.count(outcomeNoIntegration)
+		wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, AccountID: id,
+			Message: fmt.Sprintf("integration %q is not configured in this gateway", acct.Integration)})
 		return nil
 	}
-	base, err := url.Parse(in.BaseURL)
-	if err != nil {
-		wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, Message: fmt.Sprintf("integration %s: base_url is not a URL", in.Name), AccountID: id})
-		return nil
-	}
+	in := up.integration
 	creds, err := rt.refresher.Credentials(ctx, acct)
 	if err != nil {
-		a.metrics.injections.WithLabelValues("credentials_error").Inc()
+		a.metrics.count(outcomeCredentialsError)
 		wire.WriteErr(w, credentialsError(err, id))
 		return nil
 	}
@@ -118,22 +115,22 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	// The upstream is the integration's, never the caller's choice.
 	r.Header.Del("Authorization")
 	r.Header.Del("Proxy-Authorization")
-	r.URL.Scheme = base.Scheme
-	r.URL.Host = base.Host
-	if p := strings.TrimRight(base.Path, "/"); p != "" {
-		r.URL.Path = p + "/" + strings.TrimLeft(r.URL.Path, "/")
+	r.URL.Scheme = up.scheme
+	r.URL.Host = up.host
+	if up.path != "" {
+		r.URL.Path = up.path + "/" + strings.TrimLeft(r.URL.Path, "/")
 		if r.URL.RawPath != "" {
-			r.URL.RawPath = strings.TrimRight(base.EscapedPath(), "/") + "/" + strings.TrimLeft(r.URL.RawPath, "/")
+			r.URL.RawPath = up.rawPath + "/" + strings.TrimLeft(r.URL.RawPath, "/")
 		}
 	}
-	r.Host = base.Host
+	r.Host = up.host
 
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("integrated_account.id", acct.ID)
 	repl.Set("integrated_account.tenant_id", acct.TenantID)
-	repl.Set("integrated_account.integration", acct.Integration)
-	repl.Set("integrated_account.upstream", hostPort(base))
-	repl.Set("integrated_account.scheme", base.Scheme)
+	repl.Set("integrated_account.integration", up.name)
+	repl.Set("integrated_account.upstream", up.dial)
+	repl.Set("integrated_account.scheme", up.schemeValue)
 
 	// A 401 from an OAuth upstream may be a token revoked early: refresh and
 	// retry once, if the request can be sent again.
@@ -160,41 +157,41 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 				if retry && err == nil {
 					creds = newCreds
 					canRetry = false
-					a.metrics.injections.WithLabelValues("retried").Inc()
+					a.metrics.count(outcomeRetried)
 					continue
 				}
 				// The upstream's 401 was held back for a retry that cannot
 				// happen: answer it ourselves.
-				a.metrics.injections.WithLabelValues("upstream_401").Inc()
+				a.metrics.count(outcomeUpstream401)
 				wire.WriteErr(w, &wire.Error{Status: http.StatusUnauthorized, Remote: true, AccountID: id,
 					Message: "the upstream API refused the integrated account's credentials"})
 				return err
 			}
-			a.metrics.injections.WithLabelValues("upstream_401").Inc()
+			a.metrics.count(outcomeUpstream401)
 		case sw.status >= 200 && sw.status < 300:
-			a.metrics.injections.WithLabelValues("ok").Inc()
+			a.metrics.count(outcomeOk)
 			if acct.Status == account.StatusNeedsReauth {
 				rt.refresher.Succeeded(context.WithoutCancel(ctx), acct)
 			}
 		default:
-			a.metrics.injections.WithLabelValues("ok").Inc()
+			a.metrics.count(outcomeOk)
 		}
 		return err
 	}
 }
 
 // takeAccountID reads the account id from the query (removing it, so the
-// upstream does not see it) or from the X-Integrated-Account-Id header.
+// upstream does not see it) or from the X-Integrated-Account-Id header. The
+// rest of the query is forwarded byte for byte, in its order: some APIs sign
+// their query strings.
 func takeAccountID(r *http.Request) (string, error) {
 	id := r.Header.Get(accountIDHeader)
 	r.Header.Del(accountIDHeader)
-	if strings.Contains(r.URL.RawQuery, "integrated_account_id") {
-		q := r.URL.Query()
-		if v := q.Get("integrated_account_id"); v != "" {
+	if q, v, found := cutQueryParam(r.URL.RawQuery, "integrated_account_id"); found {
+		r.URL.RawQuery = q
+		if v != "" {
 			id = v
 		}
-		q.Del("integrated_account_id")
-		r.URL.RawQuery = q.Encode()
 	}
 	if id == "" {
 		return "", wire.Errorf(http.StatusBadRequest, "no integrated account: pass ?integrated_account_id=<id> or the %s header", accountIDHeader)
@@ -203,6 +200,33 @@ func takeAccountID(r *http.Request) (string, error) {
 		return "", wire.Errorf(http.StatusBadRequest, "integrated_account_id is too long")
 	}
 	return id, nil
+}
+
+// cutQueryParam removes every name=value pair named name from a raw query
+// and returns the rest unchanged, with the last value, unescaped.
+func cutQueryParam(raw, name string) (rest, value string, found bool) {
+	if !strings.Contains(raw, name) {
+		return raw, "", false
+	}
+	var b strings.Builder
+	for pair := range strings.SplitSeq(raw, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if k == name {
+			found = true
+			if u, err := url.QueryUnescape(v); err == nil {
+				value = u
+			}
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(pair)
+	}
+	if !found {
+		return raw, "", false
+	}
+	return b.String(), value, true
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
@@ -265,6 +289,37 @@ func replayableBody(r *http.Request, limit int64) ([]byte, bool) {
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// upstream is an integration's base URL, taken apart once when the config
+// loads so that the proxy path does no parsing. The placeholder values are
+// kept as interface values, boxed once.
+type upstream struct {
+	integration *account.Integration
+	scheme      string
+	host        string
+	path        string // without a trailing slash
+	rawPath     string
+	name        any
+	dial        any
+	schemeValue any
+}
+
+func newUpstream(in *account.Integration) (*upstream, error) {
+	base, err := url.Parse(in.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("integration %s: base_url: %w", in.Name, err)
+	}
+	return &upstream{
+		integration: in,
+		scheme:      base.Scheme,
+		host:        base.Host,
+		path:        strings.TrimRight(base.Path, "/"),
+		rawPath:     strings.TrimRight(base.EscapedPath(), "/"),
+		name:        in.Name,
+		dial:        hostPort(base),
+		schemeValue: base.Scheme,
+	}, nil
 }
 
 // hostPort is the dial address of a base URL, with the scheme's port.

@@ -10,7 +10,27 @@ import (
 // names an account: the set of accounts is unbounded.
 type metrics struct {
 	injections *prometheus.CounterVec
+	// byOutcome holds each outcome's counter, resolved once: the proxy path
+	// then counts without a label lookup.
+	byOutcome [outcomeCount]prometheus.Counter
 }
+
+// outcome is what happened to one proxied request.
+type outcome int
+
+const (
+	outcomeOk outcome = iota
+	outcomeUnauthorized
+	outcomeNoIntegration
+	outcomeCredentialsError
+	outcomeRetried
+	outcomeUpstream401
+	outcomeCount
+)
+
+var outcomeLabels = [outcomeCount]string{"ok", "unauthorized", "no_integration", "credentials_error", "retried", "upstream_401"}
+
+func (m *metrics) count(o outcome) { m.byOutcome[o].Inc() }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -21,16 +41,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:      "Proxied requests by outcome of credential injection.",
 		}, []string{"outcome"}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	if err := reg.Register(m.injections); err != nil {
-		// A reload registers again into the same registry: reuse what is there.
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
+	if reg != nil {
+		if err := reg.Register(m.injections); err != nil {
+			// A reload registers again into the same registry: reuse what is there.
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, err
+			}
+			m.injections = are.ExistingCollector.(*prometheus.CounterVec)
 		}
-		m.injections = are.ExistingCollector.(*prometheus.CounterVec)
+	}
+	for o, label := range outcomeLabels {
+		m.byOutcome[o] = m.injections.WithLabelValues(label)
 	}
 	return m, nil
 }

@@ -91,6 +91,7 @@ type App struct {
 	storeHold *storeHolder
 	metrics   *metrics
 	events    *caddyevents.App
+	upstreams map[string]*upstream
 
 	// live is the runtime built on the open store; a pointer, because the
 	// module value is copied by CaddyModule and must not carry a lock.
@@ -198,6 +199,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 
 	if err := a.validate(); err != nil {
 		return err
+	}
+	a.upstreams = make(map[string]*upstream, len(a.Integrations))
+	for name, in := range a.Integrations {
+		up, err := newUpstream(in)
+		if err != nil {
+			return err
+		}
+		a.upstreams[name] = up
 	}
 
 	ev, err := ctx.App("events")

@@ -1,0 +1,106 @@
+package linkgate
+
+import (
+	"context"
+	"crypto/sha256"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/refresh"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+// BenchmarkInject measures inject_credentials on a cache hit: API token
+// check, account lookup, credential injection, request rewrite and the
+// status watch, with a next handler that answers 200 at once.
+func BenchmarkInject(b *testing.B) {
+	for _, method := range []account.Method{account.MethodAPIKey, account.MethodOAuth2} {
+		b.Run(string(method), func(b *testing.B) {
+			h, id := benchInjector(b, method)
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.WriteHeader(http.StatusOK)
+				return nil
+			})
+			w := httptest.NewRecorder()
+			b.Run("request_only", func(b *testing.B) {
+				// What building the test request costs, to subtract.
+				b.ReportAllocs()
+				for b.Loop() {
+					r := httptest.NewRequest("GET", "/crm/v3/objects/contacts?limit=10&integrated_account_id="+id, nil)
+					r.Header.Set("Authorization", "Bearer bench-token")
+					caddyhttp.NewTestReplacer(r)
+					_ = next.ServeHTTP(w, r)
+				}
+			})
+			b.Run("inject", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					r := httptest.NewRequest("GET", "/crm/v3/objects/contacts?limit=10&integrated_account_id="+id, nil)
+					r.Header.Set("Authorization", "Bearer bench-token")
+					caddyhttp.NewTestReplacer(r)
+					if err := h.ServeHTTP(w, r, next); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// benchInjector builds an Inject over a real SQLite store with a warm cache.
+func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
+	b.Helper()
+	key, _ := tokenstore.GenerateKey()
+	sealer, err := tokenstore.NewSealer(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	inner, err := tokenstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "bench.db"), sealer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := tokenstore.NewCached(inner, 1<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	in := &account.Integration{Name: "crm", Auth: method, BaseURL: "https://api.example.com", APIKeyHeader: "X-Api-Key",
+		AuthorizeURL: "https://example.com/a", TokenURL: "https://example.com/t", ClientID: "c"}
+	now := time.Now()
+	a := &account.Account{ID: "acct-bench", TenantID: "t", Integration: "crm", Method: method, Status: account.StatusActive,
+		Credentials: account.Credentials{APIKey: "k", AccessToken: "at", RefreshToken: "rt", Expiry: now.Add(time.Hour)},
+		CreatedAt:   now, UpdatedAt: now}
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		b.Fatal(err)
+	}
+	app := &App{
+		Integrations:   map[string]*account.Integration{"crm": in},
+		RetryBodyLimit: 64 << 10,
+		tokens:         [][sha256.Size]byte{sha256.Sum256([]byte("bench-token"))},
+		logger:         zap.NewNop(),
+		live:           new(liveRuntime),
+	}
+	app.metrics, _ = newMetrics(nil)
+	up, err := newUpstream(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	app.upstreams = map[string]*upstream{"crm": up}
+	app.live.run.Store(&runtime{app: app, store: st, refresher: refresh.New(st, app.Integrations, refresh.Options{})})
+	// Warm the cache; ristretto admits asynchronously.
+	for range 10 {
+		if _, err := st.GetAccount(ctx, a.ID); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return &Inject{app: app, logger: zap.NewNop()}, a.ID
+}
