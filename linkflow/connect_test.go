@@ -45,6 +45,15 @@ func TestConnectPageNamesIntegrationAndAccount(t *testing.T) {
 	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors "+h.public+" "+appOriginForHandlers) {
 		t.Errorf("CSP %q does not let the application frame the page", csp)
 	}
+
+	// The SDK's integration option must name the link token's integration.
+	if r := h.get(nw.URL + "&integration=acme"); r.status != http.StatusOK {
+		t.Errorf("matching integration = %d", r.status)
+	}
+	r = h.get(nw.URL + "&integration=keyco")
+	if r.status != http.StatusBadRequest || postedBy(t, r.body).Message["error_type"] != "invalid_integration" {
+		t.Errorf("another integration = %d:\n%s", r.status, r.body)
+	}
 }
 
 func TestConnectPageAssets(t *testing.T) {
