@@ -140,7 +140,10 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
 	case strings.HasSuffix(p, PathCallback):
-		if !allowMethods(w, r, http.MethodGet) {
+		// GET only: a HEAD (a link checker) must not spend the state.
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 			return
 		}
 		s.callback(w, r)
