@@ -212,8 +212,8 @@ func (s *SQLite) ListDeliveries(ctx context.Context, f DeliveryFilter) (Delivery
 		if err != nil {
 			return DeliveryPage{}, err
 		}
-		where = append(where, "(d.failed < ? OR (d.failed = ? AND (d.created_at < ? OR (d.created_at = ? AND d.id < ?))))")
-		args = append(args, c.rank, c.rank, c.at, c.at, c.id)
+		where = append(where, "(d.failed, d.created_at, d.id) < (?, ?, ?)")
+		args = append(args, c.rank, c.at, c.id)
 	}
 	q := "SELECT " + deliveryColumns + deliveryFrom
 	if len(where) > 0 {
