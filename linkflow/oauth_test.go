@@ -190,6 +190,10 @@ func TestOAuthCallbackRefusesForgedAndReplayedAnswers(t *testing.T) {
 		t.Fatal("a forged state created an account")
 	}
 
+	head, _ := http.NewRequest(http.MethodHead, h.local(cb.String()), nil)
+	if r := h.do(head); r.status != http.StatusMethodNotAllowed {
+		t.Errorf("HEAD callback = %d, want 405", r.status)
+	}
 	if r := h.get(cb.String()); r.status != http.StatusOK {
 		t.Fatalf("the real callback = %d:\n%s", r.status, r.body)
 	}
