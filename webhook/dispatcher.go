@@ -202,6 +202,7 @@ func (d *Dispatcher) Start() error {
 	}
 	targets := make(map[string]*target, len(d.endpoints))
 	order := make([]*target, 0, len(d.endpoints))
+	ids := make(map[string]bool, len(d.endpoints))
 	for i, ep := range d.endpoints {
 		if err := ep.Validate(); err != nil {
 			return err
@@ -209,6 +210,10 @@ func (d *Dispatcher) Start() error {
 		if _, dup := targets[ep.URL]; dup {
 			return fmt.Errorf("webhook %s is configured twice", redactURL(ep.URL))
 		}
+		if ids[ep.WebhookID()] {
+			return fmt.Errorf("webhook %s: id %q is already used by another endpoint", redactURL(ep.URL), ep.WebhookID())
+		}
+		ids[ep.WebhookID()] = true
 		s, err := newSigner(ep.Secrets, ep.SignatureEncoding)
 		if err != nil {
 			return fmt.Errorf("webhook %s: %w", redactURL(ep.URL), err)

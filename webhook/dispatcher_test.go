@@ -542,6 +542,8 @@ func TestStartRejectsBadConfig(t *testing.T) {
 		"invalid endpoint": {[]Endpoint{{URL: "nope", Secrets: []string{sec}}}, Options{}},
 		"duplicate":        {[]Endpoint{{URL: "http://127.0.0.1:1/x", Secrets: []string{sec}}, {URL: "http://127.0.0.1:1/x", Secrets: []string{sec}}}, Options{}},
 		"lease too short":  {nil, Options{Timeout: time.Minute, Lease: time.Second}},
+		"duplicate id": {[]Endpoint{{ID: "wh", URL: "http://127.0.0.1:1/a", Secrets: []string{sec}},
+			{ID: "wh", URL: "http://127.0.0.1:1/b", Secrets: []string{sec}}}, Options{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			d := NewDispatcher(st, c.eps, c.opts)
@@ -673,5 +675,24 @@ func TestNoSecretInLogsOrDeliveryLog(t *testing.T) {
 		if strings.Contains(dl.LastError, s) {
 			t.Fatalf("last_error shows a secret: %s", dl.LastError)
 		}
+	}
+}
+
+func TestJitterStaysWithinItsFraction(t *testing.T) {
+	d := NewDispatcher(nil, nil, Options{})
+	base := 10 * time.Minute
+	lo, hi := base, base
+	for range 2000 {
+		w := d.jitter(base)
+		lo, hi = min(lo, w), max(hi, w)
+	}
+	if lo < 8*time.Minute || hi > 12*time.Minute {
+		t.Fatalf("jitter spread %s..%s, want within ±20%% of %s", lo, hi, base)
+	}
+	if lo == hi {
+		t.Fatal("no jitter at all: retries of many deliveries would arrive in lockstep")
+	}
+	if none := NewDispatcher(nil, nil, Options{Jitter: -1}); none.jitter(base) != base {
+		t.Fatal("negative Jitter must disable jitter")
 	}
 }
