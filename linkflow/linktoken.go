@@ -67,7 +67,8 @@ func (s *Service) CreateLinkToken(w http.ResponseWriter, r *http.Request) {
 	}
 	token := uuid.New().String()
 	sum := sha256.Sum256([]byte(token))
-	now := s.opts.Now().UTC()
+	// Milliseconds, as in the rest of the wire format.
+	now := s.opts.Now().UTC().Truncate(time.Millisecond)
 	lt.Hash = sum[:]
 	lt.CreatedAt = now
 	lt.ExpiresAt = now.Add(s.opts.LinkTokenTTL)
