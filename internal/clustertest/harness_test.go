@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -137,7 +139,19 @@ type cluster struct {
 	hooks  *testenv.WebhookReceiver
 	nodes  []*node
 	client *http.Client
+	// hookURL is where the instances post webhooks: the receiver, or a
+	// slow front of it.
+	hookURL   string
+	hookDelay time.Duration
 }
+
+// option changes a cluster before its instances start.
+type option func(*cluster)
+
+// withSlowWebhooks makes every webhook delivery take d before it reaches
+// the receiver, as a slow application would, so that deliveries are in
+// flight for a while.
+func withSlowWebhooks(d time.Duration) option { return func(c *cluster) { c.hookDelay = d } }
 
 // node is one Caddy process.
 type node struct {
@@ -188,7 +202,7 @@ const nodeCaddyfile = `{
 `
 
 // newCluster starts n instances and waits until each answers.
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int, opts ...option) *cluster {
 	t.Helper()
 	dsn, schema := pgSchema(t)
 	bin := caddyBinary(t)
@@ -205,6 +219,29 @@ func newCluster(t *testing.T, n int) *cluster {
 	}}})
 	c.api = testenv.NewUpstream(t, testenv.UpstreamOptions{Auth: c.as, Discard: true})
 	c.hooks = testenv.NewWebhookReceiver(t)
+	c.hookURL = c.hooks.URL()
+	for _, o := range opts {
+		o(c)
+	}
+	if c.hookDelay > 0 {
+		target, err := url.Parse(c.hooks.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
+		// A sender killed mid-delivery cancels its requests; that is the
+		// point of the tests that use this, not an error worth a log line.
+		proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) { w.WriteHeader(http.StatusBadGateway) }
+		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-time.After(c.hookDelay):
+				proxy.ServeHTTP(w, r)
+			case <-r.Context().Done():
+			}
+		}))
+		t.Cleanup(slow.Close)
+		c.hookURL = slow.URL + target.Path
+	}
 	for i := range n {
 		c.nodes = append(c.nodes, c.startNode(t, bin, i))
 	}
@@ -244,7 +281,7 @@ func (c *cluster) startNode(t *testing.T, bin string, i int) *node {
 	q.Set("application_name", c.appName(nd.name))
 	u.RawQuery = q.Encode()
 	cfg := strings.NewReplacer(
-		"{{DSN}}", u.String(), "{{KEY}}", c.key, "{{BASE}}", nd.base, "{{HOOK}}", c.hooks.URL(),
+		"{{DSN}}", u.String(), "{{KEY}}", c.key, "{{BASE}}", nd.base, "{{HOOK}}", c.hookURL,
 		"{{AS}}", c.as.URL(), "{{API}}", c.api.URL(),
 	).Replace(nodeCaddyfile)
 	cfgPath := filepath.Join(dir, "Caddyfile")
@@ -395,6 +432,26 @@ func (c *cluster) db() *pgx.Conn {
 	}
 	c.t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// store opens the cluster's database with the cluster's key, to read what
+// the instances stored.
+func (c *cluster) store() *tokenstore.Postgres {
+	c.t.Helper()
+	key, err := tokenstore.ParseKey(c.key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s, err := tokenstore.NewSealer(key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	st, err := tokenstore.OpenPostgres(context.Background(), c.dsn, s, tokenstore.PostgresOptions{MaxConns: 2})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // webhookEvent is what the test reads of one delivery.
