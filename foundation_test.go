@@ -26,6 +26,7 @@ type world struct {
 	as                           *testenv.AuthServer
 	keyed, queried, basic, oauth *testenv.Upstream
 	secure                       *testenv.Upstream
+	hooks                        *testenv.WebhookReceiver
 	caddyfile                    string
 	accountKeyed, accountOAuth   string
 	accessToken, refreshToken    string
@@ -51,6 +52,10 @@ const worldCaddyfile = `{
 		storage sqlite {{DATA}}/linkgate.db
 		api_token test-api-token-0123456789
 		public_url http://{{GATEWAY}}
+		allowed_origins http://{{GATEWAY}}
+		webhook {{HOOK}} {
+			secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+		}
 		integration keyed {
 			auth api_key
 			base_url {{UPSTREAM_KEYED}}/v1
@@ -119,6 +124,7 @@ func newWorld(t *testing.T) *world {
 	w.basic = testenv.NewUpstream(t, testenv.UpstreamOptions{Username: basicUser, Password: basicPass})
 	w.oauth = testenv.NewUpstream(t, testenv.UpstreamOptions{Auth: w.as})
 	w.secure = testenv.NewTLSUpstream(t, testenv.UpstreamOptions{APIKey: upstreamKey, APIKeyHeader: "X-Api-Key"})
+	w.hooks = testenv.NewWebhookReceiver(t)
 	w.caddyfile = g.expand(worldCaddyfile,
 		"{{UPSTREAM_KEYED}}", w.keyed.URL(),
 		"{{UPSTREAM_QUERIED}}", w.queried.URL(),
@@ -127,6 +133,7 @@ func newWorld(t *testing.T) *world {
 		"{{UPSTREAM_SECURE}}", w.secure.URL(),
 		"{{TRUST}}", base64.StdEncoding.EncodeToString(w.secure.Certificate().Raw),
 		"{{AS}}", w.as.URL(),
+		"{{HOOK}}", w.hooks.URL(),
 	)
 	if err := loadCaddyfile(t, w.caddyfile); err != nil {
 		t.Fatalf("loading Caddy: %v", err)

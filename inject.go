@@ -392,6 +392,19 @@ func (sw *statusWriter) ReadFrom(src io.Reader) (int64, error) {
 	return sw.ResponseWriterWrapper.ReadFrom(src)
 }
 
+// FlushError flushes what was written, except a held 401: reverse_proxy
+// flushes through http.ResponseController, which would otherwise reach past
+// this writer and send the held answer's status.
+func (sw *statusWriter) FlushError() error {
+	if sw.status == 0 {
+		sw.WriteHeader(http.StatusOK)
+	}
+	if sw.held {
+		return nil
+	}
+	return http.NewResponseController(sw.ResponseWriter).Flush()
+}
+
 // Header hides the held 401's headers from the client's response.
 func (sw *statusWriter) Header() http.Header {
 	if sw.hold401 && sw.status == 0 {
