@@ -248,3 +248,19 @@ func (e *env) assertNoSecretLogged() {
 		}
 	}
 }
+
+// assertNoSecretIn checks that an error's text holds no token or secret the
+// test has seen.
+func (e *env) assertNoSecretIn(err error) {
+	e.t.Helper()
+	if err == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.secrets {
+		if strings.Contains(err.Error(), s) {
+			e.t.Errorf("a secret appears in the error %q", err.Error())
+		}
+	}
+}

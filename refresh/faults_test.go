@@ -72,6 +72,8 @@ func TestTransientFaults(t *testing.T) {
 			if re.Class != Transient || re.Code != tc.code {
 				t.Fatalf("got %v, want transient %s", re, tc.code)
 			}
+			e.get(a.ID) // learn a salvaged refresh token, if any
+			e.assertNoSecretIn(re)
 			err = err2
 			if errors.Is(err, ErrNeedsReauth) {
 				t.Fatal("a transient failure reads as needs_reauth")
@@ -141,6 +143,7 @@ func TestMisconfiguredClientBlamesTheIntegrationNotTheUser(t *testing.T) {
 	if !errors.As(err, &re) || re.Class != Misconfigured || re.Code != "invalid_client" {
 		t.Fatalf("got %v, want misconfigured invalid_client", err)
 	}
+	e.assertNoSecretIn(err)
 	if got := e.get(a.ID); got.Status != account.StatusActive || got.LastError != nil {
 		t.Fatalf("a configuration error blamed the account: %s", got.Status)
 	}

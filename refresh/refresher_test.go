@@ -262,6 +262,7 @@ func TestRevokedGrantMovesToNeedsReauthOnce(t *testing.T) {
 	if !errors.Is(err, ErrNeedsReauth) || !errors.As(err, &re) || re.Class != Revoked || re.Code != "invalid_grant" {
 		t.Fatalf("got %v, want a revoked invalid_grant", err)
 	}
+	e.assertNoSecretIn(err)
 	got := e.get(a.ID)
 	if got.Status != account.StatusNeedsReauth || got.LastError == nil || got.LastError.Code != "invalid_grant" || got.LastError.At.IsZero() {
 		t.Fatalf("account: %s %+v", got.Status, got.LastError)
