@@ -47,7 +47,16 @@ var funcs = template.FuncMap{
 		return string(b)
 	},
 	"pathEscape": url.PathEscape,
-	"endpoint":   endpointLabel,
+	// short keeps a long id readable in a crowded table; the full id is in
+	// the link's title and accessible name.
+	"short": func(id string) string {
+		r := []rune(id)
+		if len(r) <= 13 {
+			return id
+		}
+		return string(r[:8]) + "…"
+	},
+	"endpoint": endpointLabel,
 	// dict passes several values to a shared template.
 	"dict": func(kv ...any) (map[string]any, error) {
 		if len(kv)%2 != 0 {

@@ -1,0 +1,328 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+const chromiumPath = "/usr/bin/chromium"
+
+// newBrowser starts a fresh headless Chromium and returns a context on its
+// first tab.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Fatalf("Chromium is required at %s: %v", chromiumPath, err)
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(bctx, 120*time.Second)
+	t.Cleanup(func() {
+		cancelTimeout()
+		cancelBrowser()
+		cancelAlloc()
+	})
+	if _, err := chromedp.Run(ctx, chromedp.Title()); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return ctx
+}
+
+// seedDemo fills the store with accounts of several integrations and
+// statuses, and webhook deliveries that failed and succeeded. It returns
+// the id of an acme account that needs reauthorization.
+func seedDemo(t *testing.T, h *harness) string {
+	t.Helper()
+	ctx := context.Background()
+	base := time.Now().Add(-48 * time.Hour)
+	type row struct {
+		id, tenant, integ string
+		status            account.Status
+	}
+	rows := []row{
+		{"6f1c2a9e-3b7d-4c1e-9a51-0d2f8e7b4c10", "acme-corp", "acme", account.StatusActive},
+		{"1b8e4d2c-7a3f-4f5e-8c62-2e9d1a0b3f21", "globex", "keyco", account.StatusActive},
+		{"9c3d5e7f-1a2b-4c3d-8e9f-0a1b2c3d4e32", "initech", "acme", account.StatusConnecting},
+		{"3e5f7a9b-2c4d-4e6f-8a0b-1c2d3e4f5a43", "umbrella", "keyco", account.StatusActive},
+		{"7a9b1c3d-5e7f-4a1b-9c3d-5e7f9a1b3c54", "hooli", "acme", account.StatusNeedsReauth},
+		{"2d4f6a8c-0e2a-4c6e-8a2c-4e6a8c0e2a65", "stark-industries", "acme", account.StatusActive},
+		{"5b7d9f1b-3d5f-4b9d-8f1b-3d5f7b9d1f76", "wayne-enterprises", "acme", account.StatusNeedsReauth},
+	}
+	var target string
+	for i, r := range rows {
+		ctxMap := map[string]any{"region": "eu-west-1", "plan": "growth"}
+		if r.integ == "acme" {
+			ctxMap["webhook_secret"] = "never-shown"
+		}
+		a := h.seed(r.id, r.tenant, r.integ, r.status, base.Add(time.Duration(i)*time.Hour), account.Credentials{}, ctxMap)
+		if r.status == account.StatusNeedsReauth && r.integ == "acme" {
+			target = a.ID
+			ev := tokenstore.NewEvent("integrated_account:authentication_error", a, base.Add(time.Duration(i)*time.Hour+time.Minute))
+			if err := h.store.AddEvents(ctx, []tokenstore.Event{ev}); err != nil {
+				t.Fatal(err)
+			}
+		} else if r.status == account.StatusActive {
+			ev := tokenstore.NewEvent("integrated_account:active", a, base.Add(time.Duration(i)*time.Hour+time.Minute))
+			if err := h.store.AddEvents(ctx, []tokenstore.Event{ev}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := h.store.FanOut(ctx, 100, func(tokenstore.Event) []string {
+		return []string{"https://app.example.com/hooks/linkgate"}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := h.store.ClaimDeliveries(ctx, time.Now().Add(time.Minute), time.Minute, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range claimed {
+		d := &claimed[i]
+		d.Attempts = 1
+		if d.Event.Name == "integrated_account:authentication_error" {
+			d.Status, d.Attempts, d.LastStatus, d.LastError = tokenstore.DeliveryFailed, 8, 503, "endpoint answered 503 Service Unavailable"
+		} else {
+			d.Status, d.LastStatus = tokenstore.DeliveryDelivered, 200
+		}
+		if err := h.store.FinishAttempt(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return target
+}
+
+// signIn signs in through the form, first with a wrong token, which must be
+// refused.
+func signIn(t *testing.T, ctx context.Context, h *harness) {
+	t.Helper()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(h.url("/accounts")),
+		chromedp.WaitVisible(chromedp.ID("secret")),
+		chromedp.SendKeys(chromedp.ID("secret"), "not-the-token"),
+		chromedp.Click(chromedp.ID("sign-in")),
+		chromedp.WaitVisible(chromedp.ID("login-error")),
+	); err != nil {
+		t.Fatalf("signing in with a wrong token: %v", err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.ID("secret"), apiToken),
+		chromedp.Click(chromedp.ID("sign-in")),
+		chromedp.WaitVisible(chromedp.ID("apply-filters")),
+	); err != nil {
+		t.Fatalf("signing in: %v", err)
+	}
+}
+
+// noHorizontalScroll fails when the page is wider than the viewport.
+func noHorizontalScroll(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
+	fits, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth <= window.innerWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fits {
+		w, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+		t.Fatalf("%s is %d px wide at a 375 px viewport", what, w)
+	}
+}
+
+func TestBrowserReconnectFromTheConsole(t *testing.T) {
+	h := newHarness(t, harnessOptions{realClock: true})
+	target := seedDemo(t, h)
+	ctx := newBrowser(t)
+	signIn(t, ctx, h)
+
+	// Filter needs_reauth.
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.ID("f-status"), "needs_reauth"),
+		chromedp.Click(chromedp.ID("apply-filters")),
+		chromedp.WaitReady(chromedp.CSS(`option[value="needs_reauth"][selected]`)),
+		chromedp.WaitVisible(chromedp.ID("accounts")),
+	); err != nil {
+		t.Fatalf("filtering: %v", err)
+	}
+	badges, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll("#accounts tbody .badge")).map(b => b.textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(badges) != 2 {
+		t.Fatalf("needs_reauth filter shows %d accounts (%v); want 2", len(badges), badges)
+	}
+	for _, b := range badges {
+		if b != "needs reauth" {
+			t.Fatalf("needs_reauth filter shows a %q account", b)
+		}
+	}
+
+	// Open the account and get a connection link.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[href="/console/accounts/%s"]`, target))),
+		chromedp.WaitVisible(chromedp.ID("h-connection")),
+		chromedp.WaitVisible(chromedp.ID("get-link")),
+		chromedp.Click(chromedp.ID("get-link")),
+		chromedp.WaitVisible(chromedp.ID("magic-link")),
+		// The script shows the Copy button; without it the field stays selectable.
+		chromedp.WaitVisible(chromedp.ID("copy-link")),
+	); err != nil {
+		t.Fatalf("getting a connection link: %v", err)
+	}
+	link, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("magic-link")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(link, h.srv.URL+"/connect-account?link_token=") {
+		t.Fatalf("magic link %q", link)
+	}
+	status, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("status")))
+	if err != nil || status != "needs reauth" {
+		t.Fatalf("status badge before reconnecting: %q, %v", status, err)
+	}
+
+	// The end user opens the link in a new tab and re-authorizes at the provider.
+	tab, cancelTab := chromedp.NewContext(ctx)
+	defer cancelTab()
+	if err := chromedp.Do(tab,
+		chromedp.Navigate(link),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+		chromedp.Click(chromedp.ID("connect")),
+		chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), "alice"),
+		chromedp.Click(chromedp.ID("allow")),
+		chromedp.WaitVisible(chromedp.ID("result-message")),
+	); err != nil {
+		t.Fatalf("reconnecting through the magic link: %v", err)
+	}
+	msg, err := chromedp.Run(tab, chromedp.Text(chromedp.ID("result-message")))
+	if err != nil || !strings.Contains(msg, "Connection successful") {
+		t.Fatalf("connect result %q, %v", msg, err)
+	}
+
+	// Back in the console the badge has turned active.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(h.url("/accounts/"+target)),
+		chromedp.WaitVisible(chromedp.ID("status")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	status, err = chromedp.Run(ctx, chromedp.Text(chromedp.ID("status")))
+	if err != nil || status != "active" {
+		t.Fatalf("status badge after reconnecting: %q, %v; want active", status, err)
+	}
+	a, err := h.store.GetAccount(context.Background(), target)
+	if err != nil || a.Status != account.StatusActive || a.Credentials.RefreshToken == "" {
+		t.Fatalf("stored account after reconnecting: %v, %v", a, err)
+	}
+
+	// Every page fits a 375 px phone.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(375, 812, chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/accounts", "/accounts/" + target, "/deliveries"} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(h.url(p)), chromedp.WaitVisible(chromedp.ID("main"))); err != nil {
+			t.Fatal(err)
+		}
+		noHorizontalScroll(t, ctx, p)
+	}
+}
+
+func TestBrowserExpiredSessionGoesToSignIn(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	ctx := newBrowser(t)
+	signIn(t, ctx, h)
+	h.clock.Advance(2 * time.Hour)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(h.url("/deliveries")),
+		chromedp.WaitVisible(chromedp.ID("login-form")),
+	); err != nil {
+		t.Fatalf("an expired session did not lead to the sign-in page: %v", err)
+	}
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil || !strings.HasSuffix(loc, "/console/login") {
+		t.Fatalf("location %q, %v", loc, err)
+	}
+}
+
+// TestScreenshots saves the console's pages at desktop and phone width under
+// docs/screenshots. Run it with LINKGATE_SCREENSHOTS=1 after changing a page.
+func TestScreenshots(t *testing.T) {
+	if os.Getenv("LINKGATE_SCREENSHOTS") != "1" {
+		t.Skip("set LINKGATE_SCREENSHOTS=1 to regenerate docs/screenshots")
+	}
+	h := newHarness(t, harnessOptions{realClock: true})
+	target := seedDemo(t, h)
+	dir := filepath.Join("..", "docs", "screenshots")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []struct {
+		name          string
+		width, height int64
+		mobile        bool
+	}{{"desktop", 1280, 800, false}, {"phone", 375, 812, true}} {
+		ctx := newBrowser(t)
+		var opts []chromedp.EmulateViewportOption
+		if size.mobile {
+			opts = append(opts, chromedp.EmulateMobile)
+		}
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(size.width, size.height, opts...)); err != nil {
+			t.Fatal(err)
+		}
+		shot := func(name string) {
+			t.Helper()
+			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			if err != nil {
+				t.Fatalf("screenshot %s: %v", name, err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "console-"+name+"-"+size.name+".png"), png, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := chromedp.Do(ctx, chromedp.Navigate(h.url("/login")), chromedp.WaitVisible(chromedp.ID("secret"))); err != nil {
+			t.Fatal(err)
+		}
+		shot("login")
+		if err := chromedp.Do(ctx,
+			chromedp.SendKeys(chromedp.ID("secret"), apiToken),
+			chromedp.Click(chromedp.ID("sign-in")),
+			chromedp.WaitVisible(chromedp.ID("accounts")),
+		); err != nil {
+			t.Fatal(err)
+		}
+		shot("accounts")
+		if err := chromedp.Do(ctx,
+			chromedp.Navigate(h.url("/accounts/"+target)),
+			chromedp.Click(chromedp.ID("get-link")),
+			chromedp.WaitVisible(chromedp.ID("copy-link")),
+		); err != nil {
+			t.Fatal(err)
+		}
+		shot("account")
+		if err := chromedp.Do(ctx, chromedp.Navigate(h.url("/deliveries")), chromedp.WaitVisible(chromedp.ID("main"))); err != nil {
+			t.Fatal(err)
+		}
+		shot("deliveries")
+	}
+}
