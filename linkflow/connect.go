@@ -98,8 +98,11 @@ func connectData(lt *tokenstore.LinkToken, in *account.Integration, token string
 	}
 }
 
-// formTarget is the origin the connect form may lead to: the provider's
-// authorization endpoint, reached by a redirect from the form's POST.
+// formTarget are the origins the connect form may lead to: the provider's
+// authorization endpoint, reached by a redirect from the form's POST, and,
+// because browsers check form-action on every redirect of the submission,
+// any https origin the provider sends the user on to (a Salesforce login
+// moves to the customer's own My Domain, for one).
 func formTarget(in *account.Integration) string {
 	if in.Auth != account.MethodOAuth2 {
 		return ""
@@ -108,7 +111,7 @@ func formTarget(in *account.Integration) string {
 	if err != nil {
 		return ""
 	}
-	return originOf(u)
+	return originOf(u) + " https:"
 }
 
 // connectPage serves GET /connect-account?link_token=….
