@@ -80,6 +80,9 @@ func caddyconfig(v any) json.RawMessage {
 //			token_timeout <duration>
 //			refresh_ahead <duration>
 //		}
+//		webhook_timeout <duration>
+//		webhook_retry_schedule <duration...>
+//		webhook_lease <duration>
 //		webhook <url> {
 //			secret <whsec_…>            # repeatable, for rotation
 //			events <pattern...>         # e.g. integrated_account:*
@@ -199,6 +202,30 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				default:
 					return d.Errf("refresh: unknown option %q", opt)
 				}
+			}
+		case "webhook_timeout", "webhook_lease":
+			opt := d.Val()
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			if opt == "webhook_timeout" {
+				a.WebhookTimeout = caddy.Duration(dur)
+			} else {
+				a.WebhookLease = caddy.Duration(dur)
+			}
+		case "webhook_retry_schedule":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			a.WebhookRetrySchedule = nil
+			for _, v := range args {
+				dur, err := caddy.ParseDuration(v)
+				if err != nil || dur < 0 {
+					return d.Errf("webhook_retry_schedule: %q is not a duration", v)
+				}
+				a.WebhookRetrySchedule = append(a.WebhookRetrySchedule, caddy.Duration(dur))
 			}
 		case "webhook":
 			w, err := parseWebhook(d)

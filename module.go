@@ -67,6 +67,22 @@ type App struct {
 	// Webhooks are the endpoints that receive account events.
 	Webhooks []webhook.Endpoint `json:"webhooks,omitempty"`
 
+	// WebhookTimeout bounds one delivery attempt, the answer included.
+	// Default 15s.
+	WebhookTimeout caddy.Duration `json:"webhook_timeout,omitempty"`
+
+	// WebhookRetrySchedule is how long each retry waits after the previous
+	// attempt; its length is the number of attempts. The first entry is the
+	// first attempt's delay and is ignored (it is sent at once). Default,
+	// Standard Webhooks': 0, 5s, 5m, 30m, 2h, 5h, 10h, 10h.
+	WebhookRetrySchedule []caddy.Duration `json:"webhook_retry_schedule,omitempty"`
+
+	// WebhookLease is how long a claimed delivery stays reserved for the
+	// instance that claimed it; a crashed instance's deliveries are sent by
+	// another (or by it, restarted) once their lease runs out. It must be
+	// longer than WebhookTimeout. Default 1m.
+	WebhookLease caddy.Duration `json:"webhook_lease,omitempty"`
+
 	// EnvironmentID is sent in every webhook envelope, so a receiver that
 	// serves several gateways can tell them apart.
 	EnvironmentID string `json:"environment_id,omitempty"`
@@ -267,6 +283,16 @@ func (a *App) validate() error {
 		if err := in.Validate(); err != nil {
 			return err
 		}
+	}
+	timeout, lease := time.Duration(a.WebhookTimeout), time.Duration(a.WebhookLease)
+	if timeout <= 0 {
+		timeout = webhook.DefaultTimeout
+	}
+	if lease <= 0 {
+		lease = webhook.DefaultLease
+	}
+	if lease <= timeout {
+		return fmt.Errorf("webhook_lease %s must be longer than webhook_timeout %s", lease, timeout)
 	}
 	for i, w := range a.Webhooks {
 		if err := w.Validate(); err != nil {

@@ -27,7 +27,14 @@ type runtime struct {
 func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 	rt := &runtime{app: a, store: st}
 
+	var schedule []time.Duration
+	for _, d := range a.WebhookRetrySchedule {
+		schedule = append(schedule, time.Duration(d))
+	}
 	rt.dispatcher = webhook.NewDispatcher(st, a.Webhooks, webhook.Options{
+		Timeout:       time.Duration(a.WebhookTimeout),
+		Schedule:      schedule,
+		Lease:         time.Duration(a.WebhookLease),
 		Logger:        a.logger.Named("webhook"),
 		EnvironmentID: a.EnvironmentID,
 		Registerer:    a.ctx.GetMetricsRegistry(),
