@@ -340,15 +340,38 @@ func (d *Dispatcher) cycle(ctx context.Context) bool {
 	if free == 0 {
 		return more
 	}
+	// Claim only what the endpoints' queues can take. When a busy
+	// endpoint's deliveries come first in the outbox and have to be handed
+	// back, sweep whole batches so that they are pushed behind the other
+	// endpoints' deliveries at once rather than a few per wake-up; a
+	// bounded number of sweeps keeps a stuck endpoint with a huge backlog
+	// from keeping the store busy.
 	limit := min(free, d.opts.BatchSize)
-	claimedAt := d.opts.Now()
-	claimed, err := d.store.ClaimDeliveries(ctx, claimedAt, d.opts.Lease, limit)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Error("claiming webhook deliveries", zap.Error(err))
+	for sweep := 0; ; sweep++ {
+		claimedAt := d.opts.Now()
+		claimed, err := d.store.ClaimDeliveries(ctx, claimedAt, d.opts.Lease, limit)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("claiming webhook deliveries", zap.Error(err))
+			}
+			return more
 		}
-		return more
+		queued, deferred := d.dispatch(ctx, claimed, claimedAt)
+		full := len(claimed) == limit
+		if !full || deferred == 0 || sweep >= maxSweeps || d.freeSlots() == 0 {
+			return more || (full && queued > 0)
+		}
+		limit = d.opts.BatchSize
 	}
+}
+
+// maxSweeps bounds the batches handed back in one cycle.
+const maxSweeps = 10
+
+// dispatch hands claimed deliveries to their endpoints' workers. It returns
+// how many were queued and how many were handed back because their
+// endpoint was busy.
+func (d *Dispatcher) dispatch(ctx context.Context, claimed []tokenstore.Delivery, claimedAt time.Time) (queued, deferred int) {
 	// An endpoint may have been enabled since the disabled set was read
 	// (the API, another instance); read it again before failing anything.
 	for _, dl := range claimed {
@@ -357,7 +380,6 @@ func (d *Dispatcher) cycle(ctx context.Context) bool {
 			break
 		}
 	}
-	queued := 0
 	for i := range claimed {
 		dl := claimed[i]
 		t := d.targets[dl.Endpoint]
@@ -377,9 +399,10 @@ func (d *Dispatcher) cycle(ctx context.Context) bool {
 			// The endpoint is busy: hand the delivery back for a little
 			// while so other endpoints' deliveries get claimed meanwhile.
 			d.release(&dl, claimedAt.Add(d.busyDelay()))
+			deferred++
 		}
 	}
-	return more || (len(claimed) == limit && queued > 0)
+	return queued, deferred
 }
 
 // unknownEndpoint handles a delivery to an endpoint this dispatcher does not
@@ -405,7 +428,7 @@ func (d *Dispatcher) horizon() time.Duration {
 }
 
 func (d *Dispatcher) busyDelay() time.Duration {
-	return max(2*d.opts.PollInterval, time.Second)
+	return min(max(2*d.opts.PollInterval, time.Second), 30*time.Second)
 }
 
 func (d *Dispatcher) freeSlots() int {

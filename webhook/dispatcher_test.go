@@ -696,3 +696,38 @@ func TestJitterStaysWithinItsFraction(t *testing.T) {
 		t.Fatal("negative Jitter must disable jitter")
 	}
 }
+
+func TestBusyEndpointBacklogDoesNotStarveOthers(t *testing.T) {
+	st := openStore(t)
+	slow, fast := newReceiver(t), testenv.NewWebhookReceiver(t)
+	unblock := make(chan struct{})
+	slow.setAnswer(func(_ int, _ http.ResponseWriter, r *http.Request) int {
+		select {
+		case <-unblock:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	})
+	opts := fastOptions(t)
+	opts.Concurrency = 2
+	opts.Timeout, opts.Lease = 30*time.Second, time.Minute
+	// Only Notify wakes the dispatcher: the alarm must not wait for polls
+	// to wade through the slow endpoint's backlog a few rows at a time.
+	opts.PollInterval = time.Hour
+	d := NewDispatcher(st, []Endpoint{
+		{URL: slow.URL(), Secrets: []string{newSecret(t)}, Events: []string{"test"}},
+		{URL: fast.URL(), Secrets: []string{newSecret(t)}, Events: []string{"integrated_account:*"}},
+	}, opts)
+	startDispatcher(t, d)
+	t.Cleanup(func() { close(unblock) })
+
+	addTestEvents(t, st, 300) // a backlog for the slow endpoint only
+	d.Notify()
+	waitFor(t, "the slow endpoint busy", 10*time.Second, func() bool { return slow.count() == opts.Concurrency })
+	failAccount(t, st, "acc_1")
+	d.Notify()
+	got := fast.WaitFor(t, 1, 10*time.Second)
+	if got[0].Header.Get(HeaderID) == "" {
+		t.Fatal("no webhook-id")
+	}
+}
