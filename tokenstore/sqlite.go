@@ -201,9 +201,17 @@ func (s *SQLite) write(ctx context.Context, op string, fn func(tx *sql.Tx) error
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
+		// database/sql rolls the transaction back when ctx ends and then
+		// reports "already rolled back"; the caller needs to see why.
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			return storeErr(op, cerr)
+		}
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return storeErr(op, cerr)
+		}
 		return storeErr(op, err)
 	}
 	return nil

@@ -270,25 +270,55 @@ func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
 		t.Fatalf("%d runs, at most %d holders at once across two handles; want 16 and 1", runs.Load(), maxInside.Load())
 	}
 
-	// A holder that died: its lease runs out and the other handle proceeds.
-	tokenstore.SetLockTiming(h1, 100*time.Millisecond, 2*time.Millisecond)
+	// A live holder renews its lease: a waiter on the other handle does not
+	// get in after one lease length.
+	tokenstore.SetLockTiming(h1, 100*time.Millisecond, 5*time.Millisecond)
 	held := make(chan struct{})
 	release := make(chan struct{})
-	go h1.WithRefreshLock(ctx, "acc_lease", func(context.Context) error {
-		close(held)
-		<-release
-		return nil
-	})
+	holderDone := make(chan error, 1)
+	go func() {
+		holderDone <- h1.WithRefreshLock(ctx, "acc_lease", func(context.Context) error {
+			close(held)
+			<-release
+			return nil
+		})
+	}()
 	<-held
-	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	waitCtx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
 	err := h2.WithRefreshLock(waitCtx, "acc_lease", func(context.Context) error { return nil })
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("other handle while the lock is held: %v, want DeadlineExceeded", err)
+		t.Fatalf("other handle while the lock is held past its first lease: %v, want DeadlineExceeded", err)
 	}
 	close(release)
+	if err := <-holderDone; err != nil {
+		t.Fatal(err)
+	}
 	if err := h2.WithRefreshLock(ctx, "acc_lease", func(context.Context) error { return nil }); err != nil {
 		t.Fatal(err)
+	}
+
+	// A process that died holding the lock: its row stays until the lease
+	// runs out, then the account is free again.
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec("INSERT INTO refresh_locks (account_id, owner, lease_until) VALUES (?, ?, ?)",
+		"acc_dead", "crashed-process", time.Now().Add(150*time.Millisecond).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
+	err = h2.WithRefreshLock(waitCtx, "acc_dead", func(context.Context) error { return nil })
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("while a dead holder's lease runs: %v, want DeadlineExceeded", err)
+	}
+	waitCtx, cancel = context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h2.WithRefreshLock(waitCtx, "acc_dead", func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("after a dead holder's lease ran out: %v", err)
 	}
 }
 
