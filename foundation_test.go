@@ -521,6 +521,7 @@ func TestConfigErrorsRefuseToStart(t *testing.T) {
 	integrated_accounts {
 		storage sqlite {{DATA}}/linkgate.db
 		api_token x
+		public_url http://{{GATEWAY}}
 		%s
 	}
 }
@@ -534,6 +535,8 @@ http://{{GATEWAY}} {
 		{"integration without base_url", "integration x {\n auth api_key\n }", "base_url"},
 		{"oauth without token_url", "integration x {\n auth oauth2\n base_url http://127.0.0.1:1\n authorize_url http://127.0.0.1:1/a\n client_id c\n }", "token_url"},
 		{"bad webhook secret", "webhook http://127.0.0.1:1/h {\n secret plain\n }", "webhook"},
+		{"lease shorter than timeout", "webhook_timeout 30s\n webhook_lease 10s", "webhook_lease"},
+		{"bad allowed origin", "allowed_origins https://app.example.com/path", "allowed_origins"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

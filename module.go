@@ -267,11 +267,11 @@ func (a *App) validate() error {
 	if len(a.tokens) == 0 {
 		return fmt.Errorf("api_token: at least one API token is required")
 	}
-	if a.PublicURL != "" {
-		u, err := url.Parse(a.PublicURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("public_url %q: must be an absolute http(s) URL", a.PublicURL)
-		}
+	if a.PublicURL == "" {
+		return fmt.Errorf("public_url is required: the gateway's public base URL, used in magic links and in the OAuth redirect URI")
+	}
+	if u, err := url.Parse(a.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return fmt.Errorf("public_url %q: must be an absolute http(s) URL", a.PublicURL)
 	}
 	for _, o := range a.AllowedOrigins {
 		u, err := url.Parse(o)

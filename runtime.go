@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/refresh"
 	"github.com/linkgate/linkgate/tokenstore"
@@ -67,6 +69,9 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		return nil, err
 	}
 	rt.links = links
+	if len(a.Integrations) > 0 {
+		a.logger.Info("register this OAuth redirect URI with each provider", zap.String("redirect_uri", links.RedirectURI()))
+	}
 	return rt, nil
 }
 
