@@ -46,14 +46,20 @@ func startPostgresListener(p tokenstore.Store, c *tokenstore.Cached, logger *zap
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		wasLost := false // only Listen's goroutine reads and writes it
 		pg.Listen(ctx, c.Invalidate, func(lost bool) {
 			if lost {
+				wasLost = true
 				c.SetTTLCap(lostListenerTTL)
 				logger.Warn("lost the postgres connection that tells this instance about other instances' changes; caching accounts briefly until it is back",
 					zap.Duration("cache_ttl", lostListenerTTL))
 				return
 			}
 			c.SetTTLCap(tokenstore.DefaultTTLCap)
+			if !wasLost {
+				return
+			}
+			wasLost = false
 			logger.Info("postgres change notifications are back; accounts changed meanwhile were dropped from the cache")
 		})
 	}()

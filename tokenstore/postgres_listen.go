@@ -23,17 +23,19 @@ const (
 )
 
 // ListenerApplicationName is the application_name of the connection Listen
-// holds, as pg_stat_activity shows it.
+// holds, as pg_stat_activity shows it, when the DSN names no application;
+// when it does, the listener's name is that name and " cache listener".
 const ListenerApplicationName = "linkgate cache listener"
 
 // Listen keeps this instance's cache coherent with the other instances'
 // writes: it holds one connection LISTENing on the accounts channel and
 // calls invalidate with the id of every account any instance changes or
-// deletes, as soon as the change commits. When that connection drops it
-// calls onLost(true) (notifications may now be missed, so the caller should
-// cache for less time), reconnects with backoff, invalidates every account
-// changed or deleted while it was away, and then calls onLost(false).
-// A first connection that cannot be made counts as lost too.
+// deletes, as soon as the change commits. It calls onLost(false) once
+// LISTEN is in place. When that connection drops it calls onLost(true)
+// (notifications may now be missed, so the caller should cache for less
+// time), reconnects with backoff, invalidates every account changed or
+// deleted while it was away, and then calls onLost(false) again. A first
+// connection that cannot be made counts as lost too.
 //
 // Listen blocks until ctx ends or the store is closed; run it in its own
 // goroutine. invalidate and onLost are called from that goroutine only.
@@ -73,7 +75,9 @@ func (p *Postgres) Listen(ctx context.Context, invalidate func(id string), onLos
 			continue
 		}
 		backoff = listenBackoffMin
-		if lost {
+		if !lost {
+			onLost(false)
+		} else {
 			// LISTEN is in place before the catch-up reads, so a change
 			// commits either before the read (and is caught up) or after
 			// LISTEN (and is notified).
@@ -109,7 +113,11 @@ func (p *Postgres) Listen(ctx context.Context, invalidate func(id string), onLos
 func (p *Postgres) listenConn(ctx context.Context) (*pgx.Conn, error) {
 	cfg := p.pool.Config().ConnConfig.Copy()
 	// Named, so that an operator can tell it from the pool's connections.
-	cfg.RuntimeParams["application_name"] = ListenerApplicationName
+	name := ListenerApplicationName
+	if app := cfg.RuntimeParams["application_name"]; app != "" {
+		name = app + " cache listener"
+	}
+	cfg.RuntimeParams["application_name"] = name
 	d := &net.Dialer{KeepAlive: listenKeepAlive, Timeout: cfg.ConnectTimeout}
 	cfg.DialFunc = d.DialContext
 	conn, err := pgx.ConnectConfig(ctx, cfg)

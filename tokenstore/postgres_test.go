@@ -55,8 +55,21 @@ func pgSchema(t testing.TB) string {
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
+	// Connections are named after the schema, so that a test finds its own
+	// among those of tests running beside it.
+	q.Set("application_name", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// listenerName is the application_name of the cache listeners of stores
+// opened on dsn.
+func listenerName(t testing.TB, dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Query().Get("application_name") + " cache listener"
 }
 
 func openPostgres(t testing.TB, dsn string, keys ...[]byte) *tokenstore.Postgres {
@@ -233,9 +246,12 @@ type cachedPair struct {
 	cache *tokenstore.Cached
 	lost  chan bool
 	done  chan struct{}
+	// hold, when set, keeps the listener inside onLost(true) until closed,
+	// so that a test can write while the listener surely is away.
+	hold chan struct{}
 }
 
-func newCachedPair(t testing.TB, dsn string, key []byte) *cachedPair {
+func newCachedPair(t testing.TB, dsn string, key []byte, hold ...chan struct{}) *cachedPair {
 	t.Helper()
 	pg := openPostgres(t, dsn, key)
 	c, err := tokenstore.NewCached(pg, 1<<20)
@@ -244,14 +260,30 @@ func newCachedPair(t testing.TB, dsn string, key []byte) *cachedPair {
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	cp := &cachedPair{pg: pg, cache: c, lost: make(chan bool, 16), done: make(chan struct{})}
+	if len(hold) > 0 {
+		cp.hold = hold[0]
+	}
 	go func() {
 		defer close(cp.done)
-		pg.Listen(lctx, c.Invalidate, func(lost bool) { cp.lost <- lost })
+		pg.Listen(lctx, c.Invalidate, func(lost bool) {
+			cp.lost <- lost
+			if lost && cp.hold != nil {
+				<-cp.hold
+			}
+		})
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-cp.done
 	})
+	select {
+	case lost := <-cp.lost:
+		if lost {
+			t.Fatal("the listener could not connect")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not report LISTEN in place")
+	}
 	return cp
 }
 
@@ -268,28 +300,10 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) time.
 	return time.Since(start)
 }
 
-// listening waits until the pair's listener has a LISTEN in place, as seen by
-// the server.
-func listening(t testing.TB, dsn string) {
-	t.Helper()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	waitFor(t, 10*time.Second, "listener connected", func() bool {
-		var n int
-		err := conn.QueryRow(ctx, "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle' AND query <> '' AND datname = current_database()",
-			tokenstore.ListenerApplicationName).Scan(&n)
-		return err == nil && n > 0
-	})
-}
-
 func TestPostgresNotifyInvalidatesOtherInstances(t *testing.T) {
 	dsn := pgSchema(t)
 	key := newKey(t)
 	one, two := newCachedPair(t, dsn, key), newCachedPair(t, dsn, key)
-	listening(t, dsn)
 
 	a := storetest.NewAccount("acc_notify")
 	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
@@ -324,21 +338,24 @@ func TestPostgresNotifyInvalidatesOtherInstances(t *testing.T) {
 func TestPostgresListenerReconnects(t *testing.T) {
 	dsn := pgSchema(t)
 	key := newKey(t)
-	one, two := newCachedPair(t, dsn, key), newCachedPair(t, dsn, key)
-	listening(t, dsn)
+	hold := make(chan struct{})
+	one, two := newCachedPair(t, dsn, key), newCachedPair(t, dsn, key, hold)
 	a := storetest.NewAccount("acc_reconnect")
 	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
-		t.Fatal(err)
+	// Cache the account in instance two (ristretto applies sets shortly
+	// after they are made).
+	for range 3 {
+		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	// Kill every listener's connection from the server's side, and change
-	// the account before they are back: the catch-up must cover it.
+	// the account while instance two's listener is held away: only its
+	// catch-up on reconnect can drop the stale entry.
 	admin, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -346,7 +363,7 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	defer admin.Close(ctx)
 	var killed int
 	if err := admin.QueryRow(ctx, `SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-		WHERE application_name = $1 AND datname = current_database()) x`, tokenstore.ListenerApplicationName).Scan(&killed); err != nil {
+		WHERE application_name = $1) x`, listenerName(t, dsn)).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
 	if killed < 2 {
@@ -365,6 +382,10 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	if err := one.pg.UpdateAccount(ctx, upd, nil); err != nil {
 		t.Fatal(err)
 	}
+	if got, err := two.cache.GetAccount(ctx, a.ID); err != nil || got.Credentials.AccessToken == "at-while-away" {
+		t.Fatalf("instance two's cache was dropped while its listener was away (%v): the test cannot see the catch-up", err)
+	}
+	close(hold)
 	select {
 	case lost := <-two.lost:
 		if lost {
@@ -378,7 +399,6 @@ func TestPostgresListenerReconnects(t *testing.T) {
 		t.Fatalf("after reconnect instance two reads %q, %v; a change made while it was away must be invalidated", got.Credentials.AccessToken, err)
 	}
 	// And notifications flow again.
-	listening(t, dsn)
 	upd2, err := one.pg.GetAccount(ctx, a.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -455,7 +475,6 @@ func BenchmarkNotifyInvalidation(b *testing.B) {
 	dsn := pgSchema(b)
 	key := newKey(b)
 	one, two := newCachedPair(b, dsn, key), newCachedPair(b, dsn, key)
-	listening(b, dsn)
 	a := storetest.NewAccount("acc_bench")
 	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
 		b.Fatal(err)
