@@ -31,7 +31,10 @@ func (s *SQLite) scanAccount(row rowScanner, unseal bool) (*account.Account, err
 	)
 	if err := row.Scan(&a.ID, &a.TenantID, &a.Integration, &method, &status, &ctxRaw, &sealed, &lastErr,
 		&a.Version, &created, &updated, &next); err != nil {
-		return nil, err
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		return nil, storeErr("reading account row", err)
 	}
 	a.Method, a.Status = account.Method(method), account.Status(status)
 	a.CreatedAt, a.UpdatedAt, a.NextProbeAt = fromNanos(created), fromNanos(updated), fromNanos(next)
@@ -182,10 +185,7 @@ func (s *SQLite) GetAccount(ctx context.Context, id string) (*account.Account, e
 		return nil, fmt.Errorf("account %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		if sqliteCode(err) != 0 || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, storeErr("reading account "+id, err)
-		}
-		return nil, err
+		return nil, fmt.Errorf("reading account %s: %w", id, err)
 	}
 	return a, nil
 }
@@ -275,7 +275,7 @@ func (s *SQLite) ListAccounts(ctx context.Context, f Filter) (Page, error) {
 	for rows.Next() {
 		a, err := s.scanAccount(rows, false)
 		if err != nil {
-			return Page{}, storeErr("listing accounts", err)
+			return Page{}, fmt.Errorf("listing accounts: %w", err)
 		}
 		p.Accounts = append(p.Accounts, a)
 	}

@@ -375,3 +375,20 @@ func BenchmarkSQLiteGetAccount(b *testing.B) {
 		}
 	}
 }
+
+func TestSQLiteClosedIsUnavailable(t *testing.T) {
+	st := openSQLite(t, filepath.Join(t.TempDir(), "linkgate.db"), newKey(t))
+	if err := st.CreateAccount(ctx, storetest.NewAccount("acc_1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if _, err := st.GetAccount(ctx, "acc_1"); !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Fatalf("GetAccount on a closed store: %v, want ErrUnavailable", err)
+	}
+	if err := st.CreateAccount(ctx, storetest.NewAccount("acc_2"), nil); !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Fatalf("CreateAccount on a closed store: %v, want ErrUnavailable", err)
+	}
+	if _, err := st.ListAccounts(ctx, tokenstore.Filter{}); !errors.Is(err, tokenstore.ErrUnavailable) {
+		t.Fatalf("ListAccounts on a closed store: %v, want ErrUnavailable", err)
+	}
+}
