@@ -76,6 +76,7 @@ func (r *Refresher) fetchClientToken(integ *account.Integration) (account.Creden
 	res.apply(&out)
 	r.mu.Lock()
 	r.tokens[integ.Name] = out
+	r.fetchedAt[integ.Name] = r.opts.Now()
 	r.mu.Unlock()
 	r.clearBackoff(key)
 	r.metrics.outcome(0)
@@ -83,11 +84,19 @@ func (r *Refresher) fetchClientToken(integ *account.Integration) (account.Creden
 }
 
 // dropClientToken forgets integration's cached token if it is still sent
-// (or whatever it is, when sent is empty).
-func (r *Refresher) dropClientToken(integration, sent string) {
+// (or whatever it is, when sent is empty), and reports whether a new token
+// is worth fetching: not when sent is a token fetched within retryWindow.
+func (r *Refresher) dropClientToken(integration, sent string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c, ok := r.tokens[integration]; ok && (sent == "" || sameSecret(c.AccessToken, sent)) {
-		delete(r.tokens, integration)
+	c, ok := r.tokens[integration]
+	if !ok || (sent != "" && !sameSecret(c.AccessToken, sent)) {
+		return true
 	}
+	if sent != "" && r.opts.Now().Sub(r.fetchedAt[integration]) < retryWindow {
+		return false
+	}
+	delete(r.tokens, integration)
+	delete(r.fetchedAt, integration)
+	return true
 }

@@ -55,10 +55,15 @@ func TestClientCredentialsTokenIsFetchedOnceAndCached(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the token is fetched again inside the skew", func() bool {
-		return e.auth.TokenCalls("client_credentials") == 2
+		e.r.mu.Lock()
+		defer e.r.mu.Unlock()
+		return e.r.tokens[e.integ.Name].AccessToken != toks[0]
 	})
+	if n := e.auth.TokenCalls("client_credentials"); n != 2 {
+		t.Fatalf("%d client_credentials calls, want 2", n)
+	}
 	// An upstream 401 drops it and fetches another one, once.
-	e.clock.Add(time.Minute)
+	e.clock.Add(2 * time.Minute)
 	c, _ := e.r.Credentials(context.Background(), a)
 	e.remember(c.AccessToken)
 	c2, retry, err := e.r.Unauthorized(context.Background(), a, c)
@@ -66,6 +71,19 @@ func TestClientCredentialsTokenIsFetchedOnceAndCached(t *testing.T) {
 		t.Fatalf("401 on a client-credentials account: retry=%v %v", retry, err)
 	}
 	e.remember(c2.AccessToken)
+	// The brand-new token is refused too: no further fetch, the account
+	// needs attention.
+	calls := e.auth.TokenCalls("client_credentials")
+	_, retry, err = e.r.Unauthorized(context.Background(), a, c2)
+	if retry || !errors.Is(err, ErrNeedsReauth) {
+		t.Fatalf("401 on a fresh client-credentials token: retry=%v %v", retry, err)
+	}
+	if e.auth.TokenCalls("client_credentials") != calls {
+		t.Fatal("a 401 on a fresh token fetched another one")
+	}
+	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth {
+		t.Fatalf("status %s", got.Status)
+	}
 }
 
 func TestClientCredentialsMisconfiguredLeavesTheAccountAlone(t *testing.T) {

@@ -133,6 +133,7 @@ type Refresher struct {
 	probeUntil map[string]time.Time
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
+	fetchedAt  map[string]time.Time           // when each of tokens was fetched
 	retried    map[string]retriedToken
 
 	life     sync.Mutex
@@ -198,6 +199,7 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 		probeUntil:   map[string]time.Time{},
 		background:   map[string]bool{},
 		tokens:       map[string]account.Credentials{},
+		fetchedAt:    map[string]time.Time{},
 		retried:      map[string]retriedToken{},
 	}
 	r.lifeCond = sync.NewCond(&r.life)
@@ -307,7 +309,12 @@ func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent a
 		if err != nil {
 			return account.Credentials{}, false, err
 		}
-		r.dropClientToken(integ.Name, sent.AccessToken)
+		if !r.dropClientToken(integ.Name, sent.AccessToken) {
+			// The upstream refused a token fetched within retryWindow:
+			// another one will not do better, and fetching one per 401
+			// would hammer the token endpoint.
+			return account.Credentials{}, false, r.UnauthorizedAfterRetry(ctx, a)
+		}
 		c, err := r.clientToken(ctx, integ)
 		if err != nil {
 			return account.Credentials{}, false, err
