@@ -18,6 +18,7 @@ func BenchmarkDeliveries(b *testing.B) {
 	st := openStore(b)
 	rc := newReceiver(b)
 	opts := fastOptions(b)
+	opts.Client = nil // the dispatcher's own transport, as in production
 	opts.Concurrency = 8
 	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(b)}}}, opts)
 	for done := 0; done < b.N; done += 5000 {

@@ -94,6 +94,8 @@ type Options struct {
 // each attempt. Several dispatchers may share a store; claims keep them from
 // sending the same delivery at the same time.
 type Dispatcher struct {
+	// transport is the dispatcher's own, when Options.Client was nil.
+	transport *http.Transport
 	store     tokenstore.Outbox
 	endpoints []Endpoint
 	opts      Options
@@ -143,11 +145,16 @@ func NewDispatcher(store tokenstore.Outbox, endpoints []Endpoint, opts Options) 
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
+	var own *http.Transport
 	if opts.Client == nil {
+		// Keep a connection per concurrent send (the default keeps two per
+		// host), and close them in Stop so nothing outlives the dispatcher.
+		own = http.DefaultTransport.(*http.Transport).Clone()
+		own.MaxIdleConnsPerHost = max(opts.Concurrency, DefaultConcurrency)
 		// A redirect is answered as a failure, not followed: a receiver
 		// that moved must be reconfigured, and a redirect must not steer
 		// signed events elsewhere.
-		opts.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error {
+		opts.Client = &http.Client{Transport: own, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}}
 	}
@@ -179,6 +186,7 @@ func NewDispatcher(store tokenstore.Outbox, endpoints []Endpoint, opts Options) 
 		opts.Now = time.Now
 	}
 	return &Dispatcher{
+		transport: own,
 		store:     store,
 		endpoints: append([]Endpoint(nil), endpoints...),
 		opts:      opts,
@@ -289,6 +297,9 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	}
 	d.cancelSends()
 	d.releaseQueued()
+	if d.transport != nil {
+		d.transport.CloseIdleConnections()
+	}
 	return err
 }
 
