@@ -23,6 +23,12 @@
 //	…
 //	d.Stop(ctx)                                 // waits for sends in flight, bounded by ctx
 //
+// Each endpoint has its own workers (Options.Concurrency), so a slow or dead
+// receiver delays nobody else. Deliveries are not ordered: an account's
+// authentication_error and a later reactivated may arrive in either order
+// after retries, so receivers should trust the payload's status and
+// updated_at rather than the arrival order.
+//
 // NewAPI serves the delivery log, test events and redelivery.
 //
 // Receivers written in Go check a delivery with Verify (see the example);
