@@ -392,3 +392,34 @@ func TestSQLiteClosedIsUnavailable(t *testing.T) {
 		t.Fatalf("ListAccounts on a closed store: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestSQLiteOddPaths: Caddy's data directory on macOS is under
+// "Application Support"; paths are taken literally.
+func TestSQLiteOddPaths(t *testing.T) {
+	for _, name := range []string{"Application Support", "100% sure", "a&b=c"} {
+		dir := filepath.Join(t.TempDir(), name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "linkgate.db")
+		st := openSQLite(t, path, newKey(t))
+		if err := st.CreateAccount(ctx, storetest.NewAccount("acc_1"), nil); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("%q: the database is not where it was asked to be: %v", name, err)
+		}
+	}
+}
+
+// TestCachedConformance: the cache in front of SQLite is still a Store.
+func TestCachedConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) tokenstore.Store {
+		c, err := tokenstore.NewCached(openSQLite(t, filepath.Join(t.TempDir(), "linkgate.db"), newKey(t)), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	})
+}
