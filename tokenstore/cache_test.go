@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/linkgate/linkgate/account"
 )
 
@@ -286,5 +288,33 @@ func BenchmarkCachedGetAccount(b *testing.B) {
 		if _, err := c.GetAccount(ctx, a.ID); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCachedCloseLeaksNothing: a config reload closes the old store; its
+// cache and connections must not leave goroutines behind.
+func TestCachedCloseLeaksNothing(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	sl, err := NewSealer(mustKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "linkgate.db"), sl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCached(st, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateAccount(context.Background(), cacheAccount("acc_1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	get(t, c, "acc_1")
+	if err := c.WithRefreshLock(context.Background(), "acc_1", func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
