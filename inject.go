@@ -135,7 +135,8 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	// A 401 from an OAuth upstream may be a token revoked early: refresh and
 	// retry once, if the request can be sent again.
 	var body []byte
-	canRetry := acct.Method == account.MethodOAuth2 && acct.Credentials.RefreshToken != ""
+	canRetry := (acct.Method == account.MethodOAuth2 && acct.Credentials.RefreshToken != "") ||
+		acct.Method == account.MethodClientCredentials
 	if canRetry {
 		body, canRetry = replayableBody(r, a.RetryBodyLimit)
 	}
@@ -149,7 +150,15 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		err := next.ServeHTTP(sw, r)
 		switch {
 		case sw.status == http.StatusUnauthorized:
-			newCreds, retry, uerr := rt.refresher.Unauthorized(context.WithoutCancel(ctx), acct, creds)
+			var newCreds account.Credentials
+			var retry bool
+			var uerr error
+			if attempt == 0 {
+				newCreds, retry, uerr = rt.refresher.Unauthorized(context.WithoutCancel(ctx), acct, creds)
+			} else {
+				// A 401 to fresh credentials: the grant itself is refused.
+				uerr = rt.refresher.UnauthorizedAfterRetry(context.WithoutCancel(ctx), acct)
+			}
 			if uerr != nil && !errors.Is(uerr, refresh.ErrNeedsReauth) {
 				h.logger.Warn("handling an upstream 401", zap.String("integrated_account_id", id), zap.Error(uerr))
 			}

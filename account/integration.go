@@ -30,7 +30,9 @@ type Integration struct {
 	// Scopes are requested when the end user authorizes.
 	Scopes []string `json:"scopes,omitempty"`
 	// AuthStyle is how the client authenticates at the token endpoint:
-	// "header" (HTTP Basic), "params" (in the body) or empty to detect.
+	// "header" (HTTP Basic, the default) or "params" (in the body). It is
+	// never detected by trial: detection resends a refused request the other
+	// way, which would present a refresh token twice.
 	AuthStyle string `json:"auth_style,omitempty"`
 	// Issuer is the provider's issuer identifier; when set, an "iss"
 	// parameter on the authorization response must equal it (RFC 9207).
