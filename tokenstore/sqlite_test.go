@@ -432,3 +432,20 @@ func TestCachedConformance(t *testing.T) {
 		return c
 	})
 }
+
+// BenchmarkSQLiteUpdateAccount is the write a refresh makes: re-seal the
+// credentials, bump the version, all in one transaction.
+func BenchmarkSQLiteUpdateAccount(b *testing.B) {
+	st := openSQLite(b, filepath.Join(b.TempDir(), "linkgate.db"), newKey(b))
+	defer st.Close()
+	a := storetest.NewAccount("acc_bench")
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := st.UpdateAccount(ctx, a, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
