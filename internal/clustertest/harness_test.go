@@ -130,7 +130,7 @@ func connectRetry(dsn string, within time.Duration) (*pgx.Conn, error) {
 // cluster is several linkgate processes on one schema, with the real
 // authorization server, upstream API and webhook receiver they talk to.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	dsn    string
 	schema string
 	key    string
@@ -143,6 +143,14 @@ type cluster struct {
 	// slow front of it.
 	hookURL   string
 	hookDelay time.Duration
+	// sqlitePath, when set, makes every instance share this SQLite file
+	// instead of the PostgreSQL schema (for benchmarks side by side).
+	sqlitePath string
+}
+
+// withSQLite makes the instances share one SQLite file.
+func withSQLite() option {
+	return func(c *cluster) { c.sqlitePath = filepath.Join(c.t.TempDir(), "linkgate.db") }
 }
 
 // option changes a cluster before its instances start.
@@ -166,7 +174,7 @@ type node struct {
 const nodeCaddyfile = `{
 	admin off
 	integrated_accounts {
-		storage postgres {{DSN}}
+		storage {{STORAGE}}
 		encryption_key {{KEY}}
 		api_token ` + apiToken + `
 		public_url {{BASE}}
@@ -202,27 +210,29 @@ const nodeCaddyfile = `{
 `
 
 // newCluster starts n instances and waits until each answers.
-func newCluster(t *testing.T, n int, opts ...option) *cluster {
+func newCluster(t testing.TB, n int, opts ...option) *cluster {
 	t.Helper()
-	dsn, schema := pgSchema(t)
-	bin := caddyBinary(t)
 	key, err := tokenstore.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &cluster{
-		t: t, dsn: dsn, schema: schema, key: tokenstore.EncodeKey(key),
+		t: t, key: tokenstore.EncodeKey(key),
 		client: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}},
 	}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.sqlitePath == "" {
+		c.dsn, c.schema = pgSchema(t)
+	}
+	bin := caddyBinary(t)
 	c.as = testenv.NewAuthServer(t, testenv.AuthServerOptions{Clients: []testenv.Client{{
 		ID: oauthClient, Secret: oauthSecret, RedirectURIs: []string{redirectURI},
 	}}})
 	c.api = testenv.NewUpstream(t, testenv.UpstreamOptions{Auth: c.as, Discard: true})
 	c.hooks = testenv.NewWebhookReceiver(t)
 	c.hookURL = c.hooks.URL()
-	for _, o := range opts {
-		o(c)
-	}
 	if c.hookDelay > 0 {
 		target, err := url.Parse(c.hooks.URL())
 		if err != nil {
@@ -261,7 +271,7 @@ func newCluster(t *testing.T, n int, opts ...option) *cluster {
 	return c
 }
 
-func (c *cluster) startNode(t *testing.T, bin string, i int) *node {
+func (c *cluster) startNode(t testing.TB, bin string, i int) *node {
 	t.Helper()
 	dir := t.TempDir()
 	nd := &node{
@@ -273,15 +283,19 @@ func (c *cluster) startNode(t *testing.T, bin string, i int) *node {
 	}
 	// Each instance's pool connections carry its name, so a test can see
 	// in pg_locks which instance holds a refresh lock.
-	u, err := url.Parse(c.dsn)
-	if err != nil {
-		t.Fatal(err)
+	storage := "sqlite " + c.sqlitePath
+	if c.sqlitePath == "" {
+		u, err := url.Parse(c.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("application_name", c.appName(nd.name))
+		u.RawQuery = q.Encode()
+		storage = "postgres " + u.String()
 	}
-	q := u.Query()
-	q.Set("application_name", c.appName(nd.name))
-	u.RawQuery = q.Encode()
 	cfg := strings.NewReplacer(
-		"{{DSN}}", u.String(), "{{KEY}}", c.key, "{{BASE}}", nd.base, "{{HOOK}}", c.hookURL,
+		"{{STORAGE}}", storage, "{{KEY}}", c.key, "{{BASE}}", nd.base, "{{HOOK}}", c.hookURL,
 		"{{AS}}", c.as.URL(), "{{API}}", c.api.URL(),
 	).Replace(nodeCaddyfile)
 	cfgPath := filepath.Join(dir, "Caddyfile")
