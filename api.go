@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -200,7 +199,7 @@ func (h *API) list(w http.ResponseWriter, r *http.Request) {
 	}
 	page, err := rt.store.ListAccounts(r.Context(), f)
 	if err != nil {
-		if errors.Is(err, tokenstore.ErrNotFound) || strings.Contains(err.Error(), "cursor") {
+		if errors.Is(err, tokenstore.ErrInvalidCursor) {
 			wire.WriteError(w, http.StatusBadRequest, "next_cursor is not a cursor this API gave out")
 			return
 		}
