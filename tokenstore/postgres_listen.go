@@ -11,12 +11,15 @@ import (
 
 // Listener timing: how long a reconnect waits at first and at most, and how
 // far before the moment it noticed a lost connection a catch-up looks for
-// changed accounts (changes may have committed a little before the drop was
-// seen).
+// changed accounts.
 const (
 	listenBackoffMin = 100 * time.Millisecond
 	listenBackoffMax = 5 * time.Second
-	listenCatchUp    = time.Minute
+	// listenCatchUp covers changes made between the real drop and its
+	// detection, however late that was: it is at least the cache's TTL cap,
+	// and an entry cached before a change older than the cap has expired
+	// anyway.
+	listenCatchUp = 2 * DefaultTTLCap
 	// listenKeepAlive bounds how long a silently dead listener connection
 	// (a network partition, not a server restart) goes unnoticed.
 	listenKeepAlive = 10 * time.Second
