@@ -319,3 +319,30 @@ func TestClusterKilledDuringDeliveries(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterCacheCoherence: an account deleted through one instance stops
+// being served by the others at once, though they had it cached: the
+// deletion's NOTIFY drops their entries.
+func TestClusterCacheCoherence(t *testing.T) {
+	c := newCluster(t, 3)
+	tok := c.as.Authorize(t, oauthClient, redirectURI, "erin", nil)
+	id := c.importAccount(c.nodes[0], "coherent", map[string]any{
+		"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": 3600})
+	for _, nd := range c.nodes {
+		for range 3 { // used, so cached, on every instance
+			if st, body, err := c.do(nd, "GET", "/proxy/me?integrated_account_id="+id, nil); st != http.StatusOK {
+				t.Fatalf("%s: %d %s %v", nd.name, st, body, err)
+			}
+		}
+	}
+	if st, body, err := c.do(c.nodes[0], "DELETE", "/integrated-account/"+id, nil); err != nil || st/100 != 2 {
+		t.Fatalf("deleting through node0: %d %s %v", st, body, err)
+	}
+	for _, nd := range c.nodes[1:] {
+		took := waitFor(t, 2*time.Second, nd.name+" refusing the deleted account", func() bool {
+			st, _, _ := c.do(nd, "GET", "/proxy/me?integrated_account_id="+id, nil)
+			return st == http.StatusNotFound
+		})
+		t.Logf("%s stopped serving the deleted account %v after the delete returned", nd.name, took)
+	}
+}
