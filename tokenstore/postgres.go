@@ -31,9 +31,14 @@ const migrationLockKey int64 = 0x6c696e6b67617465
 
 // PostgresOptions tunes a Postgres store; the zero value is ready to use.
 type PostgresOptions struct {
-	// MaxConns bounds the connection pool; 0 means 16, unless the DSN sets
-	// pool_max_conns.
+	// MaxConns bounds the pool of connections for queries; 0 means 12,
+	// unless the DSN sets pool_max_conns.
 	MaxConns int32
+	// LockConns bounds the connections that hold refresh locks, a pool of
+	// its own so that lock holders can never take every connection their
+	// refreshes need; 0 means 8. Refreshes beyond it wait, bounded by their
+	// callers' contexts.
+	LockConns int32
 	// LockPoll is how often a refresh lock waiter retries a lock held by
 	// another instance; 0 means 20 ms.
 	LockPoll time.Duration
@@ -50,6 +55,7 @@ type PostgresOptions struct {
 // crashed one's share comes back when its leases run out.
 type Postgres struct {
 	pool     *pgxpool.Pool
+	lockPool *pgxpool.Pool
 	sealer   *Sealer
 	now      func() time.Time
 	lockPoll time.Duration
@@ -79,7 +85,7 @@ func OpenPostgres(ctx context.Context, dsn string, s *Sealer, opts PostgresOptio
 		return nil, errors.New("opening postgres database: the dsn is malformed")
 	}
 	if !strings.Contains(dsn, "pool_max_conns") {
-		cfg.MaxConns = 16
+		cfg.MaxConns = 12
 		if opts.MaxConns > 0 {
 			cfg.MaxConns = opts.MaxConns
 		}
@@ -89,11 +95,21 @@ func OpenPostgres(ctx context.Context, dsn string, s *Sealer, opts PostgresOptio
 		// answers 503) rather than hang until its caller gives up.
 		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
+	lockCfg := cfg.Copy()
+	lockCfg.MaxConns, lockCfg.MinConns = 8, 0
+	if opts.LockConns > 0 {
+		lockCfg.MaxConns = opts.LockConns
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres database: %w", storeErr("connecting", err))
 	}
-	p := &Postgres{pool: pool, sealer: s, now: time.Now, lockPoll: 20 * time.Millisecond, closed: make(chan struct{})}
+	lockPool, err := pgxpool.NewWithConfig(ctx, lockCfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("opening postgres database: %w", storeErr("connecting", err))
+	}
+	p := &Postgres{pool: pool, lockPool: lockPool, sealer: s, now: time.Now, lockPoll: 20 * time.Millisecond, closed: make(chan struct{})}
 	if opts.Now != nil {
 		p.now = opts.Now
 	}
@@ -102,6 +118,7 @@ func OpenPostgres(ctx context.Context, dsn string, s *Sealer, opts PostgresOptio
 	}
 	if err := p.migrate(ctx); err != nil {
 		pool.Close()
+		lockPool.Close()
 		return nil, fmt.Errorf("opening postgres database: %w", err)
 	}
 	return p, nil
@@ -116,6 +133,7 @@ func (p *Postgres) Close() error {
 		close(p.closed)
 	}
 	p.pool.Close()
+	p.lockPool.Close()
 	return nil
 }
 
@@ -209,8 +227,9 @@ func refreshLockKey(id string) int64 {
 }
 
 // WithRefreshLock runs fn while holding the refresh lock of account id: an
-// advisory lock scoped to a transaction held open while fn runs, so a
-// holder whose process or connection dies releases it at once. Waiters in
+// advisory lock scoped to a transaction held open, on a connection of the
+// lock pool, while fn runs, so a holder whose process or connection dies
+// releases it at once. Waiters in
 // this process queue in memory; the one at the head polls the database
 // lock until ctx ends. fn runs on a context that ctx does not cancel,
 // because a refresh abandoned half way can lose the only copy of a rotated
@@ -222,8 +241,11 @@ func (p *Postgres) WithRefreshLock(ctx context.Context, id string, fn func(ctx c
 	}
 	defer unlock()
 
-	conn, err := p.pool.Acquire(ctx)
+	conn, err := p.lockPool.Acquire(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the refresh lock of account %s: %w", id, ctx.Err())
+		}
 		return storeErr("taking the refresh lock of account "+id, err)
 	}
 	defer conn.Release()

@@ -520,3 +520,50 @@ func BenchmarkNotifyInvalidation(b *testing.B) {
 	b.ReportMetric(float64(total.Microseconds())/float64(n), "mean-wait-µs")
 	b.ReportMetric(float64(worst.Microseconds()), "worst-wait-µs")
 }
+
+// TestPostgresRefreshLocksNeverStarveTheirWork: more accounts refresh at once
+// than there are connections; each holder reads and writes its account while
+// it holds its lock. Holders never take the connections their work needs.
+func TestPostgresRefreshLocksNeverStarveTheirWork(t *testing.T) {
+	dsn := pgSchema(t)
+	s, err := tokenstore.NewSealer(newKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tokenstore.OpenPostgres(ctx, dsn, s, tokenstore.PostgresOptions{MaxConns: 2, LockConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const accounts = 20
+	for i := range accounts {
+		if err := p.CreateAccount(ctx, storetest.NewAccount(fmt.Sprintf("acc_%d", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, accounts)
+	for i := range accounts {
+		go func() {
+			id := fmt.Sprintf("acc_%d", i)
+			done <- p.WithRefreshLock(ctx, id, func(ctx context.Context) error {
+				a, err := p.GetAccount(ctx, id)
+				if err != nil {
+					return err
+				}
+				a.Credentials.AccessToken = "refreshed"
+				return p.UpdateAccount(ctx, a, nil)
+			})
+		}()
+	}
+	timeout := time.After(30 * time.Second)
+	for range accounts {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("refreshes holding locks starved: they wait for connections the lock holders took")
+		}
+	}
+}
