@@ -231,9 +231,12 @@ func (c *Console) refresh(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, tokenstore.ErrNotFound):
 		c.renderError(w, r, http.StatusNotFound, "There is no integrated account with that id.")
 		return
-	case errors.As(err, &re) && re.Class != refresh.Revoked:
+	case errors.As(err, &re):
 		// A classified error's code and message hold no secret.
 		msg = "The refresh failed (" + re.Class.String() + ", " + re.Code + "): " + re.Message
+		if re.Class == refresh.Revoked {
+			msg += " This account needs reauthorization: get a connection link for the end user."
+		}
 	case errors.Is(err, refresh.ErrNeedsReauth):
 		msg = "The provider refused the refresh: this account needs reauthorization. Get a connection link for the end user."
 	default:

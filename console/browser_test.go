@@ -201,6 +201,21 @@ func TestBrowserReconnectFromTheConsole(t *testing.T) {
 		t.Fatalf("status badge before reconnecting: %q, %v", status, err)
 	}
 
+	// "Refresh credentials now" asks first, in a dialog; the provider then
+	// has nothing to refresh for this account, and the console says so.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("refresh-now")),
+		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
+		chromedp.Click(chromedp.ID("confirm-ok")),
+		chromedp.WaitVisible(chromedp.ID("flash")),
+	); err != nil {
+		t.Fatalf("refreshing through the dialog: %v", err)
+	}
+	flash, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("flash")))
+	if err != nil || !strings.Contains(flash, "needs reauthorization") {
+		t.Fatalf("flash after refresh: %q, %v", flash, err)
+	}
+
 	// The end user opens the link in a new tab and re-authorizes at the provider.
 	tab, cancelTab := chromedp.NewContext(ctx)
 	defer cancelTab()
@@ -324,5 +339,63 @@ func TestScreenshots(t *testing.T) {
 			t.Fatal(err)
 		}
 		shot("deliveries")
+	}
+}
+
+// tabTo presses Tab until the element matching selector has the focus.
+func tabTo(t *testing.T, ctx context.Context, selector string) {
+	t.Helper()
+	check := fmt.Sprintf(`document.activeElement === document.querySelector(%q)`, selector)
+	for range 40 {
+		if err := chromedp.Do(ctx, chromedp.KeyEvent("\t")); err != nil {
+			t.Fatal(err)
+		}
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](check))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			return
+		}
+	}
+	t.Fatalf("Tab never reached %s", selector)
+}
+
+func TestBrowserKeyboardOnly(t *testing.T) {
+	h := newHarness(t, harnessOptions{realClock: true})
+	target := seedDemo(t, h)
+	ctx := newBrowser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(h.url("/login")), chromedp.WaitVisible(chromedp.ID("secret"))); err != nil {
+		t.Fatal(err)
+	}
+	// The first Tab reaches the skip link, and focus is drawn.
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\t")); err != nil {
+		t.Fatal(err)
+	}
+	outline, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => { const e = document.activeElement; return e.className + " " + getComputedStyle(e).outlineStyle })()`))
+	if err != nil || outline != "skip solid" {
+		t.Fatalf("first focus: %q, %v; want the skip link with a solid outline", outline, err)
+	}
+	tabTo(t, ctx, "#secret")
+	if err := chromedp.Do(ctx,
+		chromedp.KeyEvent(apiToken+"\r"),
+		chromedp.WaitVisible(chromedp.ID("accounts")),
+	); err != nil {
+		t.Fatalf("signing in by keyboard: %v", err)
+	}
+	tabTo(t, ctx, fmt.Sprintf(`a[href="/console/accounts/%s"]`, target))
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.ID("get-link"))); err != nil {
+		t.Fatal(err)
+	}
+	tabTo(t, ctx, "#get-link")
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.ID("copy-link"))); err != nil {
+		t.Fatalf("getting the link by keyboard: %v", err)
+	}
+	tabTo(t, ctx, "#copy-link")
+	if err := chromedp.Do(ctx, chromedp.KeyEvent("\r")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById("copy-link").textContent === "Copied"`, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("the Copy button did not confirm: %v", err)
 	}
 }
