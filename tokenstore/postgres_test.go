@@ -457,9 +457,19 @@ func TestPostgresRefreshLockAcrossStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
-		WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND granted`); err != nil {
+	u, err := url.Parse(dsn)
+	if err != nil {
 		t.Fatal(err)
+	}
+	var killed int
+	if err := admin.QueryRow(ctx, `SELECT COUNT(*) FROM (SELECT pg_terminate_backend(l.pid) FROM pg_locks l
+		JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1 AND l.pid <> pg_backend_pid()) x`,
+		u.Query().Get("application_name")).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed != 1 {
+		t.Fatalf("terminated %d lock holders, want the one", killed)
 	}
 	wait, cancel2 := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel2()
