@@ -577,3 +577,42 @@ func TestPostgresRefreshLocksNeverStarveTheirWork(t *testing.T) {
 		}
 	}
 }
+
+func TestPostgresReseal(t *testing.T) {
+	dsn := pgSchema(t)
+	oldKey, newKeyV := newKey(t), newKey(t)
+	st := openPostgres(t, dsn, oldKey)
+	a := storetest.NewAccount("acc_rotate")
+	if err := st.CreateAccount(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	lt := &tokenstore.LinkToken{Hash: []byte("lt"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := st.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: []byte("st"), LinkTokenHash: lt.Hash, Verifier: "v-123", ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	both := openPostgres(t, dsn, newKeyV, oldKey)
+	n, err := both.Reseal(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("Reseal = %d, %v; want the account and the connect state", n, err)
+	}
+	if n, err := both.Reseal(ctx); err != nil || n != 0 {
+		t.Fatalf("second Reseal = %d, %v; want nothing left", n, err)
+	}
+	both.Close()
+
+	only := openPostgres(t, dsn, newKeyV)
+	got, err := only.GetAccount(ctx, a.ID)
+	if err != nil || got.Credentials.RefreshToken != a.Credentials.RefreshToken {
+		t.Fatalf("account under the new key alone: %v", err)
+	}
+	cs, err := only.TakeConnectState(ctx, []byte("st"))
+	if err != nil || cs.Verifier != "v-123" {
+		t.Fatalf("connect state under the new key alone: %v", err)
+	}
+}
