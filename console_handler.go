@@ -2,6 +2,7 @@ package linkgate
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net/http"
 	"slices"
@@ -50,8 +51,10 @@ type Console struct {
 	// Default 30m.
 	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
-	app    *App
-	logger *zap.Logger
+	app         *App
+	logger      *zap.Logger
+	sessions    *console.Sessions
+	sessionsKey string
 	// lazy holds the UI, built on first use: it needs the app's store,
 	// which is opened when the app starts, after this handler is
 	// provisioned. A pointer, because CaddyModule copies the module value.
@@ -97,8 +100,58 @@ func (h *Console) Provision(ctx caddy.Context) error {
 		users[name] = hash
 	}
 	h.Users = users
+
+	// Sessions outlive config reloads, so a reload signs nobody out; a
+	// change of who may sign in (users, API tokens, prefix or session
+	// lifetimes) gives a fresh store and so ends every session.
+	h.sessionsKey = h.sessionStoreKey()
+	v, _, err := consoleSessions.LoadOrNew(h.sessionsKey, func() (caddy.Destructor, error) {
+		return sessionHolder{console.NewSessions(0, time.Duration(h.SessionTTL), time.Duration(h.IdleTimeout))}, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.sessions = v.(sessionHolder).Sessions
 	return nil
 }
+
+// Cleanup releases the session store; the last console to hold it drops it.
+func (h *Console) Cleanup() error {
+	if h.sessionsKey == "" {
+		return nil
+	}
+	_, err := consoleSessions.Delete(h.sessionsKey)
+	return err
+}
+
+// sessionStoreKey identifies the session store in the pool by everything
+// that decides who may sign in.
+func (h *Console) sessionStoreKey() string {
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\x00%d\x00%d", h.Prefix, h.SessionTTL, h.IdleTimeout)
+	names := make([]string, 0, len(h.Users))
+	for name := range h.Users {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(sum, "\x00u%s\x00%s", name, h.Users[name])
+	}
+	for _, t := range h.app.tokens {
+		sum.Write([]byte{0, 't'})
+		sum.Write(t[:])
+	}
+	return fmt.Sprintf("%x", sum.Sum(nil))
+}
+
+// consoleSessions holds the consoles' session stores across config reloads.
+var consoleSessions = caddy.NewUsagePool()
+
+// sessionHolder lets a session store live in a caddy.UsagePool.
+type sessionHolder struct{ *console.Sessions }
+
+// Destruct drops nothing: the sessions are plain memory.
+func (sessionHolder) Destruct() error { return nil }
 
 // handles reports whether r is for the console: its path, or the path it
 // had before a `uri strip_prefix`, is under Prefix.
@@ -159,8 +212,7 @@ func (h *Console) console() (*console.Console, error) {
 		Users:        h.Users,
 		Integrations: names,
 		Prefix:       h.Prefix,
-		SessionTTL:   time.Duration(h.SessionTTL),
-		IdleTimeout:  time.Duration(h.IdleTimeout),
+		Sessions:     h.sessions,
 		ClientIP:     clientIP,
 		Logger:       h.logger,
 	})
@@ -263,6 +315,7 @@ func (h *Console) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Console)(nil)
+	_ caddy.CleanerUpper          = (*Console)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Console)(nil)
 	_ caddyfile.Unmarshaler       = (*Console)(nil)
 )

@@ -218,4 +218,23 @@ func TestConsoleInCaddy(t *testing.T) {
 	if status, _ := g.do("GET", "/integrated-account/"+id, nil); status != http.StatusOK {
 		t.Fatalf("API beside the console: %d", status)
 	}
+
+	// A config reload keeps the operator signed in...
+	if err := loadCaddyfile(t, g.expand(consoleCaddyfile, "{{UPSTREAM}}", up.URL(), "{{HASH}}", string(hash))); err != nil {
+		t.Fatalf("reloading Caddy: %v", err)
+	}
+	if status, _, _ := get("/console/accounts"); status != http.StatusOK {
+		t.Fatalf("console after a reload: %d; want the session kept", status)
+	}
+	// ...unless it changes who may sign in.
+	other, err := bcrypt.GenerateFromPassword([]byte("a new password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := loadCaddyfile(t, g.expand(consoleCaddyfile, "{{UPSTREAM}}", up.URL(), "{{HASH}}", string(other))); err != nil {
+		t.Fatalf("reloading Caddy: %v", err)
+	}
+	if status, _, _ := get("/console/accounts"); status != http.StatusSeeOther {
+		t.Fatalf("console after the users changed: %d; want the session ended", status)
+	}
 }

@@ -83,6 +83,10 @@ type Options struct {
 	// MaxSessions bounds the sessions kept in memory; when full, the least
 	// recently used session is dropped. Default 1000.
 	MaxSessions int
+	// Sessions, if set, holds the sessions, and SessionTTL, IdleTimeout
+	// and MaxSessions are its own. Share one across consoles that replace
+	// each other so that a config reload signs nobody out.
+	Sessions *Sessions
 	// LoginBurst and LoginEvery rate-limit sign-in attempts per client IP
 	// address: LoginBurst at once, then one per LoginEvery.
 	LoginBurst int
@@ -101,7 +105,7 @@ type Console struct {
 	opts     Options
 	prefix   string
 	log      *zap.Logger
-	sessions *sessions
+	sessions *Sessions
 	limiter  *limiter
 	pages    *pages
 	routes   *http.ServeMux
@@ -145,6 +149,9 @@ func New(opts Options) (*Console, error) {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = DefaultMaxSessions
 	}
+	if opts.Sessions == nil {
+		opts.Sessions = NewSessions(opts.MaxSessions, opts.SessionTTL, opts.IdleTimeout)
+	}
 	if opts.LoginBurst <= 0 {
 		opts.LoginBurst = DefaultLoginBurst
 	}
@@ -184,7 +191,7 @@ func New(opts Options) (*Console, error) {
 		opts:      opts,
 		prefix:    prefix,
 		log:       opts.Logger,
-		sessions:  newSessions(opts.MaxSessions, opts.SessionTTL, opts.IdleTimeout),
+		sessions:  opts.Sessions,
 		limiter:   newLimiter(opts.LoginBurst, opts.LoginEvery, 10000),
 		pages:     pg,
 		dummyHash: dummy,

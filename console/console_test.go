@@ -524,3 +524,57 @@ func fmtSscan(id string, i *int) (int, error) {
 	*i = n
 	return 1, err
 }
+
+func TestSessionsAreBounded(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	small, err := console.New(console.Options{
+		Store:        h.store,
+		Links:        h.links,
+		Authenticate: func(tok string) bool { return tok == apiToken },
+		Sessions:     console.NewSessions(2, time.Hour, time.Hour),
+		Now:          h.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signIn := func() *http.Cookie {
+		page := httptest.NewRecorder()
+		small.ServeHTTP(page, httptest.NewRequest(http.MethodGet, "/console/login", nil))
+		pre := page.Result().Cookies()[0]
+		req := httptest.NewRequest(http.MethodPost, "/console/login", strings.NewReader(url.Values{"csrf": {pre.Value}, "secret": {apiToken}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = "198.51.100.7:1234"
+		req.AddCookie(pre)
+		rec := httptest.NewRecorder()
+		small.ServeHTTP(rec, req)
+		for _, ck := range rec.Result().Cookies() {
+			if ck.Name == "linkgate_console" {
+				return ck
+			}
+		}
+		t.Fatalf("no session: %d", rec.Code)
+		return nil
+	}
+	alive := func(ck *http.Cookie) bool {
+		req := httptest.NewRequest(http.MethodGet, "/console/accounts", nil)
+		req.AddCookie(ck)
+		rec := httptest.NewRecorder()
+		small.ServeHTTP(rec, req)
+		return rec.Code == http.StatusOK
+	}
+	first := signIn()
+	h.clock.Advance(time.Second)
+	second := signIn()
+	h.clock.Advance(time.Second)
+	if !alive(first) { // first is now the most recently used
+		t.Fatal("first session died early")
+	}
+	h.clock.Advance(time.Second)
+	third := signIn()
+	if alive(second) {
+		t.Fatal("a third session in a store of two kept the least recently used one")
+	}
+	if !alive(first) || !alive(third) {
+		t.Fatal("the bounded store dropped a recently used session")
+	}
+}

@@ -39,9 +39,12 @@ func sessionOf(r *http.Request) *session {
 	return s
 }
 
-// sessions are kept in memory, keyed by the SHA-256 of the cookie value, so
-// neither a map lookup's timing nor a heap dump gives a usable cookie away.
-type sessions struct {
+// Sessions keeps the console's sessions in memory, keyed by the SHA-256 of
+// the cookie value, so that neither a map lookup's timing nor a heap dump
+// gives a usable cookie away. It is bounded: when full, the least recently
+// used session is dropped. Consoles that replace each other (a config
+// reload) may share one Sessions so that operators stay signed in.
+type Sessions struct {
 	mu   sync.Mutex
 	m    map[[sha256.Size]byte]*session
 	max  int
@@ -49,8 +52,20 @@ type sessions struct {
 	idle time.Duration
 }
 
-func newSessions(max int, ttl, idle time.Duration) *sessions {
-	return &sessions{m: make(map[[sha256.Size]byte]*session), max: max, ttl: ttl, idle: idle}
+// NewSessions returns an empty store of at most max sessions (default
+// DefaultMaxSessions), each living at most ttl (default DefaultSessionTTL)
+// and ended after idle unused (default DefaultIdleTimeout).
+func NewSessions(max int, ttl, idle time.Duration) *Sessions {
+	if max <= 0 {
+		max = DefaultMaxSessions
+	}
+	if ttl <= 0 {
+		ttl = DefaultSessionTTL
+	}
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	return &Sessions{m: make(map[[sha256.Size]byte]*session), max: max, ttl: ttl, idle: idle}
 }
 
 // randomString returns n random bytes, base64url.
@@ -61,7 +76,7 @@ func randomString(n int) string {
 }
 
 // create starts a session and returns its cookie value.
-func (ss *sessions) create(user string, now time.Time) (string, *session) {
+func (ss *Sessions) create(user string, now time.Time) (string, *session) {
 	id := randomString(32)
 	s := &session{user: user, csrf: randomString(32), created: now, lastSeen: now}
 	ss.mu.Lock()
@@ -84,7 +99,7 @@ func (ss *sessions) create(user string, now time.Time) (string, *session) {
 	return id, s
 }
 
-func (ss *sessions) pruneLocked(now time.Time) {
+func (ss *Sessions) pruneLocked(now time.Time) {
 	for k, v := range ss.m {
 		if ss.expired(v, now) {
 			delete(ss.m, k)
@@ -92,12 +107,12 @@ func (ss *sessions) pruneLocked(now time.Time) {
 	}
 }
 
-func (ss *sessions) expired(s *session, now time.Time) bool {
+func (ss *Sessions) expired(s *session, now time.Time) bool {
 	return now.Sub(s.created) >= ss.ttl || now.Sub(s.lastSeen) >= ss.idle
 }
 
 // get returns the live session of a cookie value and marks it used, or nil.
-func (ss *sessions) get(id string, now time.Time) *session {
+func (ss *Sessions) get(id string, now time.Time) *session {
 	k := sha256.Sum256([]byte(id))
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -113,7 +128,7 @@ func (ss *sessions) get(id string, now time.Time) *session {
 	return s
 }
 
-func (ss *sessions) delete(id string) {
+func (ss *Sessions) delete(id string) {
 	k := sha256.Sum256([]byte(id))
 	ss.mu.Lock()
 	delete(ss.m, k)
@@ -121,13 +136,13 @@ func (ss *sessions) delete(id string) {
 }
 
 // setFlash and takeFlash keep a notice for the page after a redirect.
-func (ss *sessions) setFlash(s *session, msg string) {
+func (ss *Sessions) setFlash(s *session, msg string) {
 	ss.mu.Lock()
 	s.flash = msg
 	ss.mu.Unlock()
 }
 
-func (ss *sessions) takeFlash(s *session) string {
+func (ss *Sessions) takeFlash(s *session) string {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	f := s.flash
@@ -247,7 +262,7 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		c.sessions.delete(old.Value)
 	}
 	id, _ := c.sessions.create(user, now)
-	http.SetCookie(w, c.cookie(r, sessionCookie, id, int(c.opts.SessionTTL/time.Second)))
+	http.SetCookie(w, c.cookie(r, sessionCookie, id, int(c.sessions.ttl/time.Second)))
 	http.SetCookie(w, c.cookie(r, preLoginCookie, "", -1))
 	c.log.Info("console sign-in", zap.String("user", user), zap.String("client_ip", ip))
 	http.Redirect(w, r, c.path("/accounts"), http.StatusSeeOther)
