@@ -368,7 +368,13 @@ func TestGetConnectionLink(t *testing.T) {
 	if !strings.HasPrefix(link, h.srv.URL+"/connect-account?link_token=") {
 		t.Fatalf("link %q is not the gateway's connect-account URL", link)
 	}
-	mustContain(t, r.body, `id="copy-link"`, `id="link-expiry"`, h.clock.Now().Add(7*24*time.Hour).UTC().Format("2006-01-02 15:04"))
+	// Without JavaScript the link is still there to select; the Copy
+	// button, which needs the script, stays hidden.
+	mustContain(t, r.body, `<button type="button" id="copy-link" data-copy="magic-link" hidden>Copy</button>`, `id="link-expiry"`, h.clock.Now().Add(7*24*time.Hour).UTC().Format("2006-01-02 15:04"))
+	// Nothing inline, so the strict CSP runs the page as written.
+	if inline := regexp.MustCompile(`<script>|<script [^>]*>[^<]|<style|\sstyle=|\son[a-z]+=`).FindString(r.body); inline != "" {
+		t.Fatalf("the page has inline code %q, which the CSP blocks", inline)
+	}
 	// The link is the real thing: its page offers to re-authorize acme.
 	connect := h.newClient().get(link)
 	if connect.status != http.StatusOK {
