@@ -25,8 +25,8 @@ func init() {
 
 // API is the accounts_api handler: the product backend's API, authenticated
 // by the app's API tokens. It serves /integrated-account, /link-token,
-// /webhook and /webhook-delivery, wire-compatible with Truto's. Requests for
-// other paths go to the next handler.
+// /webhook and /webhook-delivery, wire-compatible with Truto's, and answers
+// every other request with a JSON 404: it ends the route, like a responder.
 type API struct {
 	app    *App
 	logger *zap.Logger
@@ -67,16 +67,15 @@ func (h *API) Provision(ctx caddy.Context) error {
 	m.HandleFunc("/webhook/", webhooks)
 	m.HandleFunc("/webhook-delivery", webhooks)
 	m.HandleFunc("/webhook-delivery/", webhooks)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		wire.WriteError(w, http.StatusNotFound, fmt.Sprintf("no route %s %s", r.Method, r.URL.Path))
+	})
 	h.mux = m
 	return nil
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
-func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	_, pattern := h.mux.Handler(r)
-	if pattern == "" {
-		return next.ServeHTTP(w, r)
-	}
+func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if !h.app.authorized(bearerToken(r)) {
 		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
 		return nil

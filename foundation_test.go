@@ -443,6 +443,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"bad status filter", "GET", "/integrated-account?status=sleeping", "", nil, 400, "status"},
 		{"bad cursor", "GET", "/integrated-account?next_cursor=garbage", "", nil, 400, "cursor"},
 		{"patch credential through context", "PATCH", "/integrated-account/" + w.accountKeyed, "", map[string]any{"context": map[string]any{"api_key": "x"}}, 400, "credentials"},
+		{"unknown route", "GET", "/nowhere", "", nil, 404, "no route"},
+		{"wrong method", "GET", "/link-token", "", nil, 404, "no route GET /link-token"},
 		{"refresh an api key account", "POST", "/integrated-account/refresh-credentials", "", map[string]any{"id": w.accountKeyed}, 400, "api_key"},
 	}
 	for _, c := range cases {
