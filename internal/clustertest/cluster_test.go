@@ -282,7 +282,7 @@ func TestClusterKilledDuringDeliveries(t *testing.T) {
 		t.Fatalf("%d events written for %d imports", len(want), accounts)
 	}
 	// A delivery the killed instance had claimed comes back when its lease
-	// (a minute) runs out.
+	// (webhook_lease, 5s here) runs out.
 	var received []webhookEvent
 	took := waitFor(t, 3*time.Minute, "every event delivered", func() bool {
 		received = parseDeliveries(t, c.hooks.Deliveries())

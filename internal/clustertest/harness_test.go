@@ -178,6 +178,10 @@ const nodeCaddyfile = `{
 		encryption_key {{KEY}}
 		api_token ` + apiToken + `
 		public_url {{BASE}}
+		# A short lease, so that deliveries a killed node had claimed come
+		# back within seconds rather than the default minute.
+		webhook_timeout 2s
+		webhook_lease 5s
 		webhook {{HOOK}} {
 			secret ` + webhookSecret + `
 			events integrated_account:*
