@@ -23,6 +23,9 @@ func init() {
 	// inject_credentials rewrites the request for reverse_proxy: after the
 	// URI is rewritten and the usual auth runs, before any responder.
 	httpcaddyfile.RegisterDirectiveOrder("inject_credentials", httpcaddyfile.After, "forward_auth")
+	// The responders end up in this order before respond: the console
+	// first, since accounts_api answers every path it is given.
+	httpcaddyfile.RegisterDirectiveOrder("accounts_console", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("accounts_api", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("connect_account", httpcaddyfile.Before, "respond")
 }

@@ -24,7 +24,7 @@ import (
 func init() {
 	caddy.RegisterModule(Console{})
 	httpcaddyfile.RegisterHandlerDirective("accounts_console", parseConsole)
-	httpcaddyfile.RegisterDirectiveOrder("accounts_console", httpcaddyfile.Before, "respond")
+	// Its order is registered in caddyfile.go, before accounts_api's.
 }
 
 // Console is the accounts_console handler: the admin web UI where an
