@@ -93,6 +93,7 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 		return nil, nil
 	}
 	at := now.UnixNano()
+	until := now.Add(lease).UnixNano()
 	rows, err := p.pool.Query(ctx, `WITH claimed AS (
 			UPDATE deliveries SET lease_until = $1
 			WHERE id IN (SELECT id FROM deliveries
@@ -100,7 +101,7 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 				ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
 			RETURNING *)
 		SELECT `+pgDeliveryColumns+` FROM claimed d JOIN events e ON e.id = d.event_id
-		ORDER BY d.next_attempt_at, d.id`, now.Add(lease).UnixNano(), at, limit)
+		ORDER BY d.next_attempt_at, d.id`, until, at, limit)
 	if err != nil {
 		return nil, storeErr("claiming deliveries", err)
 	}
@@ -111,6 +112,7 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 		if err != nil {
 			return nil, storeErr("claiming deliveries", err)
 		}
+		d.LeaseUntil = fromNanos(until)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -128,13 +130,17 @@ func (p *Postgres) FinishAttempt(ctx context.Context, d *Delivery) error {
 	}
 	now := p.now().UTC()
 	tag, err := p.pool.Exec(ctx, `UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3,
-		last_status = $4, last_error = $5, lease_until = 0, updated_at = $6 WHERE id = $7`,
-		string(d.Status), d.Attempts, nanos(d.NextAttemptAt), d.LastStatus, d.LastError, now.UnixNano(), d.ID)
+		last_status = $4, last_error = $5, lease_until = 0, updated_at = $6 WHERE id = $7 AND lease_until = $8`,
+		string(d.Status), d.Attempts, nanos(d.NextAttemptAt), d.LastStatus, d.LastError, now.UnixNano(), d.ID, nanos(d.LeaseUntil))
 	if err != nil {
 		return storeErr("finishing delivery "+d.ID, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("finishing delivery %s: %w", d.ID, ErrNotFound)
+		var one int
+		if err := p.pool.QueryRow(ctx, "SELECT 1 FROM deliveries WHERE id = $1", d.ID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("finishing delivery %s: %w", d.ID, ErrNotFound)
+		}
+		return fmt.Errorf("finishing delivery %s: its lease ran out: %w", d.ID, ErrConflict)
 	}
 	d.UpdatedAt = now
 	return nil

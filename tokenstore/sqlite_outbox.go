@@ -111,10 +111,11 @@ func (s *SQLite) ClaimDeliveries(ctx context.Context, now time.Time, lease time.
 	err := s.write(ctx, "claiming deliveries", func(tx *sql.Tx) error {
 		out = out[:0]
 		at := now.UnixNano()
+		until := now.Add(lease).UnixNano()
 		rows, err := tx.QueryContext(ctx, `UPDATE deliveries SET lease_until = ?
 			WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? AND lease_until <= ?
 				ORDER BY next_attempt_at, id LIMIT ?)
-			RETURNING id`, now.Add(lease).UnixNano(), at, at, limit)
+			RETURNING id`, until, at, at, limit)
 		if err != nil {
 			return storeErr("claiming deliveries", err)
 		}
@@ -146,6 +147,7 @@ func (s *SQLite) ClaimDeliveries(ctx context.Context, now time.Time, lease time.
 			if err != nil {
 				return storeErr("claiming deliveries", err)
 			}
+			d.LeaseUntil = fromNanos(until)
 			out = append(out, d)
 		}
 		return rows.Err()
@@ -166,13 +168,17 @@ func (s *SQLite) FinishAttempt(ctx context.Context, d *Delivery) error {
 	now := s.now().UTC()
 	return s.write(ctx, "finishing delivery "+d.ID, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?,
-			last_status = ?, last_error = ?, lease_until = 0, updated_at = ? WHERE id = ?`,
-			string(d.Status), d.Attempts, nanos(d.NextAttemptAt), d.LastStatus, d.LastError, now.UnixNano(), d.ID)
+			last_status = ?, last_error = ?, lease_until = 0, updated_at = ? WHERE id = ? AND lease_until = ?`,
+			string(d.Status), d.Attempts, nanos(d.NextAttemptAt), d.LastStatus, d.LastError, now.UnixNano(), d.ID, nanos(d.LeaseUntil))
 		if err != nil {
 			return storeErr("finishing delivery "+d.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("finishing delivery %s: %w", d.ID, ErrNotFound)
+			var one int
+			if err := tx.QueryRowContext(ctx, "SELECT 1 FROM deliveries WHERE id = ?", d.ID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("finishing delivery %s: %w", d.ID, ErrNotFound)
+			}
+			return fmt.Errorf("finishing delivery %s: its lease ran out: %w", d.ID, ErrConflict)
 		}
 		d.UpdatedAt = now
 		return nil

@@ -158,6 +158,9 @@ type Delivery struct {
 	LastError     string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	// LeaseUntil is the lease ClaimDeliveries gave this copy; FinishAttempt
+	// checks that it still holds.
+	LeaseUntil time.Time
 }
 
 // DeliveryFilter selects deliveries for ListDeliveries.
@@ -191,7 +194,10 @@ type Outbox interface {
 	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Delivery, error)
 	// FinishAttempt records an attempt's outcome on a claimed delivery and
 	// drops its lease: d.Status, d.Attempts, d.NextAttemptAt, d.LastStatus
-	// and d.LastError are written.
+	// and d.LastError are written — only while the lease d.LeaseUntil that
+	// ClaimDeliveries gave is still the delivery's. A dispatcher that stalled
+	// past its lease gets ErrConflict and writes nothing, so it cannot undo
+	// what the dispatcher that claimed the delivery after it recorded.
 	FinishAttempt(ctx context.Context, d *Delivery) error
 	GetDelivery(ctx context.Context, id string) (*Delivery, error)
 	ListDeliveries(ctx context.Context, f DeliveryFilter) (DeliveryPage, error)

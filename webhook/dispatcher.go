@@ -697,7 +697,14 @@ func (d *Dispatcher) release(dl *tokenstore.Delivery, due time.Time) {
 func (d *Dispatcher) finish(dl *tokenstore.Delivery) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := d.store.FinishAttempt(ctx, dl); err != nil {
+	err := d.store.FinishAttempt(ctx, dl)
+	switch {
+	case errors.Is(err, tokenstore.ErrConflict):
+		// The lease ran out while this attempt ran; whoever claimed the
+		// delivery next owns its record now.
+		d.log.Warn("a webhook attempt outlived its lease; its outcome is not recorded",
+			zap.String("delivery_id", dl.ID), zap.Duration("lease", d.opts.Lease))
+	case err != nil:
 		d.log.Error("recording a webhook attempt", zap.String("delivery_id", dl.ID), zap.Error(err))
 	}
 }

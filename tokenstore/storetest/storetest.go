@@ -813,6 +813,21 @@ func testOutboxRoundTrip(t *testing.T, s tokenstore.Store) {
 		t.Fatalf("claim after the lease ran out = %d, %v; want 3", len(later), err)
 	}
 
+	// The crashed (or stalled) dispatcher's copy no longer holds the lease:
+	// its outcome is refused and changes nothing.
+	stale := byEndpoint["https://a.example"]
+	stale.Status, stale.Attempts, stale.LastStatus = tokenstore.DeliveryFailed, 8, 500
+	if err := s.FinishAttempt(ctx, &stale); !errors.Is(err, tokenstore.ErrConflict) {
+		t.Fatalf("FinishAttempt with a lease that ran out: %v, want ErrConflict", err)
+	}
+	if got, err := s.GetDelivery(ctx, stale.ID); err != nil || got.Status != tokenstore.DeliveryPending || got.Attempts != 0 {
+		t.Fatalf("a refused FinishAttempt changed the delivery: %+v, %v", got, err)
+	}
+	for _, d := range later {
+		if d.Event.Name == account.EventAuthenticationError {
+			byEndpoint[d.Endpoint] = d
+		}
+	}
 	ok := byEndpoint["https://a.example"]
 	ok.Status, ok.Attempts, ok.LastStatus = tokenstore.DeliveryDelivered, 1, 200
 	if err := s.FinishAttempt(ctx, &ok); err != nil {
@@ -843,6 +858,11 @@ func testOutboxRoundTrip(t *testing.T, s tokenstore.Store) {
 	}
 	if !ids[retry.ID] || ids[ok.ID] {
 		t.Fatalf("claim at the next attempt = %v; want the retried delivery, not the delivered one", ids)
+	}
+	for _, d := range due {
+		if d.ID == retry.ID {
+			retry.LeaseUntil = d.LeaseUntil
+		}
 	}
 	retry.Status, retry.Attempts = tokenstore.DeliveryFailed, 2
 	if err := s.FinishAttempt(ctx, &retry); err != nil {
