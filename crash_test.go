@@ -16,19 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/testenv"
 	"github.com/linkgate/linkgate/webhook"
 )
-
-// buildCaddy builds ./cmd/caddy into dir and returns the binary's path.
-func buildCaddy(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "caddy")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/caddy")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/caddy: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // slowReceiver records webhook deliveries after holding each one for a
 // while, so that a crash finds deliveries in flight.
@@ -123,7 +113,7 @@ func (p *process) kill(t *testing.T) {
 // SQLite file, and checks that every event arrives, under one webhook-id each.
 func TestKilledProcessLosesNoWebhook(t *testing.T) {
 	dir := t.TempDir()
-	bin := buildCaddy(t, dir)
+	bin := testenv.CaddyBinary(t)
 	recv := newSlowReceiver(t, 150*time.Millisecond)
 	g := newGateway(t)
 	config := filepath.Join(dir, "Caddyfile")

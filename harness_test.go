@@ -162,3 +162,9 @@ func (g *gateway) importAccount(body map[string]any) string {
 	}
 	return mustJSON(g.t, out)["id"].(string)
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveCaddyBinary()
+	os.Exit(code)
+}

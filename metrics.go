@@ -1,9 +1,9 @@
 package linkgate
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/linkgate/linkgate/internal/prom"
 )
 
 // metrics are the proxy path's counters, in Caddy's registry. No label
@@ -41,16 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:      "Proxied requests by outcome of credential injection.",
 		}, []string{"outcome"}),
 	}
-	if reg != nil {
-		if err := reg.Register(m.injections); err != nil {
-			// A reload registers again into the same registry: reuse what is there.
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
-				return nil, err
-			}
-			m.injections = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-	}
+	m.injections = prom.Register(reg, m.injections)
 	for o, label := range outcomeLabels {
 		m.byOutcome[o] = m.injections.WithLabelValues(label)
 	}

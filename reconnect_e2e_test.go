@@ -3,45 +3,14 @@ package linkgate_test
 import (
 	"context"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/linkgate/linkgate/internal/testenv"
 )
-
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts headless Chromium with a fresh profile and no traffic of
-// its own, or fails the test saying what to install.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("Chromium is needed at %s for the page tests: apt-get install -y chromium (.ci/run does it)", chromiumPath)
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-	)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancel()
-		cancelAlloc()
-	})
-	return ctx
-}
 
 // text reads the text of the element with the given id.
 func text(t *testing.T, ctx context.Context, id string) string {
@@ -89,7 +58,7 @@ func TestReauthorizationGuide(t *testing.T) {
 	}
 
 	// The end user opens the magic link, re-authorizes and consents.
-	ctx := newBrowser(t)
+	ctx := testenv.NewBrowser(t, 60*time.Second)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(magic),
 		chromedp.WaitVisible(chromedp.ID("connect")),

@@ -12,42 +12,15 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/testenv"
 	"github.com/linkgate/linkgate/tokenstore"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 // newBrowser starts a fresh headless Chromium and returns a context on its
 // first tab.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("Chromium is required at %s: %v", chromiumPath, err)
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(bctx, 120*time.Second)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancelBrowser()
-		cancelAlloc()
-	})
-	if _, err := chromedp.Run(ctx, chromedp.Title()); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	return ctx
+	return testenv.NewBrowser(t, 120*time.Second)
 }
 
 // seedDemo fills the store with accounts of several integrations and

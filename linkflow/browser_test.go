@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +16,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/testenv"
 )
-
-const chromiumPath = "/usr/bin/chromium"
 
 // appPage is the application's page: it loads the Link SDK from the gateway
 // and calls authenticate from a click, as an application does.
@@ -59,9 +57,6 @@ type browserEnv struct {
 
 func newBrowserEnv(t *testing.T) *browserEnv {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Fatalf("Chromium is required at %s: %v", chromiumPath, err)
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,30 +73,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	srv.Start()
 	t.Cleanup(srv.Close)
 
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(bctx, 90*time.Second)
-	t.Cleanup(func() {
-		cancelTimeout()
-		cancelBrowser()
-		cancelAlloc()
-	})
-	// Start the browser on the first tab, so that later tabs share it.
-	if _, err := chromedp.Run(ctx, chromedp.Title()); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
+	ctx := testenv.NewBrowser(t, 90*time.Second)
 	return &browserEnv{harness: h, app: app, ctx: ctx}
 }
 

@@ -1,9 +1,9 @@
 package refresh
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/linkgate/linkgate/internal/prom"
 )
 
 // metrics are the refresher's Prometheus collectors. Labels are bounded:
@@ -30,24 +30,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.refreshes = register(reg, m.refreshes)
-		m.duration = register(reg, m.duration)
+		m.refreshes = prom.Register(reg, m.refreshes)
+		m.duration = prom.Register(reg, m.duration)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name: a config reload builds a new Refresher on the same registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 // outcome counts one token call; class 0 is a success.

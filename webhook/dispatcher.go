@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/linkgate/linkgate/internal/prom"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -751,22 +752,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.attempts = register(reg, m.attempts)
-	m.deliveries = register(reg, m.deliveries)
-	m.events = register(reg, m.events)
+	m.attempts = prom.Register(reg, m.attempts)
+	m.deliveries = prom.Register(reg, m.deliveries)
+	m.events = prom.Register(reg, m.events)
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name (a config reload registers again).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

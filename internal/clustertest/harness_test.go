@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,45 +35,16 @@ const (
 	redirectURI = "http://127.0.0.1/connect-account/callback"
 )
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+var ()
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testenv.RemoveCaddyBinary()
 	os.Exit(code)
 }
 
 // caddyBinary builds ./cmd/caddy once per test run and returns its path.
-func caddyBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("finding the module root: %w", err)
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(out)))
-		if buildDir, err = os.MkdirTemp("", "linkgate-cluster-"); err != nil {
-			buildErr = err
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, "caddy"), "./cmd/caddy")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building ./cmd/caddy: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(buildDir, "caddy")
-}
+func caddyBinary(t testing.TB) string { return testenv.CaddyBinary(t) }
 
 // pgSchema creates a schema of its own for t, drops it when t ends, and
 // returns a DSN whose connections use it, and the schema's name.

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,22 +28,7 @@ func TestConsentPageInChromium(t *testing.T) {
 	a := NewAuthServer(t, AuthServerOptions{Clients: []Client{{ID: "app", Secret: "s", RedirectURIs: []string{redirect}}}})
 	cfg := a.OAuth2Config(t, "app", redirect, []string{"read"})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	browserCtx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	// The first call starts the browser and binds its life to its context,
-	// so it gets no timeout; later steps do.
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	ctx, cancelTimeout := context.WithTimeout(browserCtx, 60*time.Second)
-	defer cancelTimeout()
+	ctx := NewBrowser(t, 60*time.Second)
 
 	waitCallback := func() url.Values {
 		t.Helper()
