@@ -69,7 +69,7 @@ func loadApp(ctx caddy.Context) (*App, error) {
 	return v.(*App), nil
 }
 
-// accountIDHeader names the account when the query does not.
+// accountIDHeader names the account when the query does not (canonical form).
 const accountIDHeader = "X-Integrated-Account-Id"
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -113,8 +113,8 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 
 	// The upstream is the integration's, never the caller's choice.
-	r.Header.Del("Authorization")
-	r.Header.Del("Proxy-Authorization")
+	delete(r.Header, "Authorization")
+	delete(r.Header, "Proxy-Authorization")
 	r.URL.Scheme = up.scheme
 	r.URL.Host = up.host
 	if up.path != "" {
@@ -194,8 +194,13 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 // rest of the query is forwarded byte for byte, in its order: some APIs sign
 // their query strings.
 func takeAccountID(r *http.Request) (string, error) {
-	id := r.Header.Get(accountIDHeader)
-	r.Header.Del(accountIDHeader)
+	// Header keys here are canonical constants: index the map directly and
+	// skip canonicalizing them on every request.
+	var id string
+	if v := r.Header[accountIDHeader]; len(v) > 0 {
+		id = v[0]
+		delete(r.Header, accountIDHeader)
+	}
 	if q, v, found := cutQueryParam(r.URL.RawQuery, "integrated_account_id"); found {
 		r.URL.RawQuery = q
 		if v != "" {
@@ -240,7 +245,11 @@ func cutQueryParam(raw, name string) (rest, value string, found bool) {
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
 func bearerToken(r *http.Request) string {
-	h := r.Header.Get("Authorization")
+	v := r.Header["Authorization"]
+	if len(v) == 0 {
+		return ""
+	}
+	h := v[0]
 	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		return strings.TrimSpace(h[7:])
 	}
