@@ -137,9 +137,9 @@ func TestRevokedGrantNeedsReauthWithOneAlarm(t *testing.T) {
 	w.waitEvents(t, "integrated_account:active", id, 1)
 	w.as.RevokeSubject("revoked")
 
-	// Many callers hit the revoked account at once: one incident.
+	// 1,000 callers hit the revoked account at once: one incident.
 	var wg sync.WaitGroup
-	for range 50 {
+	for range 1000 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
