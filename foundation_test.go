@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -27,6 +28,10 @@ type world struct {
 	keyed, queried, basic, oauth *testenv.Upstream
 	secure                       *testenv.Upstream
 	hooks                        *testenv.WebhookReceiver
+	// appListener and appOrigin are where a test may serve an application
+	// page that uses the Link SDK; the origin is allowed in the config.
+	appListener                  net.Listener
+	appOrigin                    string
 	caddyfile                    string
 	accountKeyed, accountOAuth   string
 	accessToken, refreshToken    string
@@ -52,7 +57,7 @@ const worldCaddyfile = `{
 		storage sqlite {{DATA}}/linkgate.db
 		api_token test-api-token-0123456789
 		public_url http://{{GATEWAY}}
-		allowed_origins http://{{GATEWAY}}
+		allowed_origins http://{{GATEWAY}} {{APP}}
 		webhook {{HOOK}} {
 			secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 		}
@@ -125,6 +130,13 @@ func newWorld(t *testing.T) *world {
 	w.oauth = testenv.NewUpstream(t, testenv.UpstreamOptions{Auth: w.as})
 	w.secure = testenv.NewTLSUpstream(t, testenv.UpstreamOptions{APIKey: upstreamKey, APIKeyHeader: "X-Api-Key"})
 	w.hooks = testenv.NewWebhookReceiver(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	w.appListener = ln
+	w.appOrigin = fmt.Sprintf("http://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
 	w.caddyfile = g.expand(worldCaddyfile,
 		"{{UPSTREAM_KEYED}}", w.keyed.URL(),
 		"{{UPSTREAM_QUERIED}}", w.queried.URL(),
@@ -134,6 +146,7 @@ func newWorld(t *testing.T) *world {
 		"{{TRUST}}", base64.StdEncoding.EncodeToString(w.secure.Certificate().Raw),
 		"{{AS}}", w.as.URL(),
 		"{{HOOK}}", w.hooks.URL(),
+		"{{APP}}", w.appOrigin,
 	)
 	if err := loadCaddyfile(t, w.caddyfile); err != nil {
 		t.Fatalf("loading Caddy: %v", err)
