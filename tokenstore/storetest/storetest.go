@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"OutboxRoundTrip", testOutboxRoundTrip},
 		{"ListDeliveries", testListDeliveries},
 		{"ClaimDeliveriesNeverTwice", testClaimDeliveriesConcurrent},
+		{"Purge", testPurge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
