@@ -14,12 +14,17 @@ const ChromiumPath = "/usr/bin/chromium"
 
 // NewBrowser starts headless Chromium with a fresh profile and none of its
 // own network traffic (this machine reaches nothing but loopback), and
-// returns a chromedp context on its first tab, bounded by timeout. It fails
-// the test, saying what to install, when Chromium is missing.
+// returns a chromedp context on its first tab, bounded by timeout. Without
+// Chromium the test skips saying what to install, or fails when CI is set.
 func NewBrowser(t testing.TB, timeout time.Duration) context.Context {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
-		t.Fatalf("the page tests need Chromium at %s: apt-get install -y chromium (.ci/run does it): %v", ChromiumPath, err)
+		// On a developer's fresh machine the page tests say what they need
+		// and skip; in CI, which installs Chromium, a missing browser fails.
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the page tests need Chromium at %s: apt-get install -y chromium: %v", ChromiumPath, err)
+		}
+		t.Skipf("skipping a page test: it needs Chromium at %s (apt-get install -y chromium; .ci/run installs it)", ChromiumPath)
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(ChromiumPath),
