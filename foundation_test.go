@@ -191,8 +191,8 @@ func TestProxyInjectsEachKindOfCredential(t *testing.T) {
 			}
 		}},
 		{"api key in the query", w.accountQueried, w.queried, "/contacts", func(t *testing.T, r testenv.RecordedRequest) {
-			if !strings.Contains(r.RawQuery, "api_key="+queryKey) {
-				t.Errorf("query = %q", r.RawQuery)
+			if r.RawQuery != "limit=2&api_key="+queryKey {
+				t.Errorf("query = %q, want the caller's parameters in order, then the key", r.RawQuery)
 			}
 		}},
 		{"basic", w.accountBasic, w.basic, "/contacts", func(t *testing.T, r testenv.RecordedRequest) {

@@ -261,9 +261,12 @@ func setCredentials(r *http.Request, in *account.Integration, c account.Credenti
 	switch in.Auth {
 	case account.MethodAPIKey:
 		if in.APIKeyQuery != "" {
-			q := r.URL.Query()
-			q.Set(in.APIKeyQuery, c.APIKey)
-			r.URL.RawQuery = q.Encode()
+			// Replace any caller-sent value; keep the rest of the query as sent.
+			q, _, _ := cutQueryParam(r.URL.RawQuery, in.APIKeyQuery)
+			if q != "" {
+				q += "&"
+			}
+			r.URL.RawQuery = q + url.QueryEscape(in.APIKeyQuery) + "=" + url.QueryEscape(c.APIKey)
 			return
 		}
 		header, prefix := in.APIKeyHeader, in.APIKeyPrefix
