@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/linkgate/linkgate/account"
@@ -266,6 +269,86 @@ func TestResealCommandInCaddy(t *testing.T) {
 	for _, a := range accounts {
 		if _, err := st.GetAccount(context.Background(), a.ID); err != nil {
 			t.Fatalf("account %s under the new key alone: %v", a.ID, err)
+		}
+	}
+}
+
+// TestResealRotatesPostgresKeys re-seals a PostgreSQL store (in a schema of
+// its own) through a JSON config whose DSN comes from a placeholder.
+func TestResealRotatesPostgresKeys(t *testing.T) {
+	base := os.Getenv("LINKGATE_TEST_POSTGRES")
+	if base == "" {
+		t.Skip("LINKGATE_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable): no PostgreSQL to test against")
+	}
+	ctx := context.Background()
+	schema := "lg_reseal_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connecting to LINKGATE_TEST_POSTGRES: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	dsn := u.String()
+
+	open := func(keys ...[]byte) *tokenstore.Postgres {
+		s, err := tokenstore.NewSealer(keys...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := tokenstore.OpenPostgres(ctx, dsn, s, tokenstore.PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyA, encA := resealKey(t)
+	keyB, encB := resealKey(t)
+	p := open(keyA)
+	var accounts []*account.Account
+	for i := range 3 {
+		a := storetest.NewAccount(fmt.Sprintf("acc_reseal_pg_%d", i))
+		if err := p.CreateAccount(ctx, a, nil); err != nil {
+			t.Fatal(err)
+		}
+		accounts = append(accounts, a)
+	}
+	p.Close()
+
+	t.Setenv("LINKGATE_RESEAL_DSN", dsn)
+	file := filepath.Join(t.TempDir(), "caddy.json")
+	config := fmt.Sprintf(`{"apps":{"integrated_accounts":{"storage":{"driver":"postgres","dsn":"{env.LINKGATE_RESEAL_DSN}"},"encryption_keys":[%q,%q],"api_tokens":["t"],"public_url":"http://127.0.0.1:1"}}}`, encB, encA)
+	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runReseal(ctx, file, "", &out); err != nil {
+		t.Fatalf("reseal: %v", err)
+	}
+	if !strings.Contains(out.String(), "re-sealed 3 secrets") {
+		t.Fatalf("output %q does not report 3 re-sealed secrets", out.String())
+	}
+
+	onlyB := open(keyB)
+	defer onlyB.Close()
+	onlyA := open(keyA)
+	defer onlyA.Close()
+	for _, a := range accounts {
+		got, err := onlyB.GetAccount(ctx, a.ID)
+		if err != nil || got.Credentials.RefreshToken != a.Credentials.RefreshToken {
+			t.Fatalf("account %s under the new key alone: %v", a.ID, err)
+		}
+		if _, err := onlyA.GetAccount(ctx, a.ID); err == nil {
+			t.Fatalf("account %s still opens with the old key", a.ID)
 		}
 	}
 }
