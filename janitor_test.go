@@ -41,19 +41,19 @@ func openJanitorStore(t *testing.T) (*tokenstore.Cached, *tokenstore.SQLite) {
 	return c, inner
 }
 
-// countingStore counts the purges made through it.
-type countingStore struct {
+// purgeCountingStore counts the purges made through it.
+type purgeCountingStore struct {
 	tokenstore.Store
 	p     tokenstore.Purger
 	calls atomic.Int64
 }
 
-func (c *countingStore) Purge(ctx context.Context, now time.Time, r tokenstore.Retention) (tokenstore.PurgeCounts, error) {
+func (c *purgeCountingStore) Purge(ctx context.Context, now time.Time, r tokenstore.Retention) (tokenstore.PurgeCounts, error) {
 	defer c.calls.Add(1)
 	return c.p.Purge(ctx, now, r)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitForJanitor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -96,12 +96,12 @@ func TestJanitorPurgesLogsAndStops(t *testing.T) {
 	}
 
 	core, logs := observer.New(zap.InfoLevel)
-	counting := &countingStore{Store: st, p: inner}
+	counting := &purgeCountingStore{Store: st, p: inner}
 	ignore := goleak.IgnoreCurrent()
 	stop := startJanitor(counting, zap.New(core), 5*time.Millisecond, tokenstore.DefaultRetention)
 	// Several purges, so that the ones with nothing to delete are seen to
 	// stay quiet.
-	waitFor(t, "three purges", func() bool { return counting.calls.Load() >= 3 })
+	waitForJanitor(t, "three purges", func() bool { return counting.calls.Load() >= 3 })
 	stop()
 	stop()
 	goleak.VerifyNone(t, ignore)
@@ -140,7 +140,7 @@ func TestJanitorLogsFailuresAndTriesAgain(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	ignore := goleak.IgnoreCurrent()
 	stop := startJanitor(st, zap.New(core), 5*time.Millisecond, tokenstore.DefaultRetention)
-	waitFor(t, "two failed purges logged", func() bool {
+	waitForJanitor(t, "two failed purges logged", func() bool {
 		return logs.FilterMessage("purging expired and old rows").FilterLevelExact(zapcore.ErrorLevel).Len() >= 2
 	})
 	stop()
