@@ -352,3 +352,32 @@ func TestResealRotatesPostgresKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestResealUsesTheGeneratedKey: with SQLite and no key configured, the
+// command opens the store with the key the gateway generated in Caddy's data
+// directory, as the gateway does; a store sealed with any other key fails.
+func TestResealUsesTheGeneratedKey(t *testing.T) {
+	ctx := context.Background()
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	generated, encGenerated := resealKey(t)
+	if err := os.MkdirAll(filepath.Dir(keyFile()), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile(), []byte(encGenerated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := resealKey(t)
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name string
+		key  []byte
+		ok   bool
+	}{{"generated", generated, true}, {"other", other, false}} {
+		path := filepath.Join(dir, tt.name+".db")
+		sealUnder(t, path, tt.key)
+		err := runReseal(ctx, resealCaddyfile(t, path), "caddyfile", new(bytes.Buffer))
+		if (err == nil) != tt.ok {
+			t.Fatalf("store sealed with the %s key: err = %v", tt.name, err)
+		}
+	}
+}
