@@ -12,22 +12,6 @@ import (
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
-// purgerOf finds what purges store: the store itself or, behind a wrapper
-// such as the cache, the store it wraps.
-func purgerOf(store tokenstore.Store) (tokenstore.Purger, bool) {
-	for store != nil {
-		if p, ok := store.(tokenstore.Purger); ok {
-			return p, true
-		}
-		w, ok := store.(interface{ Inner() tokenstore.Store })
-		if !ok {
-			break
-		}
-		store = w.Inner()
-	}
-	return nil, false
-}
-
 // jittered spreads the janitors of instances sharing a store, started
 // together, so that their purges do not all land at the same moment: it is
 // every, give or take a tenth.
@@ -46,10 +30,8 @@ func jittered(every time.Duration) time.Duration {
 // ends it, cancelling a purge under way, and returns once it has ended; it
 // may be called more than once.
 func startJanitor(store tokenstore.Store, logger *zap.Logger, every time.Duration, r tokenstore.Retention) (stop func()) {
-	p, ok := purgerOf(store)
-	if !ok || every <= 0 {
-		logger.Warn("not purging expired and old rows: the store cannot purge or the interval is not positive",
-			zap.Duration("every", every))
+	if every <= 0 {
+		logger.Warn("not purging expired and old rows: the interval is not positive", zap.Duration("every", every))
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -64,7 +46,7 @@ func startJanitor(store tokenstore.Store, logger *zap.Logger, every time.Duratio
 				return
 			case <-t.C:
 			}
-			c, err := p.Purge(ctx, time.Now(), r)
+			c, err := store.Purge(ctx, time.Now(), r)
 			switch {
 			case err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()):
 				return

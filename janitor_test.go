@@ -44,13 +44,12 @@ func openJanitorStore(t *testing.T) (*tokenstore.Cached, *tokenstore.SQLite) {
 // purgeCountingStore counts the purges made through it.
 type purgeCountingStore struct {
 	tokenstore.Store
-	p     tokenstore.Purger
 	calls atomic.Int64
 }
 
 func (c *purgeCountingStore) Purge(ctx context.Context, now time.Time, r tokenstore.Retention) (tokenstore.PurgeCounts, error) {
 	defer c.calls.Add(1)
-	return c.p.Purge(ctx, now, r)
+	return c.Store.Purge(ctx, now, r)
 }
 
 func waitForJanitor(t *testing.T, what string, cond func() bool) {
@@ -66,7 +65,7 @@ func waitForJanitor(t *testing.T, what string, cond func() bool) {
 
 func TestJanitorPurgesLogsAndStops(t *testing.T) {
 	ctx := context.Background()
-	st, inner := openJanitorStore(t)
+	st, _ := openJanitorStore(t)
 	now := time.Now()
 	for _, lt := range []*tokenstore.LinkToken{
 		{Hash: []byte("lt-old"), ExpiresAt: now.Add(-31 * 24 * time.Hour)},
@@ -96,7 +95,7 @@ func TestJanitorPurgesLogsAndStops(t *testing.T) {
 	}
 
 	core, logs := observer.New(zap.InfoLevel)
-	counting := &purgeCountingStore{Store: st, p: inner}
+	counting := &purgeCountingStore{Store: st}
 	ignore := goleak.IgnoreCurrent()
 	stop := startJanitor(counting, zap.New(core), 5*time.Millisecond, tokenstore.DefaultRetention)
 	// Several purges, so that the ones with nothing to delete are seen to
@@ -176,11 +175,10 @@ func TestJanitorStopCancelsAPurgeUnderWay(t *testing.T) {
 	}
 }
 
-func TestJanitorWithoutAPurger(t *testing.T) {
+func TestJanitorWithoutAnInterval(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	// A Store that neither purges nor wraps one that does.
-	var st struct{ tokenstore.Store }
-	stop := startJanitor(st, zap.New(core), time.Minute, tokenstore.DefaultRetention)
+	st, _ := openJanitorStore(t)
+	stop := startJanitor(st, zap.New(core), 0, tokenstore.DefaultRetention)
 	stop()
 	if logs.FilterLevelExact(zapcore.WarnLevel).Len() != 1 {
 		t.Fatalf("log = %+v, want one warning that nothing is purged", logs.All())

@@ -24,9 +24,10 @@ type storeHolder struct {
 	keys      [][]byte
 	cacheSize int64
 
-	mu         sync.Mutex
-	store      *tokenstore.Cached
-	stopListen func()
+	mu          sync.Mutex
+	store       *tokenstore.Cached
+	stopListen  func()
+	stopJanitor func()
 }
 
 // open returns the store, opening it if this is the first use. A failed open
@@ -79,6 +80,8 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 	}
 	h.store = cached
 	h.stopListen = startPostgresListener(inner, cached, logger)
+	// One janitor per open store, not per config: reloads share the store.
+	h.stopJanitor = startJanitor(cached, logger.Named("janitor"), time.Hour, tokenstore.DefaultRetention)
 	return cached, nil
 }
 
@@ -89,6 +92,7 @@ func (h *storeHolder) Destruct() error {
 	if h.store == nil {
 		return nil
 	}
+	h.stopJanitor()
 	h.stopListen()
 	err := h.store.Close()
 	h.store = nil

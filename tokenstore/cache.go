@@ -261,6 +261,11 @@ func (c *Cached) PendingDeliveries(ctx context.Context) (int, error) {
 	return c.inner.PendingDeliveries(ctx)
 }
 
+// Purge passes through: purged rows are never accounts, so nothing cached goes stale.
+func (c *Cached) Purge(ctx context.Context, now time.Time, r Retention) (PurgeCounts, error) {
+	return c.inner.Purge(ctx, now, r)
+}
+
 // Close closes the cache and the wrapped store.
 func (c *Cached) Close() error {
 	c.cache.Close()

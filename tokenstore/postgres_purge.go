@@ -7,9 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-var _ Purger = (*Postgres)(nil)
-
-// Purge deletes rows past their retention (see Purger), each batch in a
+// Purge deletes rows past their retention (see Outbox.Purge), each batch in a
 // transaction of its own. Rows another transaction holds (a delivery being
 // redelivered, a link being completed) are skipped and go on a later purge,
 // so instances purging at once neither wait on each other nor on the

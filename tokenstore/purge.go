@@ -60,20 +60,6 @@ func (c PurgeCounts) Total() int {
 	return c.LinkTokens + c.ConnectStates + c.Delivered + c.Failed + c.Events
 }
 
-// Purger deletes rows past their retention. Both stores implement it.
-type Purger interface {
-	// Purge deletes, as of now, link tokens expired or used longer than
-	// r.LinkTokens ago with their connect states, connect states expired
-	// longer than r.ConnectStates ago, delivered and failed deliveries last
-	// updated longer than r.Delivered and r.Failed ago, and events fanned
-	// out, with no delivery left and written longer ago than the longer of
-	// r.Delivered and r.Failed. It never deletes a pending delivery, an
-	// event not yet fanned out or an event that still has a delivery. It
-	// deletes in batches, each its own short transaction, until nothing is
-	// left or ctx ends; on an error the counts say what was deleted before.
-	Purge(ctx context.Context, now time.Time, r Retention) (PurgeCounts, error)
-}
-
 // purgeBatch bounds the rows one statement deletes, so that a purge never
 // holds the write lock long enough to stall the writes of the proxy path.
 const purgeBatch = 1000

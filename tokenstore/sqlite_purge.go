@@ -7,9 +7,7 @@ import (
 	"time"
 )
 
-var _ Purger = (*SQLite)(nil)
-
-// Purge deletes rows past their retention (see Purger), each batch in a
+// Purge deletes rows past their retention (see Outbox.Purge), each batch in a
 // write transaction of its own so that other writes queue behind one batch
 // at most.
 func (s *SQLite) Purge(ctx context.Context, now time.Time, r Retention) (PurgeCounts, error) {

@@ -211,4 +211,14 @@ type Outbox interface {
 	DisabledEndpoints(ctx context.Context) (map[string]string, error)
 	// PendingDeliveries counts deliveries not yet delivered nor failed.
 	PendingDeliveries(ctx context.Context) (int, error)
+	// Purge deletes, as of now, link tokens expired or used longer than
+	// r.LinkTokens ago with their connect states, connect states expired
+	// longer than r.ConnectStates ago, delivered and failed deliveries last
+	// updated longer than r.Delivered and r.Failed ago, and events fanned
+	// out, with no delivery left and written longer ago than the longer of
+	// r.Delivered and r.Failed. It never deletes a pending delivery, an
+	// event not yet fanned out or an event that still has a delivery. It
+	// deletes in batches, each its own short transaction, until nothing is
+	// left or ctx ends; on an error the counts say what was deleted before.
+	Purge(ctx context.Context, now time.Time, r Retention) (PurgeCounts, error)
 }

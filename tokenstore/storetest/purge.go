@@ -9,22 +9,7 @@ import (
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
-// purgerOf finds the Purger behind s: the store itself, or the store a
-// wrapper such as the cache holds (link tokens and the outbox are not
-// cached, so purging beneath it is purging it).
-func purgerOf(t *testing.T, s tokenstore.Store) tokenstore.Purger {
-	t.Helper()
-	if p, ok := s.(tokenstore.Purger); ok {
-		return p
-	}
-	if w, ok := s.(interface{ Inner() tokenstore.Store }); ok {
-		return purgerOf(t, w.Inner())
-	}
-	t.Fatalf("%T does not purge", s)
-	return nil
-}
-
-func purgeExpect(t *testing.T, p tokenstore.Purger, now time.Time, want tokenstore.PurgeCounts) {
+func purgeExpect(t *testing.T, p tokenstore.Store, now time.Time, want tokenstore.PurgeCounts) {
 	t.Helper()
 	got, err := p.Purge(ctx, now, tokenstore.DefaultRetention)
 	if err != nil {
@@ -52,7 +37,7 @@ func linkTokenGone(t *testing.T, s tokenstore.Store, hash string, gone bool) {
 // exact and a second purge finds nothing.
 func testPurge(t *testing.T, s tokenstore.Store) {
 	const day = 24 * time.Hour
-	p := purgerOf(t, s)
+	p := s
 	// Link tokens and events are placed a year back, so that this first
 	// phase's cutoffs fall far before the deliveries, which the store
 	// stamps with the real time.
