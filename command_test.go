@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/linkgate/linkgate/account"
@@ -276,29 +273,8 @@ func TestResealCommandInCaddy(t *testing.T) {
 // TestResealRotatesPostgresKeys re-seals a PostgreSQL store (in a schema of
 // its own) through a JSON config whose DSN comes from a placeholder.
 func TestResealRotatesPostgresKeys(t *testing.T) {
-	base := os.Getenv("LINKGATE_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("LINKGATE_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable): no PostgreSQL to test against")
-	}
 	ctx := context.Background()
-	schema := "lg_reseal_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to LINKGATE_TEST_POSTGRES: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	dsn := u.String()
+	dsn, _ := testenv.PostgresSchema(t)
 
 	open := func(keys ...[]byte) *tokenstore.Postgres {
 		s, err := tokenstore.NewSealer(keys...)

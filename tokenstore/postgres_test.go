@@ -7,60 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/linkgate/linkgate/internal/testenv"
 	"github.com/linkgate/linkgate/tokenstore"
 	"github.com/linkgate/linkgate/tokenstore/storetest"
 )
 
-// pgSchema creates an empty schema of its own for t in the test database,
-// drops it when t ends, and returns a DSN whose connections use it. Without
-// LINKGATE_TEST_POSTGRES the test is skipped.
+// pgSchema returns the DSN of a fresh schema of t's own, or skips t
+// without LINKGATE_TEST_POSTGRES.
 func pgSchema(t testing.TB) string {
 	t.Helper()
-	base := os.Getenv("LINKGATE_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("LINKGATE_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable): no PostgreSQL to test against")
-	}
-	schema := "lg_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:16]
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to LINKGATE_TEST_POSTGRES: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("LINKGATE_TEST_POSTGRES is not a URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	// Connections are named after the schema, so that a test finds its own
-	// among those of tests running beside it.
-	q.Set("application_name", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _ := testenv.PostgresSchema(t)
+	return dsn
 }
 
 // listenerName is the application_name of the cache listeners of stores

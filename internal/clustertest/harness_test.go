@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/linkgate/linkgate/internal/testenv"
@@ -46,56 +45,9 @@ func TestMain(m *testing.M) {
 // caddyBinary builds ./cmd/caddy once per test run and returns its path.
 func caddyBinary(t testing.TB) string { return testenv.CaddyBinary(t) }
 
-// pgSchema creates a schema of its own for t, drops it when t ends, and
-// returns a DSN whose connections use it, and the schema's name.
-func pgSchema(t testing.TB) (dsn, schema string) {
-	t.Helper()
-	base := os.Getenv("LINKGATE_TEST_POSTGRES")
-	if base == "" {
-		t.Skip("LINKGATE_TEST_POSTGRES is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable): no PostgreSQL for a cluster")
-	}
-	schema = "lgc_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connecting to LINKGATE_TEST_POSTGRES: %v", err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := connectRetry(base, 30*time.Second)
-		if err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("LINKGATE_TEST_POSTGRES is not a URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), schema
-}
-
-// connectRetry connects, retrying while the server is restarting.
-func connectRetry(dsn string, within time.Duration) (*pgx.Conn, error) {
-	deadline := time.Now().Add(within)
-	for {
-		c, err := pgx.Connect(context.Background(), dsn)
-		if err == nil || time.Now().After(deadline) {
-			return c, err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// pgSchema returns the DSN and name of a fresh schema of t's own, or skips t
+// without LINKGATE_TEST_POSTGRES.
+func pgSchema(t testing.TB) (dsn, schema string) { return testenv.PostgresSchema(t) }
 
 // cluster is several linkgate processes on one schema, with the real
 // authorization server, upstream API and webhook receiver they talk to.
@@ -414,7 +366,7 @@ func (c *cluster) expiredToken(username string) map[string]any {
 // db connects to the cluster's schema.
 func (c *cluster) db() *pgx.Conn {
 	c.t.Helper()
-	conn, err := connectRetry(c.dsn, 30*time.Second)
+	conn, err := testenv.ConnectPostgres(c.dsn, 30*time.Second)
 	if err != nil {
 		c.t.Fatal(err)
 	}
