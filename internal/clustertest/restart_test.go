@@ -6,22 +6,33 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/testenv"
 )
 
-// TestClusterPostgresRestart restarts the PostgreSQL server under load: while
+// TestClusterPostgresRestart restarts a PostgreSQL server under load: while
 // it is down the instances answer a clear 503 JSON error (nothing else), and
-// they recover by themselves when it is back. It restarts the shared server,
-// so it runs only when asked (LINKGATE_TEST_POSTGRES_RESTART=1) or in CI, and
-// it is the last test of the package.
+// they recover by themselves when it is back. It must not restart the server
+// other packages' tests are using at the same moment, so it runs on a cluster
+// of its own: LINKGATE_TEST_POSTGRES_RESTART names it ("<version> <cluster>",
+// for pg_ctlcluster) and LINKGATE_TEST_POSTGRES_RESTART_DSN reaches it.
+// .ci/run creates and starts one; elsewhere the test skips saying so.
 func TestClusterPostgresRestart(t *testing.T) {
-	if os.Getenv("LINKGATE_TEST_POSTGRES_RESTART") != "1" && os.Getenv("CI") != "true" {
-		t.Skip("restarts the PostgreSQL server: set LINKGATE_TEST_POSTGRES_RESTART=1 (or CI=true) to run it")
+	cluster, dsn := os.Getenv("LINKGATE_TEST_POSTGRES_RESTART"), os.Getenv("LINKGATE_TEST_POSTGRES_RESTART_DSN")
+	if cluster == "" || dsn == "" {
+		msg := "restarts a PostgreSQL cluster of its own: set LINKGATE_TEST_POSTGRES_RESTART=\"<version> <cluster>\" and LINKGATE_TEST_POSTGRES_RESTART_DSN (.ci/run does)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
-	restart := restartCommand(t)
+	restart := restartCommand(t, cluster)
+	t.Setenv(testenv.PostgresEnv, dsn)
 	c := newCluster(t, 3)
 	tok := c.as.Authorize(t, oauthClient, redirectURI, "dave", nil)
 	id := c.importAccount(c.nodes[0], "restart", map[string]any{
@@ -111,14 +122,15 @@ func TestClusterPostgresRestart(t *testing.T) {
 	}
 }
 
-// restartCommand is the command that restarts the local PostgreSQL cluster.
-func restartCommand(t *testing.T) []string {
+// restartCommand is the command that restarts the PostgreSQL cluster named
+// "<version> <cluster>".
+func restartCommand(t *testing.T, cluster string) []string {
 	t.Helper()
-	versions, err := os.ReadDir("/etc/postgresql")
-	if err != nil || len(versions) != 1 {
-		t.Fatalf("cannot tell which PostgreSQL cluster to restart from /etc/postgresql: %v", err)
+	f := strings.Fields(cluster)
+	if len(f) != 2 {
+		t.Fatalf("LINKGATE_TEST_POSTGRES_RESTART = %q: want \"<version> <cluster>\", e.g. \"15 lgrestart\"", cluster)
 	}
-	return []string{"pg_ctlcluster", "--skip-systemctl-redirect", versions[0].Name(), "main", "restart"}
+	return []string{"pg_ctlcluster", "--skip-systemctl-redirect", f[0], f[1], "restart"}
 }
 
 // isJSONError reports whether body is linkgate's JSON error with status.
