@@ -41,16 +41,14 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		EnvironmentID: a.EnvironmentID,
 		Registerer:    a.ctx.GetMetricsRegistry(),
 		Emit:          a.emitCaddyEvent,
-		// Account changes made by the refresher are found by polling; a
-		// short interval keeps an alarm's latency low at the cost of one
-		// cheap indexed query per interval.
-		PollInterval: 250 * time.Millisecond,
 	})
 	rt.webhookAPI = webhook.NewAPI(st, rt.dispatcher)
 
 	ropts := refresh.Options{
 		Logger:     a.logger.Named("refresh"),
 		Registerer: a.ctx.GetMetricsRegistry(),
+		// An alarm goes out as soon as its transition commits.
+		OnCommit: rt.dispatcher.Notify,
 	}
 	if a.Refresh != nil {
 		ropts.TokenTimeout = time.Duration(a.Refresh.TokenTimeout)

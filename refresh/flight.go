@@ -307,7 +307,7 @@ func (r *Refresher) save(ctx context.Context, a *account.Account, change func(*a
 		if err != nil {
 			return nil, err
 		}
-		err = r.store.UpdateAccount(ctx, a, events)
+		err = r.update(ctx, a, events)
 		if err == nil {
 			return a, nil
 		}

@@ -109,6 +109,10 @@ type Options struct {
 	BackoffMax time.Duration
 	// Registerer receives the refresh metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer
+	// OnCommit is called after a write that committed outbox events (an
+	// account that needs reauthorization, or one reactivated), so that the
+	// webhook dispatcher sends them at once instead of at its next poll.
+	OnCommit func()
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
@@ -430,12 +434,22 @@ func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger
 		if a.Status == account.StatusNeedsReauth {
 			a.NextProbeAt = now.Add(r.probeInterval(a.Integration))
 		}
-		err = r.store.UpdateAccount(ctx, a, tokenstore.EventsFor(c, a, now))
+		err = r.update(ctx, a, tokenstore.EventsFor(c, a, now))
 		if !errors.Is(err, tokenstore.ErrConflict) {
 			return err
 		}
 	}
 	return tokenstore.ErrConflict
+}
+
+// update writes a with its events and, when events were committed, tells
+// OnCommit.
+func (r *Refresher) update(ctx context.Context, a *account.Account, events []tokenstore.Event) error {
+	err := r.store.UpdateAccount(ctx, a, events)
+	if err == nil && len(events) > 0 && r.opts.OnCommit != nil {
+		r.opts.OnCommit()
+	}
+	return err
 }
 
 // Refresh refreshes account id now, whatever its expiry, and returns nil,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,7 +255,8 @@ func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
 }
 
 func TestRevokedGrantMovesToNeedsReauthOnce(t *testing.T) {
-	e := newEnv(t, nil)
+	var commits atomic.Int64
+	e := newEnv(t, func(o *Options) { o.OnCommit = func() { commits.Add(1) } })
 	a := e.connect("acc-revoked", e.clock.Now().Add(-time.Second))
 	e.auth.RevokeSubject("user-" + a.ID)
 	_, err := e.r.Credentials(context.Background(), a)
@@ -282,6 +284,11 @@ func TestRevokedGrantMovesToNeedsReauthOnce(t *testing.T) {
 	}
 	if evs := e.eventsOf(a.ID); !slices.Equal(evs, []string{account.EventAuthenticationError}) {
 		t.Fatalf("events %v, want one authentication_error", evs)
+	}
+	// The alarm's commit woke the dispatcher once; writes without events
+	// (the probe schedule) did not.
+	if n := commits.Load(); n != 1 {
+		t.Fatalf("OnCommit called %d times, want once, for the alarm", n)
 	}
 }
 
