@@ -87,13 +87,9 @@ func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 // withRuntime hands a handler the app's runtime, or answers 503.
 func (h *API) withRuntime(f func(rt *runtime, w http.ResponseWriter, r *http.Request)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		rt, err := h.app.runtime()
-		if err != nil {
-			h.logger.Error("opening the store", zap.Error(err))
-			wire.WriteError(w, http.StatusServiceUnavailable, errStoreUnavailable.Error())
-			return
+		if rt, ok := h.rt(w); ok {
+			f(rt, w, r)
 		}
-		f(rt, w, r)
 	}
 }
 
@@ -398,13 +394,7 @@ func (h *API) refreshCredentials(w http.ResponseWriter, r *http.Request) {
 
 // rt returns the runtime or answers 503.
 func (h *API) rt(w http.ResponseWriter) (*runtime, bool) {
-	rt, err := h.app.runtime()
-	if err != nil {
-		h.logger.Error("opening the store", zap.Error(err))
-		wire.WriteError(w, http.StatusServiceUnavailable, errStoreUnavailable.Error())
-		return nil, false
-	}
-	return rt, true
+	return h.app.runtimeOr503(w, h.logger)
 }
 
 func (h *API) storeFailed(w http.ResponseWriter, err error, id string) {

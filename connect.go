@@ -6,8 +6,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-
-	"github.com/linkgate/linkgate/internal/wire"
 )
 
 func init() {
@@ -45,13 +43,9 @@ func (h *Connect) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Connect) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	rt, err := h.app.runtime()
-	if err != nil {
-		h.logger.Error("opening the store", zap.Error(err))
-		wire.WriteError(w, http.StatusServiceUnavailable, errStoreUnavailable.Error())
-		return nil
+	if rt, ok := h.app.runtimeOr503(w, h.logger); ok {
+		rt.links.ServeHTTP(w, r)
 	}
-	rt.links.ServeHTTP(w, r)
 	return nil
 }
 

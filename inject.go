@@ -85,10 +85,8 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		wire.WriteErr(w, err)
 		return nil
 	}
-	rt, err := a.runtime()
-	if err != nil {
-		h.logger.Error("opening the store", zap.Error(err))
-		wire.WriteError(w, http.StatusServiceUnavailable, errStoreUnavailable.Error())
+	rt, ok := a.runtimeOr503(w, h.logger)
+	if !ok {
 		return nil
 	}
 	ctx := r.Context()

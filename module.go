@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 	"github.com/linkgate/linkgate/webhook"
 )
@@ -369,6 +371,19 @@ func (a *App) runtime() (*runtime, error) {
 	}
 	a.live.run.Store(rt)
 	return rt, nil
+}
+
+// runtimeOr503 returns the runtime for a handler, or logs why the store
+// could not be opened and answers 503 (the cause may hold a DSN: it goes to
+// the log, not to the caller).
+func (a *App) runtimeOr503(w http.ResponseWriter, logger *zap.Logger) (*runtime, bool) {
+	rt, err := a.runtime()
+	if err != nil {
+		logger.Error("opening the store", zap.Error(err))
+		wire.WriteError(w, http.StatusServiceUnavailable, errStoreUnavailable.Error())
+		return nil, false
+	}
+	return rt, true
 }
 
 // authorized reports whether the bearer token is one of the API tokens, in
