@@ -446,6 +446,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"proxy without account", "GET", "/proxy/x", "", nil, 400, "integrated_account_id"},
 		{"proxy unknown account", "GET", "/proxy/x?integrated_account_id=nope", "", nil, 404, "not found"},
 		{"unknown account", "GET", "/integrated-account/nope", "", nil, 404, "not found"},
+		{"delete unknown account", "DELETE", "/integrated-account/nope", "", nil, 404, "not found"},
 		{"malformed JSON", "POST", "/integrated-account", "", `{"tenant_id":`, 400, "malformed"},
 		{"unknown field", "POST", "/integrated-account", "", `{"tenant_id":"t","integration":"keyed","colour":"red","context":{"api_key":"k"}}`, 400, "colour"},
 		{"unknown integration", "POST", "/integrated-account", "", map[string]any{"tenant_id": "t", "integration": "nope", "context": map[string]any{"api_key": "k"}}, 400, "nope"},
