@@ -312,11 +312,7 @@ func (h *API) update(w http.ResponseWriter, r *http.Request, change func(a *acco
 			wire.WriteErr(w, err)
 			return
 		}
-		events := make([]tokenstore.Event, 0, len(names))
-		for _, n := range names {
-			events = append(events, tokenstore.NewEvent(n, a, now))
-		}
-		err = rt.store.UpdateAccount(r.Context(), a, events)
+		err = rt.store.UpdateAccount(r.Context(), a, tokenstore.NewEvents(names, a, now))
 		if errors.Is(err, tokenstore.ErrConflict) {
 			continue
 		}

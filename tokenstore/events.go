@@ -26,11 +26,16 @@ func NewEvent(name string, a *account.Account, now time.Time) Event {
 
 // EventsFor builds the outbox rows of a transition's events.
 func EventsFor(c account.Change, a *account.Account, now time.Time) []Event {
-	if len(c.Events) == 0 {
+	return NewEvents(c.Events, a, now)
+}
+
+// NewEvents builds the outbox rows of the named events about a.
+func NewEvents(names []string, a *account.Account, now time.Time) []Event {
+	if len(names) == 0 {
 		return nil
 	}
-	out := make([]Event, 0, len(c.Events))
-	for _, name := range c.Events {
+	out := make([]Event, 0, len(names))
+	for _, name := range names {
 		out = append(out, NewEvent(name, a, now))
 	}
 	return out
