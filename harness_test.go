@@ -74,11 +74,7 @@ func startGateway(t testing.TB, caddyfile string) *gateway {
 func newGateway(t testing.TB) *gateway {
 	t.Helper()
 	dir := t.TempDir()
-	if tt, ok := t.(*testing.T); ok {
-		tt.Setenv("XDG_DATA_HOME", filepath.Join(dir, "xdg"))
-	} else {
-		os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "xdg"))
-	}
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "xdg"))
 	port := testenv.FreePort(t)
 	return &gateway{
 		t:      t,
