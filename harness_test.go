@@ -57,18 +57,6 @@ func loadCaddyfile(t testing.TB, caddyfile string) error {
 	return caddy.Load(cfg, true)
 }
 
-// startGateway loads caddyfile, in which {{GATEWAY}} stands for the
-// gateway's host:port and {{DATA}} for a fresh data directory.
-func startGateway(t testing.TB, caddyfile string) *gateway {
-	t.Helper()
-	g := newGateway(t)
-	if err := loadCaddyfile(t, g.expand(caddyfile)); err != nil {
-		t.Fatalf("loading Caddy: %v", err)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
-	return g
-}
-
 // newGateway picks the port and the data directory of a gateway, and points
 // Caddy's data directory (the generated key) into it.
 func newGateway(t testing.TB) *gateway {
