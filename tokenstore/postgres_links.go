@@ -105,8 +105,8 @@ func (p *Postgres) CreateConnectState(ctx context.Context, cs *ConnectState) err
 		if err != nil {
 			return storeErr("creating connect state", err)
 		}
-		_, err = tx.Exec(ctx, `INSERT INTO connect_states (hash, link_token_hash, verifier, redirect_uri, expires_at)
-			VALUES ($1, $2, $3, $4, $5)`, cs.Hash, cs.LinkTokenHash, sealed, cs.RedirectURI, nanos(cs.ExpiresAt))
+		_, err = tx.Exec(ctx, `INSERT INTO connect_states (hash, link_token_hash, verifier, redirect_uri, expires_at, integration)
+			VALUES ($1, $2, $3, $4, $5, $6)`, cs.Hash, cs.LinkTokenHash, sealed, cs.RedirectURI, nanos(cs.ExpiresAt), cs.Integration)
 		switch {
 		case pgUniqueViolation(err):
 			return fmt.Errorf("creating connect state: %w", ErrExists)
@@ -132,8 +132,8 @@ func (p *Postgres) TakeConnectState(ctx context.Context, hash []byte) (*ConnectS
 		expires int64
 	)
 	err := p.pool.QueryRow(ctx, `DELETE FROM connect_states WHERE hash = $1
-		RETURNING link_token_hash, verifier, redirect_uri, expires_at`, hash).
-		Scan(&cs.LinkTokenHash, &sealed, &cs.RedirectURI, &expires)
+		RETURNING link_token_hash, verifier, redirect_uri, expires_at, integration`, hash).
+		Scan(&cs.LinkTokenHash, &sealed, &cs.RedirectURI, &expires, &cs.Integration)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("connect state: %w", ErrNotFound)
 	}

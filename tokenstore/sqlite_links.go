@@ -102,8 +102,8 @@ func (s *SQLite) CreateConnectState(ctx context.Context, cs *ConnectState) error
 		return fmt.Errorf("sealing connect state: %w", err)
 	}
 	return s.write(ctx, "creating connect state", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO connect_states (hash, link_token_hash, verifier, redirect_uri, expires_at)
-			VALUES (?, ?, ?, ?, ?)`, cs.Hash, cs.LinkTokenHash, sealed, cs.RedirectURI, nanos(cs.ExpiresAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO connect_states (hash, link_token_hash, verifier, redirect_uri, expires_at, integration)
+			VALUES (?, ?, ?, ?, ?, ?)`, cs.Hash, cs.LinkTokenHash, sealed, cs.RedirectURI, nanos(cs.ExpiresAt), cs.Integration)
 		switch {
 		case isUniqueViolation(err):
 			return fmt.Errorf("creating connect state: %w", ErrExists)
@@ -131,8 +131,8 @@ func (s *SQLite) TakeConnectState(ctx context.Context, hash []byte) (*ConnectSta
 	)
 	err := s.write(ctx, "taking connect state", func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `DELETE FROM connect_states WHERE hash = ?
-			RETURNING link_token_hash, verifier, redirect_uri, expires_at`, hash).
-			Scan(&cs.LinkTokenHash, &sealed, &cs.RedirectURI, &expires)
+			RETURNING link_token_hash, verifier, redirect_uri, expires_at, integration`, hash).
+			Scan(&cs.LinkTokenHash, &sealed, &cs.RedirectURI, &expires, &cs.Integration)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("connect state: %w", ErrNotFound)
 		}

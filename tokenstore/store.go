@@ -27,6 +27,7 @@ type Store interface {
 	Accounts
 	LinkTokens
 	Outbox
+	Environments
 	// Close releases the store's connections. It does not wait for callers.
 	Close() error
 }
@@ -107,6 +108,10 @@ type ConnectState struct {
 	Verifier      string
 	RedirectURI   string
 	ExpiresAt     time.Time
+	// Integration is the integration the end user chose on the connect
+	// page, for a link token that left the choice to them; empty when the
+	// link token names its integration.
+	Integration string
 }
 
 // ConnectStatesPerLinkToken is how many OAuth states of one link token a

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"ListDeliveries", testListDeliveries},
 		{"ClaimDeliveriesNeverTwice", testClaimDeliveriesConcurrent},
 		{"Purge", testPurge},
+		{"EnvironmentChosenOnce", testEnvironment},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -582,7 +583,7 @@ func testLinkTokens(t *testing.T, s tokenstore.Store) {
 
 	cs := &tokenstore.ConnectState{Hash: []byte("state-hash-1"), LinkTokenHash: lt.Hash,
 		Verifier: "verifier-" + uuid.NewString(), RedirectURI: "https://gw.example.com/connect-account/callback",
-		ExpiresAt: now.Add(10 * time.Minute)}
+		ExpiresAt: now.Add(10 * time.Minute), Integration: "picked"}
 	if err := s.CreateConnectState(ctx, cs); err != nil {
 		t.Fatal(err)
 	}
@@ -591,7 +592,7 @@ func testLinkTokens(t *testing.T, s tokenstore.Store) {
 		t.Fatal(err)
 	}
 	if taken.Verifier != cs.Verifier || string(taken.LinkTokenHash) != string(lt.Hash) ||
-		taken.RedirectURI != cs.RedirectURI || !taken.ExpiresAt.Equal(cs.ExpiresAt) {
+		taken.RedirectURI != cs.RedirectURI || !taken.ExpiresAt.Equal(cs.ExpiresAt) || taken.Integration != cs.Integration {
 		t.Fatalf("connect state = %+v, want %+v", taken, cs)
 	}
 	if _, err := s.TakeConnectState(ctx, cs.Hash); !errors.Is(err, tokenstore.ErrNotFound) {

@@ -1,0 +1,11 @@
+-- The gateway's environment: one row, written by the first instance that
+-- starts, so its id is the same on every instance and across restarts.
+CREATE TABLE environment (
+	singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+	id         TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+
+-- The integration an end user picked on the connect page, for a link token
+-- that left the choice to them.
+ALTER TABLE connect_states ADD COLUMN integration TEXT NOT NULL DEFAULT '';
