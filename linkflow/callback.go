@@ -64,6 +64,17 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, lt, false, pe)
 		return
 	}
+	if in == nil {
+		// A link token that left the choice to the end user: the state
+		// keeps what they picked.
+		picked, err := s.connectable(cs.Integration)
+		if err != nil {
+			s.showError(w, lt, false, &pageError{http.StatusNotFound, errInvalidIntegration, "Integration not available",
+				"The integration picked for this connection is not configured any more. Start again from the connection link."})
+			return
+		}
+		in = picked
+	}
 	if !s.opts.Now().Before(cs.ExpiresAt) {
 		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errConnection, "Sign-in took too long",
 			"The sign-in took too long. Start again from the connection link."})
@@ -128,7 +139,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, lt, false, pe)
 		return
 	}
-	s.renderSuccess(w, lt, id, false)
+	s.renderSuccess(w, lt, in.Name, id, false)
 }
 
 // oauthErrorCode keeps an error code fit to show: RFC 6749 codes are
@@ -219,7 +230,7 @@ func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *ac
 			a = &account.Account{
 				ID:          uuid.NewString(),
 				TenantID:    lt.TenantID,
-				Integration: lt.Integration,
+				Integration: in.Name,
 				Method:      in.Auth,
 				Context:     mergeContext(nil, lt.Context),
 				Credentials: creds,

@@ -75,6 +75,10 @@ func (s *Service) linkTokenByHash(ctx context.Context, hash []byte) (*tokenstore
 		return lt, nil, &pageError{http.StatusGone, errInvalidToken, "Connection link expired",
 			fmt.Sprintf("This connection link expired on %s. Ask the application for a new connection link.", lt.ExpiresAt.UTC().Format("2 Jan 2006 15:04 MST"))}
 	}
+	if lt.Integration == "" {
+		// The end user picks the integration on the connect page.
+		return lt, nil, nil
+	}
 	in, ok := s.integrations[lt.Integration]
 	if !ok {
 		return lt, nil, &pageError{http.StatusNotFound, errInvalidIntegration, "Integration not available",
@@ -87,9 +91,9 @@ func (s *Service) showError(w http.ResponseWriter, lt *tokenstore.LinkToken, ifr
 	s.renderError(w, pe.status, lt, iframe, pe.errType, pe.heading, pe.message)
 }
 
-// connectData is the connect page of lt.
+// connectData is the connect page of lt for integration in.
 func connectData(lt *tokenstore.LinkToken, in *account.Integration, token string, iframe bool) *pageData {
-	return &pageData{
+	d := &pageData{
 		Kind:        string(in.Auth),
 		Iframe:      iframe,
 		Integration: in.Name,
@@ -98,6 +102,10 @@ func connectData(lt *tokenstore.LinkToken, in *account.Integration, token string
 		AccountID:   lt.AccountID,
 		LinkToken:   token,
 	}
+	if lt.Integration == "" {
+		d.Picked = in.Name
+	}
+	return d
 }
 
 // formTarget are the origins the connect form may lead to: the provider's
@@ -116,7 +124,9 @@ func formTarget(in *account.Integration) string {
 	return originOf(u) + " https:"
 }
 
-// connectPage serves GET /connect-account?link_token=….
+// connectPage serves GET /connect-account?link_token=…. Truto's Link SDK
+// adds integration (preselect one), integrations (a comma-separated list
+// to pick from), no_back and iframe.
 func (s *Service) connectPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	iframe := q.Get("iframe") == "true"
@@ -126,12 +136,80 @@ func (s *Service) connectPage(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, lt, iframe, pe)
 		return
 	}
-	if want := q.Get("integration"); want != "" && want != lt.Integration {
+	unreachable := s.checkOpener(r, lt)
+	want := q.Get("integration")
+	if in == nil {
+		if want == "" {
+			d := s.pickerData(lt, token, iframe, q.Get("integrations"), q.Get("no_back") == "true")
+			d.Unreachable = unreachable
+			s.render(w, http.StatusOK, d, "")
+			return
+		}
+		picked, err := s.connectable(want)
+		if err != nil {
+			s.showError(w, lt, iframe, &pageError{http.StatusBadRequest, errInvalidIntegration, "Integration not available",
+				fmt.Sprintf("%s cannot be connected here. Ask the application for the right connection link.", oauthErrorCode(want))})
+			return
+		}
+		in = picked
+	} else if want != "" && want != lt.Integration {
 		s.showError(w, lt, iframe, &pageError{http.StatusBadRequest, errInvalidIntegration, "Wrong integration",
 			fmt.Sprintf("This connection link is for %s, not %s. Ask the application for the right connection link.", lt.Integration, oauthErrorCode(want))})
 		return
 	}
-	s.render(w, http.StatusOK, connectData(lt, in, token, iframe), formTarget(in))
+	d := connectData(lt, in, token, iframe)
+	d.Unreachable = unreachable
+	if d.Picked != "" && q.Get("no_back") != "true" {
+		d.Back = s.pickerURL(token, iframe, q.Get("integrations"))
+	}
+	s.render(w, http.StatusOK, d, formTarget(in))
+}
+
+// pickerURL is the connect page's integration list for a link token.
+func (s *Service) pickerURL(token string, iframe bool, only string) string {
+	v := url.Values{"link_token": {token}}
+	if iframe {
+		v.Set("iframe", "true")
+	}
+	if only != "" {
+		v.Set("integrations", only)
+	}
+	return s.publicURL + PathConnect + "?" + v.Encode()
+}
+
+// pickerData is the list of integrations the end user may pick from for a
+// link token that names none: every connectable one, or those of only (a
+// comma-separated list, Truto's integrations option) that are.
+func (s *Service) pickerData(lt *tokenstore.LinkToken, token string, iframe bool, only string, noBack bool) *pageData {
+	names := s.connectableNames()
+	if only != "" {
+		keep := map[string]bool{}
+		for _, n := range strings.Split(only, ",") {
+			keep[strings.TrimSpace(n)] = true
+		}
+		var kept []string
+		for _, n := range names {
+			if keep[n] {
+				kept = append(kept, n)
+			}
+		}
+		names = kept
+	}
+	d := &pageData{Kind: kindPicker, Iframe: iframe, TenantID: lt.TenantID}
+	for _, n := range names {
+		v := url.Values{"link_token": {token}, "integration": {n}}
+		if iframe {
+			v.Set("iframe", "true")
+		}
+		if only != "" {
+			v.Set("integrations", only)
+		}
+		if noBack {
+			v.Set("no_back", "true")
+		}
+		d.Choices = append(d.Choices, choice{Name: n, Label: s.integrations[n].Name, URL: s.publicURL + PathConnect + "?" + v.Encode()})
+	}
+	return d
 }
 
 // connectSubmit serves POST /connect-account: the connect button of an
@@ -159,6 +237,16 @@ func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
 	if pe != nil {
 		s.showError(w, lt, iframe, pe)
 		return
+	}
+	if in == nil {
+		name := r.PostForm.Get("integration")
+		picked, err := s.connectable(name)
+		if err != nil {
+			s.showError(w, lt, iframe, &pageError{http.StatusBadRequest, errInvalidIntegration, "Integration not available",
+				fmt.Sprintf("%s cannot be connected here. Open the connection link again and pick an integration.", oauthErrorCode(name))})
+			return
+		}
+		in = picked
 	}
 	if ok, wait := s.submits.allow(lt.Hash, s.opts.Now()); !ok {
 		secs := int(math.Ceil(wait.Seconds()))
@@ -225,6 +313,9 @@ func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenst
 		RedirectURI:   s.RedirectURI(),
 		ExpiresAt:     s.opts.Now().UTC().Add(s.opts.StateTTL),
 	}
+	if lt.Integration == "" {
+		cs.Integration = in.Name
+	}
 	if err := s.store.CreateConnectState(r.Context(), cs); err != nil {
 		s.log.Error("storing an oauth state", zap.String("integration", in.Name), zap.Error(err))
 		s.showError(w, lt, false, &pageError{http.StatusServiceUnavailable, errConnection, "Try again in a moment",
@@ -276,7 +367,7 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 		s.showError(w, lt, iframe, pe)
 		return
 	}
-	s.renderSuccess(w, lt, id, iframe)
+	s.renderSuccess(w, lt, in.Name, id, iframe)
 }
 
 // validate requests the integration's ValidateURL with creds as the proxy

@@ -22,6 +22,7 @@ import (
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/internal/testenv"
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/tokenstore"
 )
@@ -373,14 +374,14 @@ func (h *harness) postJSON(u, body string) response {
 }
 
 // linkToken creates a link token through the API and returns the answer.
-func (h *harness) linkToken(body any) linkflow.LinkTokenResponse {
+func (h *harness) linkToken(body any) wire.LinkToken {
 	h.t.Helper()
 	b, _ := json.Marshal(body)
 	r := h.postJSON(h.public+"/link-token", string(b))
 	if r.status != http.StatusCreated {
 		h.t.Fatalf("POST /link-token %s = %d %s", b, r.status, r.body)
 	}
-	var lt linkflow.LinkTokenResponse
+	var lt wire.LinkToken
 	if err := json.Unmarshal([]byte(r.body), &lt); err != nil {
 		h.t.Fatalf("decoding the link token answer: %v", err)
 	}

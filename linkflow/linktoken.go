@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,37 +26,20 @@ var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:@+\-]{1,256}$`)
 // maxScopes bounds the scopes a link token may add.
 const maxScopes = 100
 
-// linkTokenRequest is the body of POST /link-token. Pointers tell an absent
-// field from an empty one, so that "both" and "neither" are told apart.
-type linkTokenRequest struct {
-	IntegratedAccountID    *string        `json:"integrated_account_id"`
-	TenantID               *string        `json:"tenant_id"`
-	Integration            *string        `json:"integration"`
-	RedirectURI            string         `json:"redirect_uri"`
-	Scopes                 []string       `json:"scopes"`
-	Context                map[string]any `json:"context"`
-	PersistPreviousContext bool           `json:"persist_previous_context"`
-}
-
-// LinkTokenResponse is the answer to POST /link-token.
-type LinkTokenResponse struct {
-	LinkToken string    `json:"link_token"`
-	URL       string    `json:"url"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
 // CreateLinkToken handles POST /link-token. The caller must already be
 // authenticated with the API token. The body names either an existing
 // account to reconnect ({"integrated_account_id"}) or a new connection
-// ({"tenant_id","integration"}); it answers 201 with the token, the magic
-// link and its expiry. Only the token's SHA-256 is stored.
+// ({"tenant_id"}, with "integration" or "environment_integration_id" to
+// choose the integration, or without to let the end user pick one on the
+// connect page); it answers 201 with the token, the magic link and its
+// expiry. Only the token's SHA-256 is stored.
 func (s *Service) CreateLinkToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		wire.WriteError(w, http.StatusMethodNotAllowed, "use POST to create a link token")
 		return
 	}
-	var req linkTokenRequest
+	var req wire.LinkTokenRequest
 	if err := wire.DecodeJSON(r, &req); err != nil {
 		wire.WriteErr(w, err)
 		return
@@ -82,35 +66,38 @@ func (s *Service) CreateLinkToken(w http.ResponseWriter, r *http.Request) {
 		zap.String("tenant_id", lt.TenantID),
 		zap.String("integration", lt.Integration),
 		zap.Time("expires_at", lt.ExpiresAt))
-	wire.WriteJSON(w, http.StatusCreated, LinkTokenResponse{
+	wire.WriteJSON(w, http.StatusCreated, wire.LinkToken{
 		LinkToken: token,
 		URL:       s.publicURL + PathConnect + "?" + url.Values{"link_token": {token}}.Encode(),
-		ExpiresAt: lt.ExpiresAt,
+		ExpiresAt: wire.Time(lt.ExpiresAt),
 	})
 }
 
 // linkTokenFor checks a request and returns the link token it asks for,
 // without hash and times.
-func (s *Service) linkTokenFor(ctx context.Context, req *linkTokenRequest) (*tokenstore.LinkToken, error) {
+func (s *Service) linkTokenFor(ctx context.Context, req *wire.LinkTokenRequest) (*tokenstore.LinkToken, error) {
 	isReconnect := req.IntegratedAccountID != nil
-	isNew := req.TenantID != nil || req.Integration != nil
+	isNew := req.TenantID != nil
 	switch {
 	case isReconnect && isNew:
-		return nil, wire.Errorf(http.StatusBadRequest, "give either integrated_account_id (to reconnect an account) or tenant_id and integration (for a new connection), not both")
+		return nil, wire.Errorf(http.StatusBadRequest, "give either integrated_account_id (to reconnect an account) or tenant_id (for a new connection), not both")
 	case !isReconnect && !isNew:
-		return nil, wire.Errorf(http.StatusBadRequest, "give integrated_account_id (to reconnect an account) or tenant_id and integration (for a new connection)")
+		return nil, wire.Errorf(http.StatusBadRequest, "give integrated_account_id (to reconnect an account) or tenant_id (for a new connection)")
 	}
 	lt := &tokenstore.LinkToken{
 		Context:                req.Context,
 		PersistPreviousContext: req.PersistPreviousContext,
 	}
 	if isReconnect {
+		if req.Integration != nil || req.EnvironmentIntegrationID != nil {
+			return nil, wire.Errorf(http.StatusBadRequest, "a reconnect keeps the account's integration: leave out integration and environment_integration_id")
+		}
 		id := *req.IntegratedAccountID
 		if id == "" || len(id) > 256 {
 			return nil, wire.Errorf(http.StatusBadRequest, "integrated_account_id must be a non-empty account id")
 		}
 		a, err := s.store.GetAccount(ctx, id)
-		if errors.Is(err, tokenstore.ErrNotFound) {
+		if errors.Is(err, tokenstore.ErrNotFound) || (err == nil && !s.tenantAllowed(ctx, a.TenantID)) {
 			return nil, &wire.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("integrated account %s does not exist", id), AccountID: id}
 		}
 		if err != nil {
@@ -118,22 +105,25 @@ func (s *Service) linkTokenFor(ctx context.Context, req *linkTokenRequest) (*tok
 		}
 		lt.AccountID, lt.TenantID, lt.Integration = a.ID, a.TenantID, a.Integration
 	} else {
-		if req.TenantID == nil || req.Integration == nil {
-			return nil, wire.Errorf(http.StatusBadRequest, "a new connection needs both tenant_id and integration")
-		}
 		if !tenantIDPattern.MatchString(*req.TenantID) {
 			return nil, wire.Errorf(http.StatusBadRequest, "tenant_id must be 1 to 256 characters of letters, digits and . _ : @ + -")
 		}
-		lt.TenantID, lt.Integration = *req.TenantID, *req.Integration
+		if !s.tenantAllowed(ctx, *req.TenantID) {
+			return nil, wire.Errorf(http.StatusForbidden, "this API token may not create link tokens for tenant %s", *req.TenantID)
+		}
+		lt.TenantID = *req.TenantID
+		name, err := s.integrationNamed(req)
+		if err != nil {
+			return nil, err
+		}
+		lt.Integration = name
 	}
-	in, ok := s.integrations[lt.Integration]
-	if !ok {
-		return nil, wire.Errorf(http.StatusBadRequest, "integration %q is not configured", lt.Integration)
-	}
-	switch in.Auth {
-	case account.MethodOAuth2, account.MethodAPIKey, account.MethodBasic:
-	default:
-		return nil, wire.Errorf(http.StatusBadRequest, "integration %q authenticates with %s: there is nothing for an end user to connect", in.Name, in.Auth)
+	if lt.Integration != "" {
+		if _, err := s.connectable(lt.Integration); err != nil {
+			return nil, err
+		}
+	} else if len(s.connectableNames()) == 0 {
+		return nil, wire.Errorf(http.StatusBadRequest, "no integration of this gateway can be connected by an end user (oauth2, api_key or basic): name one with integration")
 	}
 	if req.RedirectURI != "" {
 		u, err := url.Parse(req.RedirectURI)
@@ -155,6 +145,68 @@ func (s *Service) linkTokenFor(ctx context.Context, req *linkTokenRequest) (*tok
 	}
 	lt.Scopes = req.Scopes
 	return lt, nil
+}
+
+// integrationNamed is the integration a new connection's request names, by
+// name or by environment_integration_id ("" when it names none: the end
+// user picks).
+func (s *Service) integrationNamed(req *wire.LinkTokenRequest) (string, error) {
+	var name string
+	if req.Integration != nil {
+		name = *req.Integration
+		if name == "" {
+			return "", wire.Errorf(http.StatusBadRequest, "integration must not be empty: leave it out to let the end user pick")
+		}
+	}
+	if req.EnvironmentIntegrationID != nil {
+		id := *req.EnvironmentIntegrationID
+		byID, ok := "", false
+		if s.opts.Environment != nil {
+			byID, ok = s.opts.Environment.IntegrationByEnvironmentID(id)
+		}
+		if !ok {
+			return "", wire.Errorf(http.StatusBadRequest, "environment_integration_id %q is not an integration of this gateway", id)
+		}
+		if name != "" && name != byID {
+			return "", wire.Errorf(http.StatusBadRequest, "integration %q and environment_integration_id %q name different integrations", name, id)
+		}
+		name = byID
+	}
+	return name, nil
+}
+
+// connectable returns the integration name if an end user can connect it
+// on the connect page.
+func (s *Service) connectable(name string) (*account.Integration, error) {
+	in, ok := s.integrations[name]
+	if !ok {
+		return nil, wire.Errorf(http.StatusBadRequest, "integration %q is not configured", name)
+	}
+	switch in.Auth {
+	case account.MethodOAuth2, account.MethodAPIKey, account.MethodBasic:
+		return in, nil
+	}
+	return nil, wire.Errorf(http.StatusBadRequest, "integration %q authenticates with %s: there is nothing for an end user to connect", in.Name, in.Auth)
+}
+
+// connectableNames are the integrations an end user can connect, sorted.
+func (s *Service) connectableNames() []string {
+	var out []string
+	for name := range s.integrations {
+		if _, err := s.connectable(name); err == nil {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// tenantAllowed reports whether the API caller may act for tenant.
+func (s *Service) tenantAllowed(ctx context.Context, tenant string) bool {
+	if s.opts.TenantAllowed == nil {
+		return true
+	}
+	return s.opts.TenantAllowed(ctx, tenant)
 }
 
 // validScope reports whether sc is a scope-token of RFC 6749 §3.3.

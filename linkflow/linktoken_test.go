@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -31,8 +32,8 @@ func TestCreateLinkTokenForNewConnection(t *testing.T) {
 	if want := h.public + "/connect-account?link_token=" + lt.LinkToken; lt.URL != want {
 		t.Errorf("url = %q, want %q", lt.URL, want)
 	}
-	if want := h.clock.Now().Add(7 * 24 * time.Hour); !lt.ExpiresAt.Equal(want) {
-		t.Errorf("expires_at = %s, want %s (7 days)", lt.ExpiresAt, want)
+	if want := h.clock.Now().Add(7 * 24 * time.Hour); !time.Time(lt.ExpiresAt).Equal(want) {
+		t.Errorf("expires_at = %s, want %s (7 days)", time.Time(lt.ExpiresAt), want)
 	}
 
 	sum := sha256.Sum256([]byte(lt.LinkToken))
@@ -54,6 +55,35 @@ func TestCreateLinkTokenForNewConnection(t *testing.T) {
 		if strings.Contains(string(b), lt.LinkToken) {
 			t.Errorf("%s holds the link token in clear", f)
 		}
+	}
+}
+
+// TestCreateLinkTokenTrutoFields: the body Truto's TypeScript SDK sends
+// for a new connection — tenant_id alone, with unified_model_id — and the
+// other documented fields are accepted; the token leaves the integration
+// to the end user, and expires_at has milliseconds, as every time.
+func TestCreateLinkTokenTrutoFields(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	r := h.postJSON(h.public+"/link-token", `{"tenant_id":"acme-1","unified_model_id":"4a4de828-f4db-4c9e-adfd-434e0864c3c7",`+
+		`"truto_static_gate_id":"gate","region":"wnam","persist_previous_context":false}`)
+	if r.status != http.StatusCreated {
+		t.Fatalf("= %d %s", r.status, r.body)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(r.body), &got); err != nil {
+		t.Fatal(err)
+	}
+	exp, _ := got["expires_at"].(string)
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`).MatchString(exp) {
+		t.Errorf("expires_at %q is not RFC 3339 UTC with milliseconds", exp)
+	}
+	sum := sha256.Sum256([]byte(got["link_token"].(string)))
+	stored, err := h.store.GetLinkToken(context.Background(), sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.TenantID != "acme-1" || stored.Integration != "" || stored.AccountID != "" {
+		t.Errorf("stored link token = %+v, want tenant acme-1 and no integration (the end user picks)", stored)
 	}
 }
 
@@ -84,8 +114,8 @@ func TestCreateLinkTokenTTLIsConfigurable(t *testing.T) {
 	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &lt) != nil {
 		t.Fatalf("= %d %s", rec.Code, rec.Body)
 	}
-	if want := h.clock.Now().Add(time.Hour); !lt.ExpiresAt.Equal(want) {
-		t.Errorf("expires_at = %s, want %s", lt.ExpiresAt, want)
+	if want := h.clock.Now().Add(time.Hour); !time.Time(lt.ExpiresAt).Equal(want) {
+		t.Errorf("expires_at = %s, want %s", time.Time(lt.ExpiresAt), want)
 	}
 }
 
@@ -99,7 +129,9 @@ func TestCreateLinkTokenRejectsBadInput(t *testing.T) {
 	}{
 		{"both", `{"integrated_account_id":"` + a.ID + `","tenant_id":"t","integration":"acme"}`, 400, "not both"},
 		{"neither", `{"redirect_uri":"` + appOriginForHandlers + `"}`, 400, "give integrated_account_id"},
-		{"tenant without integration", `{"tenant_id":"t"}`, 400, "both tenant_id and integration"},
+		{"tenant with an empty integration", `{"tenant_id":"t","integration":""}`, 400, "leave it out"},
+		{"reconnect naming an integration", `{"integrated_account_id":"` + a.ID + `","integration":"acme"}`, 400, "keeps the account's integration"},
+		{"unknown environment integration", `{"tenant_id":"t","environment_integration_id":"0f3b8e0e-0000-4000-8000-000000000000"}`, 400, "not an integration of this gateway"},
 		{"bad tenant id", `{"tenant_id":"a b","integration":"acme"}`, 400, "tenant_id"},
 		{"long tenant id", `{"tenant_id":"` + strings.Repeat("x", 257) + `","integration":"acme"}`, 400, "tenant_id"},
 		{"unknown integration", `{"tenant_id":"t","integration":"nope"}`, 400, "not configured"},

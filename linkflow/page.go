@@ -32,7 +32,15 @@ const (
 	kindAPIKey = "api_key"
 	kindBasic  = "basic"
 	kindResult = "result"
+	kindPicker = "picker"
 )
+
+// choice is one integration of the picker.
+type choice struct {
+	Name  string
+	Label string
+	URL   string
+}
 
 // pageData is everything page.html shows. It holds the link token only on
 // the connect page, in the form that spends it.
@@ -47,6 +55,15 @@ type pageData struct {
 	LinkToken   string
 	Error       string
 	Username    string
+	// Picked is the integration the end user picked, for a link token
+	// that names none; Back leads to the list again.
+	Picked string
+	Back   string
+	// Choices are the integrations of the picker page.
+	Choices []choice
+	// Unreachable is the origin of the page that opened this one when the
+	// result cannot be posted to it (not an allowed origin).
+	Unreachable string
 
 	Success bool
 	Heading string
@@ -128,16 +145,16 @@ func (s *Service) renderError(w http.ResponseWriter, status int, lt *tokenstore.
 // renderSuccess shows the end of a connection and posts it to the
 // application; with no opener nor parent (same-window mode) page.js goes to
 // the link token's redirect_uri instead.
-func (s *Service) renderSuccess(w http.ResponseWriter, lt *tokenstore.LinkToken, accountID string, iframe bool) {
+func (s *Service) renderSuccess(w http.ResponseWriter, lt *tokenstore.LinkToken, integration, accountID string, iframe bool) {
 	post := &postConfig{
-		Message: map[string]any{"is_truto": true, "result": "success", "integration": lt.Integration, "integrated_account_id": accountID},
+		Message: map[string]any{"is_truto": true, "result": "success", "integration": integration, "integrated_account_id": accountID},
 		Targets: s.targets(lt),
 	}
 	if lt.RedirectURI != "" {
 		if u, err := url.Parse(lt.RedirectURI); err == nil {
 			q := u.Query()
 			q.Set("result", "success")
-			q.Set("integration", lt.Integration)
+			q.Set("integration", integration)
 			q.Set("integrated_account_id", accountID)
 			u.RawQuery = q.Encode()
 			post.Redirect = u.String()
@@ -147,7 +164,7 @@ func (s *Service) renderSuccess(w http.ResponseWriter, lt *tokenstore.LinkToken,
 		Kind:        kindResult,
 		Iframe:      iframe,
 		Success:     true,
-		Integration: lt.Integration,
+		Integration: integration,
 		AccountID:   accountID,
 		Heading:     "Connection successful",
 		Message:     "Connection successful. You can close this tab.",

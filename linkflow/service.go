@@ -10,6 +10,7 @@
 package linkflow
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -76,6 +78,13 @@ type Options struct {
 	// OnCommit, if set, is called after a commit that wrote webhook
 	// events, to wake the dispatcher.
 	OnCommit func()
+	// Environment maps Truto's environment_integration_id to integration
+	// names. Optional.
+	Environment *wire.Environment
+	// TenantAllowed, if set, tells whether the API caller whose request
+	// carries ctx may act for a tenant; a link token for another tenant is
+	// refused. Nil allows every tenant.
+	TenantAllowed func(ctx context.Context, tenant string) bool
 }
 
 // Service serves link tokens and the connect-account flow.
@@ -89,6 +98,7 @@ type Service struct {
 	log          *zap.Logger
 	binding      *binding
 	submits      *submitLimiter
+	openers      openerWarnings
 }
 
 // New returns a Service over store for the given integrations (by name).

@@ -6,6 +6,18 @@
   if (close) {
     close.addEventListener("click", function () { window.close(); });
   }
+  // The server marks a page opened from an origin it may not post to; the
+  // mark is kept for the rest of this window's visit (sessionStorage
+  // survives the provider's sign-in, on this origin), so the result page
+  // can tell the end user that the application will not hear of it.
+  var key = "linkgate-unreachable-opener";
+  try {
+    if (document.body.dataset.unreachable) {
+      sessionStorage.setItem(key, document.body.dataset.unreachable);
+    }
+  } catch (e) {
+    // Storage may be off; the note is then shown on fewer pages.
+  }
   var el = document.getElementById("linkgate-result");
   if (!el) {
     return;
@@ -20,6 +32,16 @@
   // its own (same-window mode) goes back to the application instead.
   var target = window.opener || (window.parent !== window ? window.parent : null);
   if (target) {
+    var refused = null;
+    try {
+      refused = sessionStorage.getItem(key);
+    } catch (e) {
+      refused = null;
+    }
+    var note = document.getElementById("unreachable-note");
+    if (note && (refused || !(cfg.targets || []).length)) {
+      note.hidden = false;
+    }
     (cfg.targets || []).forEach(function (origin) {
       try {
         target.postMessage(cfg.message, origin);
