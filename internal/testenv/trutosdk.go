@@ -106,4 +106,3 @@ func mainFromTarball(path string) ([]byte, error) {
 		}
 	}
 }
-
