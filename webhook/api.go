@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/linkgate/linkgate/account"
@@ -15,8 +16,11 @@ import (
 // NewAPI serves the webhook routes of the accounts API to a caller the glue
 // has already authenticated:
 //
-//	POST /webhook/test                         send a test event to every endpoint
-//	GET  /webhook                              the configured endpoints, never their secrets
+//	POST /webhook/test                         send a test event to {"id"}'s endpoint
+//	                                           (or every one) now, and say how each answered
+//	GET  /webhook                              the configured endpoints as Truto's webhook
+//	                                           objects, never their secrets
+//	GET  /webhook/{id}                         one endpoint
 //	POST /webhook/{id}/enable                  enable an endpoint disabled by a 410
 //	GET  /webhook-delivery                     the delivery log (status, event,
 //	                                           integrated_account_id, next_cursor, limit)
@@ -28,6 +32,7 @@ func NewAPI(store tokenstore.Store, d *Dispatcher) http.Handler {
 	a := &api{store: store, d: d, mux: http.NewServeMux()}
 	a.mux.HandleFunc("/webhook", a.method(http.MethodGet, a.listEndpoints))
 	a.mux.HandleFunc("/webhook/test", a.method(http.MethodPost, a.test))
+	a.mux.HandleFunc("/webhook/{id}", a.method(http.MethodGet, a.getEndpoint))
 	a.mux.HandleFunc("/webhook/{id}/enable", a.method(http.MethodPost, a.enable))
 	a.mux.HandleFunc("/webhook-delivery", a.method(http.MethodGet, a.listDeliveries))
 	a.mux.HandleFunc("/webhook-delivery/{id}", a.method(http.MethodGet, a.getDelivery))
@@ -53,7 +58,11 @@ func (a *api) method(m string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != m {
 			w.Header().Set("Allow", m)
-			wire.WriteError(w, http.StatusMethodNotAllowed, r.URL.Path+" accepts "+m+" only")
+			msg := r.URL.Path + " accepts " + m + " only"
+			if strings.HasPrefix(r.URL.Path, "/webhook") && !strings.HasPrefix(r.URL.Path, "/webhook-delivery") {
+				msg += ": webhook endpoints are configured in the integrated_accounts app (webhook <url> {…}), not through the API"
+			}
+			wire.WriteError(w, http.StatusMethodNotAllowed, msg)
 			return
 		}
 		h(w, r)
@@ -73,14 +82,32 @@ func (a *api) notify() {
 	}
 }
 
-// EndpointView is an endpoint as the API shows it: no secrets, and the URL
-// without query or user info.
-type EndpointView struct {
-	ID             string   `json:"id"`
-	URL            string   `json:"url"`
-	Events         []string `json:"events"`
-	Disabled       bool     `json:"disabled"`
-	DisabledReason string   `json:"disabled_reason,omitempty"`
+// environment is the dispatcher's environment, or an empty one.
+func (a *api) environment() *wire.Environment {
+	if a.d != nil && a.d.opts.Environment != nil {
+		return a.d.opts.Environment
+	}
+	env := &wire.Environment{}
+	if a.d != nil {
+		env.ID = a.d.opts.EnvironmentID
+	}
+	return env
+}
+
+// webhookObject is ep as Truto's webhook object.
+func (a *api) webhookObject(ep Endpoint, disabled map[string]string) wire.Webhook {
+	env := a.environment()
+	reason, off := disabled[ep.URL]
+	return wire.Webhook{
+		ID:             ep.WebhookID(),
+		TargetURL:      redactURL(ep.URL),
+		IsActive:       !off,
+		EnvironmentID:  env.ID,
+		EventTypes:     eventTypes(ep),
+		CreatedAt:      wire.Time(env.CreatedAt),
+		UpdatedAt:      wire.Time(env.CreatedAt),
+		DisabledReason: reason,
+	}
 }
 
 func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) {
@@ -89,30 +116,71 @@ func (a *api) listEndpoints(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusServiceUnavailable, "reading the disabled endpoints failed; try again")
 		return
 	}
-	out := []EndpointView{}
+	out := []wire.Webhook{}
 	if a.d != nil {
 		for _, ep := range a.d.endpoints {
-			reason, off := disabled[ep.URL]
-			events := ep.Events
-			if len(events) == 0 {
-				events = []string{"*"}
-			}
-			out = append(out, EndpointView{ID: ep.WebhookID(), URL: redactURL(ep.URL), Events: events, Disabled: off, DisabledReason: reason})
+			out = append(out, a.webhookObject(ep, disabled))
 		}
 	}
-	wire.WriteJSON(w, http.StatusOK, map[string]any{"result": out})
+	wire.WriteJSON(w, http.StatusOK, map[string]any{"result": out, "next_cursor": nil, "limit": len(out)})
 }
 
+func (a *api) getEndpoint(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if a.d != nil {
+		for _, ep := range a.d.endpoints {
+			if ep.WebhookID() != id {
+				continue
+			}
+			disabled, err := a.store.DisabledEndpoints(r.Context())
+			if err != nil {
+				wire.WriteError(w, http.StatusServiceUnavailable, "reading the disabled endpoints failed; try again")
+				return
+			}
+			wire.WriteJSON(w, http.StatusOK, a.webhookObject(ep, disabled))
+			return
+		}
+	}
+	wire.WriteError(w, http.StatusNotFound, "no webhook endpoint with id "+strconv.Quote(id))
+}
+
+// test sends a test event at once to the endpoint the body names (Truto's
+// {"id"}), or to every endpoint when the body is empty or names none,
+// regardless of the endpoints' event filters, and answers with what each
+// endpoint answered: success is true only when every one answered 2xx.
 func (a *api) test(w http.ResponseWriter, r *http.Request) {
-	now := a.now().UTC()
-	payload := []byte(`{"message":"a test event from linkgate","sent_at":"` + formatTime(now) + `"}`)
-	ev := tokenstore.Event{ID: newEventID(), Name: account.EventTest, Payload: payload, CreatedAt: now}
-	if err := a.store.AddEvents(r.Context(), []tokenstore.Event{ev}); err != nil {
-		wire.WriteError(w, http.StatusServiceUnavailable, "storing the test event failed; try again")
+	var req wire.WebhookTestRequest
+	if r.ContentLength != 0 {
+		if err := wire.DecodeJSON(r, &req); err != nil {
+			var we *wire.Error
+			if !errors.As(err, &we) || !strings.Contains(we.Message, "body is empty") {
+				wire.WriteErr(w, err)
+				return
+			}
+		}
+	}
+	id := ""
+	if req.ID != nil {
+		id = *req.ID
+		if id == "" {
+			wire.WriteError(w, http.StatusBadRequest, "id must name a webhook endpoint (GET /webhook lists them); leave it out to test every endpoint")
+			return
+		}
+	}
+	if a.d == nil {
+		wire.WriteError(w, http.StatusNotFound, "no webhook endpoint is configured")
 		return
 	}
-	a.notify()
-	wire.WriteJSON(w, http.StatusCreated, map[string]any{"success": true, "id": ev.ID})
+	res, err := a.d.SendTest(r.Context(), id)
+	if errors.Is(err, ErrNoEndpoint) {
+		wire.WriteError(w, http.StatusNotFound, "no webhook endpoint with id "+strconv.Quote(id))
+		return
+	}
+	if err != nil {
+		wire.WriteError(w, http.StatusServiceUnavailable, "sending the test event failed; try again")
+		return
+	}
+	wire.WriteJSON(w, http.StatusOK, res)
 }
 
 func (a *api) enable(w http.ResponseWriter, r *http.Request) {

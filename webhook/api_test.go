@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -28,20 +30,26 @@ func TestAPI(t *testing.T) {
 		}
 	}
 
-	// A test event reaches the endpoint.
+	// A test event goes to the endpoint at once; the answer says how it
+	// answered.
 	rec := doAPI(t, api, http.MethodPost, "/webhook/test")
-	var created struct {
-		Success bool
-		ID      string
-	}
-	if rec.Code != http.StatusCreated || json.Unmarshal(rec.Body.Bytes(), &created) != nil || !created.Success ||
-		!strings.HasPrefix(created.ID, "evt_") {
+	var res wire.WebhookTestResult
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &res) != nil || !res.Success ||
+		!strings.HasPrefix(res.EventID, "evt_") || len(res.Results) != 1 || res.Results[0].Status != http.StatusNoContent {
 		t.Fatalf("POST /webhook/test: %d %s", rec.Code, rec.Body)
 	}
-	waitFor(t, "the test event", 10*time.Second, func() bool { return rc.count() == 1 })
-	if got := rc.deliveries()[0]; got.header.Get(HeaderID) != created.ID || Verify([]string{sec}, got.header, got.body, 0) != nil {
+	noSecrets(t, rec.Body.String())
+	if rc.count() != 1 {
+		t.Fatalf("the endpoint got %d requests, want the test event", rc.count())
+	}
+	if got := rc.deliveries()[0]; got.header.Get(HeaderID) != res.EventID || Verify([]string{sec}, got.header, got.body, 0) != nil {
 		t.Fatalf("test delivery: %v", got.header)
 	}
+
+	// An event of the outbox is delivered and logged.
+	created := struct{ ID string }{addTestEvents(t, st, 1)[0].ID}
+	d.Notify()
+	waitFor(t, "the event", 10*time.Second, func() bool { return rc.count() == 2 })
 	waitFor(t, "delivered", 5*time.Second, func() bool {
 		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == 1
 	})
@@ -73,7 +81,8 @@ func TestAPI(t *testing.T) {
 
 	// Endpoints, never their secrets.
 	rec = doAPI(t, api, http.MethodGet, "/webhook")
-	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"id":"wh_main"`) || !strings.Contains(rec.Body.String(), `"disabled":false`) {
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"id":"wh_main"`) || !strings.Contains(rec.Body.String(), `"is_active":true`) ||
+		!strings.Contains(rec.Body.String(), `"event_types":["test"]`) {
 		t.Fatalf("GET /webhook: %d %s", rec.Code, rec.Body)
 	}
 	noSecrets(t, rec.Body.String())
@@ -92,6 +101,10 @@ func TestAPI(t *testing.T) {
 		{http.MethodPost, "/webhook-delivery/dlv_unknown/redeliver", http.StatusNotFound},
 		{http.MethodPost, "/webhook/wh_unknown/enable", http.StatusNotFound},
 		{http.MethodGet, "/webhook/test", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/webhook/wh_unknown", http.StatusNotFound},
+		{http.MethodPatch, "/webhook/wh_main", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/webhook/wh_main", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/webhook", http.StatusMethodNotAllowed},
 		{http.MethodDelete, "/webhook-delivery/" + item.ID, http.StatusMethodNotAllowed},
 		{http.MethodGet, "/webhook-deliveries", http.StatusNotFound},
 	} {
@@ -128,7 +141,7 @@ func TestAPIEnableAfterGone(t *testing.T) {
 		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})) == 1
 	})
 	rec := doAPI(t, api, http.MethodGet, "/webhook")
-	if !strings.Contains(rec.Body.String(), `"disabled":true`) || !strings.Contains(rec.Body.String(), "410") {
+	if !strings.Contains(rec.Body.String(), `"is_active":false`) || !strings.Contains(rec.Body.String(), "410") {
 		t.Fatalf("GET /webhook after 410: %s", rec.Body)
 	}
 	if rec := doAPI(t, api, http.MethodPost, "/webhook/wh_main/enable"); rec.Code != http.StatusOK {
@@ -145,4 +158,66 @@ func TestAPIEnableAfterGone(t *testing.T) {
 		g, err := st.GetDelivery(context.Background(), failed[0].ID)
 		return err == nil && g.Status == tokenstore.DeliveryDelivered
 	})
+}
+
+// TestWebhookTestEvent: POST /webhook/test {"id"} sends to that endpoint
+// only, whatever its event filter, and reports the endpoint's actual
+// answer; without an id every endpoint gets it.
+func TestWebhookTestEvent(t *testing.T) {
+	st := openStore(t)
+	good, bad := newReceiver(t), newReceiver(t)
+	bad.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusInternalServerError })
+	plain := "6e17561c-a20c-44ce-b8b5-caff0bf786fe"
+	d := NewDispatcher(st, []Endpoint{
+		// The filter leaves test events out: a test asked for still goes.
+		{ID: "wh_good", URL: good.URL(), Secrets: []string{plain}, Events: []string{"integrated_account:*"}},
+		{ID: "wh_bad", URL: bad.URL(), Secrets: []string{newSecret(t)}},
+	}, fastOptions(t))
+	startDispatcher(t, d)
+	api := NewAPI(st, d)
+	post := func(body string) (int, wire.WebhookTestResult) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/webhook/test", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		api.ServeHTTP(rec, req)
+		var res wire.WebhookTestResult
+		_ = json.Unmarshal(rec.Body.Bytes(), &res)
+		return rec.Code, res
+	}
+
+	code, res := post(`{"id":"wh_good"}`)
+	if code != http.StatusOK || !res.Success || len(res.Results) != 1 || res.Results[0].ID != "wh_good" || res.Results[0].Status != http.StatusNoContent {
+		t.Fatalf("test of wh_good: %d %+v", code, res)
+	}
+	if good.count() != 1 || bad.count() != 0 {
+		t.Fatalf("deliveries: good %d, bad %d; want the named endpoint only", good.count(), bad.count())
+	}
+	got := good.deliveries()[0]
+	var env Envelope
+	if json.Unmarshal(got.body, &env) != nil || env.Event != "test" || env.WebhookID != "wh_good" {
+		t.Fatalf("test envelope: %s", got.body)
+	}
+	if err := Verify([]string{plain}, got.header, got.body, 0); err != nil {
+		t.Fatalf("signature with the plain secret: %v", err)
+	}
+
+	code, res = post(`{"id":"wh_bad"}`)
+	if code != http.StatusOK || res.Success || len(res.Results) != 1 || res.Results[0].Status != http.StatusInternalServerError || res.Results[0].Error == "" {
+		t.Fatalf("test of an endpoint answering 500: %d %+v", code, res)
+	}
+	code, res = post(``)
+	if code != http.StatusOK || res.Success || len(res.Results) != 2 {
+		t.Fatalf("test of every endpoint: %d %+v", code, res)
+	}
+	if code, _ := post(`{"id":"wh_nope"}`); code != http.StatusNotFound {
+		t.Fatalf("unknown id: %d", code)
+	}
+	if code, _ := post(`{"id":""}`); code != http.StatusBadRequest {
+		t.Fatalf("empty id: %d", code)
+	}
+	// A test is not an outbox event: nothing is queued to be sent again.
+	if n, err := st.PendingDeliveries(context.Background()); err != nil || n != 0 {
+		t.Fatalf("pending deliveries after tests: %d %v", n, err)
+	}
 }

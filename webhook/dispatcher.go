@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/linkgate/linkgate/internal/prom"
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -77,6 +78,10 @@ type Options struct {
 	BatchSize int
 	// EnvironmentID is written in every envelope.
 	EnvironmentID string
+	// Environment, when set, turns account payloads into Truto's
+	// integrated account shape, and its ID is the envelopes'
+	// environment_id.
+	Environment *wire.Environment
 	// UserAgent of the deliveries. Default "linkgate-webhooks/1".
 	UserAgent string
 	// Now is the clock; default time.Now.
@@ -534,7 +539,7 @@ func (d *Dispatcher) attempt(t *target, j job) {
 		return
 	}
 
-	body, err := NewEnvelope(dl.Event, d.opts.EnvironmentID, t.id).Marshal()
+	body, err := d.envelope(dl.Event, t.id).Marshal()
 	if err != nil {
 		d.fail(&dl, "encoding the envelope failed")
 		return

@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -44,13 +46,26 @@ func NewEnvelope(e tokenstore.Event, environmentID, webhookID string) Envelope {
 	}
 }
 
+// envelope is the envelope of e for the endpoint webhookID, with an
+// account payload in Truto's shape when the dispatcher knows its
+// environment. It depends only on the event and the configuration, so a
+// retry sends the same bytes.
+func (d *Dispatcher) envelope(e tokenstore.Event, webhookID string) Envelope {
+	env := d.opts.Environment
+	if env == nil {
+		return NewEnvelope(e, d.opts.EnvironmentID, webhookID)
+	}
+	if e.Name != account.EventDeleted && e.Name != account.EventTest {
+		e.Payload = env.AccountPayload(e.Payload)
+	}
+	return NewEnvelope(e, env.ID, webhookID)
+}
+
 // Marshal encodes the envelope as the delivery body.
 func (e Envelope) Marshal() ([]byte, error) {
 	return json.Marshal(e)
 }
 
-func formatTime(t time.Time) string {
-	return t.UTC().Format(TimeFormat)
-}
+func formatTime(t time.Time) string { return wire.FormatTime(t) }
 
 func newEventID() string { return "evt_" + uuid.NewString() }

@@ -47,12 +47,29 @@ var (
 	ErrNoSecrets        = errors.New("no webhook secret configured")
 )
 
-// ParseSecret decodes a "whsec_<base64>" secret into its HMAC key. The error
-// never quotes the secret.
+// MinPlainSecret is the shortest plain (not whsec_) secret accepted: a
+// UUID, the form of Truto's webhook secrets, has 36 characters.
+const MinPlainSecret = 32
+
+// ParseSecret returns the Standard Webhooks HMAC key of a secret, which is
+// either "whsec_<base64>" (the key is the decoded bytes) or, as Truto issues
+// them, a plain string of at least MinPlainSecret printable characters, such
+// as a UUID (the key is the string's bytes; StandardSecret gives the
+// whsec_ form a Standard Webhooks library expects). X-Truto-Signature is
+// keyed by the secret exactly as configured in both cases. The error never
+// quotes the secret.
 func ParseSecret(s string) ([]byte, error) {
 	rest, ok := strings.CutPrefix(s, SecretPrefix)
 	if !ok {
-		return nil, fmt.Errorf("webhook secret must start with %q", SecretPrefix)
+		if len(s) < MinPlainSecret {
+			return nil, fmt.Errorf("webhook secret is %d characters long: use a plain secret of at least %d (a UUID, as Truto issues, has 36) or whsec_<base64>", len(s), MinPlainSecret)
+		}
+		for _, r := range s {
+			if r <= ' ' || r > '~' {
+				return nil, fmt.Errorf("a plain webhook secret must be printable ASCII without spaces")
+			}
+		}
+		return []byte(s), nil
 	}
 	key, err := base64.StdEncoding.DecodeString(rest)
 	if err != nil {
@@ -62,6 +79,17 @@ func ParseSecret(s string) ([]byte, error) {
 		return nil, fmt.Errorf("webhook secret is %d bytes long; use at least 24 random bytes (e.g. whsec_ + `openssl rand -base64 32`)", len(key))
 	}
 	return key, nil
+}
+
+// StandardSecret returns the whsec_ form of a secret for Standard Webhooks
+// libraries: a whsec_ secret as it is, a plain secret as "whsec_" and the
+// base64 of its bytes, which is the key linkgate signs webhook-signature
+// with.
+func StandardSecret(secret string) string {
+	if strings.HasPrefix(secret, SecretPrefix) {
+		return secret
+	}
+	return SecretPrefix + base64.StdEncoding.EncodeToString([]byte(secret))
 }
 
 // signer signs deliveries to one endpoint: a Standard Webhooks signature per

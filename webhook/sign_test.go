@@ -31,10 +31,11 @@ func TestParseSecret(t *testing.T) {
 		t.Fatalf("ParseSecret(good) = %d bytes, %v", len(k), err)
 	}
 	for name, s := range map[string]string{
-		"no prefix":  strings.TrimPrefix(good, SecretPrefix),
-		"not base64": SecretPrefix + "!!!!not-base64-secret-value!!!!",
-		"too short":  SecretPrefix + base64.StdEncoding.EncodeToString([]byte("short")),
-		"empty":      "",
+		"short plain":        "hunter2-not-a-whsec",
+		"plain with a space": "f49fa6c3-3d60-4d7e-bc86 16259a5d0db0",
+		"not base64":         SecretPrefix + "!!!!not-base64-secret-value!!!!",
+		"too short":          SecretPrefix + base64.StdEncoding.EncodeToString([]byte("short")),
+		"empty":              "",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := ParseSecret(s)
@@ -162,6 +163,33 @@ func TestVerifyAcceptsOfficialLibrarySignatures(t *testing.T) {
 	// A wider tolerance accepts the ten-minute-old message.
 	if err := Verify([]string{sec}, mk("msg_1", now.Add(-10*time.Minute), body), body, time.Hour); err != nil {
 		t.Fatalf("tolerance of an hour: %v", err)
+	}
+}
+
+// TestPlainSecret: a Truto-style UUID secret keys X-Truto-Signature as
+// Truto does (the string as given), and webhook-signature with its bytes,
+// which a Standard Webhooks library verifies when given StandardSecret.
+func TestPlainSecret(t *testing.T) {
+	const sec = "6e17561c-a20c-44ce-b8b5-caff0bf786fe"
+	body := []byte(`{"id":"evt_1","event":"test"}`)
+	h := signedHeaders(t, []string{sec}, "", "evt_1", time.Now(), body)
+	m := hmac.New(sha256.New, []byte(sec))
+	m.Write(body)
+	if got, want := h.Get(HeaderTruto), "format=sha256,v="+hex.EncodeToString(m.Sum(nil)); got != want {
+		t.Fatalf("X-Truto-Signature = %q, want %q", got, want)
+	}
+	wh, err := standardwebhooks.NewWebhook(StandardSecret(sec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(body, h); err != nil {
+		t.Fatalf("the official library with StandardSecret rejects the signature: %v", err)
+	}
+	if err := Verify([]string{sec}, h, body, time.Minute); err != nil {
+		t.Fatalf("Verify with the plain secret: %v", err)
+	}
+	if StandardSecret("whsec_abc") != "whsec_abc" {
+		t.Fatal("StandardSecret changed a whsec_ secret")
 	}
 }
 
