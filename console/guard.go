@@ -20,8 +20,8 @@ const (
 	DefaultPasswordChecks = 1
 	// DefaultFailedSignInBurst failed password sign-ins may happen at once
 	// server-wide; then one more every DefaultFailedSignInEvery.
-	DefaultFailedSignInBurst = 10
-	DefaultFailedSignInEvery = 30 * time.Second
+	DefaultFailedSignInBurst = 5
+	DefaultFailedSignInEvery = time.Minute
 	// DefaultPasswordCheckWait is how long a sign-in waits for a free
 	// password check before it is told to try again.
 	DefaultPasswordCheckWait = 10 * time.Second
