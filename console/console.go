@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -231,6 +232,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sub = "/"
 	}
 	securityHeaders(w.Header())
+	if err := wire.CheckRequestText(r); err != nil {
+		c.renderError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
 
 	switch {
 	case strings.HasPrefix(sub, "/assets/"):

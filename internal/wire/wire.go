@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -226,4 +227,42 @@ func jsonProblem(err error) string {
 		return "unexpected end of input"
 	}
 	return "not a valid JSON value of the expected shape"
+}
+
+// CheckRequestText refuses a request whose path or query is not text every
+// store can hold: invalid UTF-8 or a NUL (both arrive percent-encoded, as
+// %FF or %00), or a query string that does not decode. Ids, filters and
+// cursors come from there, and PostgreSQL refuses such text where SQLite
+// would merely find nothing: one answer, a 400, for both.
+func CheckRequestText(r *http.Request) error {
+	if !isText(r.URL.Path) {
+		return Errorf(http.StatusBadRequest, "the path is not valid text: it holds invalid UTF-8 or a NUL character")
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return Errorf(http.StatusBadRequest, "the query string is malformed: %s", queryProblem(err))
+	}
+	for k, vs := range q {
+		if !isText(k) {
+			return Errorf(http.StatusBadRequest, "a query parameter name is not valid text: it holds invalid UTF-8 or a NUL character")
+		}
+		for _, v := range vs {
+			if !isText(v) {
+				return Errorf(http.StatusBadRequest, "query parameter %s is not valid text: it holds invalid UTF-8 or a NUL character", strconv.Quote(k))
+			}
+		}
+	}
+	return nil
+}
+
+func isText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// queryProblem describes a query parsing error without quoting the query,
+// which may hold a secret.
+func queryProblem(err error) string {
+	var esc url.EscapeError
+	if errors.As(err, &esc) {
+		return "a bad percent-escape"
+	}
+	return "it cannot be parsed"
 }
