@@ -114,11 +114,22 @@ type ConnectState struct {
 	ExpiresAt     time.Time
 }
 
+// ConnectStatesPerLinkToken is how many OAuth states of one link token a
+// store keeps: the end user may press connect again (another tab, a closed
+// popup) and finish any of the last few, but a script looping on the
+// connect button cannot grow the store.
+const ConnectStatesPerLinkToken = 5
+
 // LinkTokens stores link tokens and connect states.
 type LinkTokens interface {
 	CreateLinkToken(ctx context.Context, lt *LinkToken) error
 	// GetLinkToken reads a link token by the hash of its value.
 	GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, error)
+	// CreateConnectState stores a state of a link token (ErrNotFound if
+	// the link token does not exist) and, in the same transaction, deletes
+	// the link token's older states beyond the newest ConnectStatesPerLinkToken:
+	// it keeps the new state and those that expire last. However often a
+	// link token is used to start a flow, its states take bounded room.
 	CreateConnectState(ctx context.Context, s *ConnectState) error
 	// TakeConnectState reads and deletes a state in one step: of two callers
 	// with the same state exactly one gets it, the other ErrNotFound.
