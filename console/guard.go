@@ -100,12 +100,17 @@ func NewGuard(o GuardOptions) *Guard {
 
 // clientKey is the rate-limit bucket of a client address: the address
 // itself for IPv4, its /64 for IPv6 (one host usually holds a whole /64, so
-// per-address buckets would give it 2^64 of them). Anything that is not an
-// IP address is its own bucket.
+// per-address buckets would give it 2^64 of them). A port, if any, is
+// dropped: a client gets one bucket, not one per connection. Anything that
+// is not an IP address is its own bucket.
 func clientKey(ip string) string {
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
-		return ip
+		ap, perr := netip.ParseAddrPort(ip)
+		if perr != nil {
+			return ip
+		}
+		a = ap.Addr()
 	}
 	a = a.Unmap()
 	if a.Is4() {
