@@ -238,3 +238,50 @@ func TestConsoleInCaddy(t *testing.T) {
 		t.Fatalf("console after the users changed: %d; want the session ended", status)
 	}
 }
+
+// Behind a proxy that ends TLS the console is reached in plain HTTP, but the
+// browser is on https: the cookies must be Secure all the same.
+func TestConsoleCookiesAreSecureWhenThePublicURLIsHTTPS(t *testing.T) {
+	up := testenv.NewUpstream(t, testenv.UpstreamOptions{APIKey: "k", APIKeyHeader: "X-Api-Key"})
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, scheme := range []string{"https", "http"} {
+		g := newGateway(t)
+		cfg := strings.Replace(consoleCaddyfile, "public_url http://", "public_url "+scheme+"://", 1)
+		if err := loadCaddyfile(t, g.expand(cfg, "{{UPSTREAM}}", up.URL(), "{{HASH}}", string(hash))); err != nil {
+			t.Fatalf("loading Caddy: %v", err)
+		}
+		resp, err := g.client.Get(g.base + "/console/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		set := resp.Header.Values("Set-Cookie")
+		if len(set) == 0 {
+			t.Fatalf("public_url %s: the sign-in page set no cookie", scheme)
+		}
+		// Sign in over the plain connection, as the proxy would forward it.
+		form := url.Values{"csrf": {consoleCSRF.FindStringSubmatch(string(b))[1]}, "secret": {"test-api-token-0123456789"}}
+		req, _ := http.NewRequest(http.MethodPost, g.base+"/console/login", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: "linkgate_console_login", Value: form.Get("csrf")})
+		resp, err = (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("public_url %s: sign-in %d; want 303", scheme, resp.StatusCode)
+		}
+		set = append(set, resp.Header.Values("Set-Cookie")...)
+		for _, c := range set {
+			if secure := strings.Contains(c, "; Secure"); secure != (scheme == "https") {
+				t.Fatalf("public_url %s: cookie %q; Secure must be %t", scheme, c, scheme == "https")
+			}
+		}
+	}
+	_ = caddy.Stop()
+}

@@ -23,11 +23,9 @@ func (s *SQLite) CreateLinkToken(ctx context.Context, lt *LinkToken) error {
 	if err != nil {
 		return fmt.Errorf("encoding link token scopes: %w", err)
 	}
-	cx := []byte("{}")
-	if lt.Context != nil {
-		if cx, err = json.Marshal(lt.Context); err != nil {
-			return fmt.Errorf("encoding link token context: %w", err)
-		}
+	cx, err := encodeLinkContext(s.sealer, lt.Hash, lt.Context)
+	if err != nil {
+		return err
 	}
 	created := lt.CreatedAt
 	if created.IsZero() {
@@ -70,8 +68,8 @@ func (s *SQLite) GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, err
 	if err := json.Unmarshal([]byte(sc), &lt.Scopes); err != nil {
 		return nil, fmt.Errorf("decoding link token scopes: %w", err)
 	}
-	if err := json.Unmarshal([]byte(cx), &lt.Context); err != nil {
-		return nil, fmt.Errorf("decoding link token context: %w", err)
+	if lt.Context, err = decodeLinkContext(s.sealer, lt.Hash, cx); err != nil {
+		return nil, err
 	}
 	if len(lt.Scopes) == 0 {
 		lt.Scopes = nil

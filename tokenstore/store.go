@@ -20,6 +20,10 @@ var (
 	ErrConflict    = errors.New("changed concurrently")
 	ErrUsed        = errors.New("already used")
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrInvalid is input the database refused as such (PostgreSQL's data
+	// exceptions: a NUL or invalid UTF-8 in a text value, a value out of
+	// range): the caller's fault, not the store's, so never a 503.
+	ErrInvalid = errors.New("input the store cannot hold")
 )
 
 // Store is everything linkgate persists.
@@ -49,7 +53,8 @@ type Accounts interface {
 	// DeleteAccount removes an account (ErrNotFound if there is none).
 	DeleteAccount(ctx context.Context, id string, events []Event) error
 	// ListAccounts returns one page of accounts, newest first, without
-	// credentials.
+	// credentials and with their context's secrets redacted (listings
+	// never decrypt): read an account with GetAccount before changing it.
 	ListAccounts(ctx context.Context, f Filter) (Page, error)
 	// ClaimExpiring returns the ids of up to limit active oauth2 accounts
 	// with a refresh token whose access token expires before the given

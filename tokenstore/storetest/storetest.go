@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"RefreshLockExclusion", testRefreshLockExclusion},
 		{"RefreshLockWaitBoundedByContext", testRefreshLockWait},
 		{"LinkTokens", testLinkTokens},
+		{"ContextSecrets", testContextSecrets},
 		{"TakeConnectStateRace", testTakeConnectStateRace},
 		{"ConnectStatesPerLinkToken", testConnectStatesPerLinkToken},
 		{"ConnectStatesPerLinkTokenConcurrent", testConnectStatesPerLinkTokenConcurrent},
@@ -1161,5 +1162,71 @@ func testClaimDeliveriesConcurrent(t *testing.T, s tokenstore.Store) {
 		if n != 1 {
 			t.Fatalf("delivery %s claimed %d times", id, n)
 		}
+	}
+}
+
+// testContextSecrets: values under secret-looking context keys come back
+// whole from GetAccount and GetLinkToken (they are sealed at rest) and
+// redacted from listings, which never decrypt.
+func testContextSecrets(t *testing.T, s tokenstore.Store) {
+	a := NewAccount("acc_ctx_secrets")
+	a.Context = map[string]any{
+		"region":        "eu",
+		"client_secret": "ctx-client-secret",
+		"nested":        map[string]any{"api-key": "ctx-nested-key", "author": "ann", "list": []any{map[string]any{"pwd": "p"}}},
+	}
+	mustCreate(t, s, a)
+	got, err := s.GetAccount(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAccount(t, got, a)
+
+	// An update without the secret drops it; one with a new secret keeps it.
+	up := got.Clone()
+	delete(up.Context, "client_secret")
+	up.Context["session"] = "ctx-session"
+	if err := s.UpdateAccount(ctx, up, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetAccount(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAccount(t, got, up)
+
+	page, err := s.ListAccounts(ctx, tokenstore.Filter{TenantID: a.TenantID})
+	if err != nil || len(page.Accounts) != 1 {
+		t.Fatalf("ListAccounts: %v, %d accounts", err, len(page.Accounts))
+	}
+	want := account.RedactContext(up.Context)
+	if !reflect.DeepEqual(page.Accounts[0].Context, want) {
+		t.Fatalf("listed context = %#v, want it redacted: %#v", page.Accounts[0].Context, want)
+	}
+
+	// Dropping every secret leaves a plain context.
+	plain := got.Clone()
+	plain.Context = map[string]any{"region": "us"}
+	if err := s.UpdateAccount(ctx, plain, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.GetAccount(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	sameAccount(t, got, plain)
+
+	now := time.Now().Truncate(time.Microsecond).UTC()
+	lt := &tokenstore.LinkToken{Hash: []byte("hash-of-secret-context-token"), TenantID: "t1", Integration: "hubspot",
+		Context:   map[string]any{"api_key": "lt-api-key", "signing_key": "lt-signing-key", "note": "visible"},
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	gotLT, err := s.GetLinkToken(ctx, lt.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotLT.Context, lt.Context) {
+		t.Fatalf("link token context = %#v, want %#v", gotLT.Context, lt.Context)
 	}
 }
