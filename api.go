@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -53,6 +52,8 @@ func (h *API) Provision(ctx caddy.Context) error {
 	m.HandleFunc("GET /integrated-account", h.list)
 	m.HandleFunc("POST /integrated-account", h.create)
 	m.HandleFunc("POST /integrated-account/refresh-credentials", h.refreshCredentials)
+	m.HandleFunc("POST /integrated-account/bulk-delete", h.bulkDelete)
+	m.HandleFunc("POST /integrated-account/token", h.accountToken)
 	m.HandleFunc("GET /integrated-account/{id}", h.get)
 	m.HandleFunc("PATCH /integrated-account/{id}", h.patch)
 	m.HandleFunc("PATCH /integrated-account/{id}/credentials", h.patchCredentials)
@@ -61,6 +62,12 @@ func (h *API) Provision(ctx caddy.Context) error {
 		rt.links.CreateLinkToken(w, r)
 	}))
 	webhooks := h.withRuntime(func(rt *runtime, w http.ResponseWriter, r *http.Request) {
+		// Webhook endpoints and their deliveries are the whole gateway's,
+		// every tenant's events mixed: a tenant's token is refused them.
+		if callerOf(r.Context()).tenant != "" {
+			wire.WriteError(w, http.StatusForbidden, "this API token is restricted to one tenant: webhook endpoints and deliveries concern every tenant; use an unrestricted API token")
+			return
+		}
 		rt.webhookAPI.ServeHTTP(w, r)
 	})
 	m.HandleFunc("/webhook", webhooks)
@@ -76,10 +83,17 @@ func (h *API) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if !h.app.authorized(bearerToken(r)) {
-		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
+	bearer := bearerToken(r)
+	c, ok := h.app.identify(bearer)
+	if !ok {
+		msg := "missing or invalid API token: send Authorization: Bearer <api token>"
+		if isAccountToken(bearer) {
+			msg = "an integrated account token authorizes proxied calls of its account only, not the API: send an API token"
+		}
+		wire.WriteError(w, http.StatusUnauthorized, msg)
 		return nil
 	}
+	r = r.WithContext(withCaller(r.Context(), c))
 	if err := wire.CheckRequestText(r); err != nil {
 		wire.WriteErr(w, err)
 		return nil
@@ -100,13 +114,19 @@ func (h *API) withRuntime(f func(rt *runtime, w http.ResponseWriter, r *http.Req
 // tenantIDPattern is what a tenant id may look like.
 var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:@+\-]{1,256}$`)
 
-// importRequest is the body of POST /integrated-account.
+// importRequest is the body of POST /integrated-account: Truto's
+// documented fields, with linkgate's integration (by name) and id.
 type importRequest struct {
-	ID                   string         `json:"id,omitempty"`
-	TenantID             string         `json:"tenant_id"`
-	Integration          string         `json:"integration"`
-	AuthenticationMethod account.Method `json:"authentication_method,omitempty"`
-	Context              map[string]any `json:"context,omitempty"`
+	ID                       string         `json:"id,omitempty"`
+	TenantID                 string         `json:"tenant_id"`
+	Integration              string         `json:"integration"`
+	EnvironmentIntegrationID string         `json:"environment_integration_id"`
+	AuthenticationMethod     account.Method `json:"authentication_method,omitempty"`
+	Context                  map[string]any `json:"context,omitempty"`
+	// Accepted and ignored: a self-hosted gateway places accounts where
+	// its store is, and has no sandbox accounts.
+	Region    any `json:"region"`
+	IsSandbox any `json:"is_sandbox"`
 }
 
 func (h *API) create(w http.ResponseWriter, r *http.Request) {
@@ -119,9 +139,29 @@ func (h *API) create(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusBadRequest, "tenant_id is required: 1 to 256 of A-Z a-z 0-9 . _ : @ + -")
 		return
 	}
+	if !callerOf(r.Context()).allows(req.TenantID) {
+		wire.WriteError(w, http.StatusForbidden, fmt.Sprintf("this API token may not create accounts for tenant %s", req.TenantID))
+		return
+	}
+	rt, ok := h.rt(w)
+	if !ok {
+		return
+	}
+	if req.EnvironmentIntegrationID != "" {
+		name, found := rt.env.IntegrationByEnvironmentID(req.EnvironmentIntegrationID)
+		if !found {
+			wire.WriteError(w, http.StatusBadRequest, fmt.Sprintf("environment_integration_id %q is not an integration of this gateway", req.EnvironmentIntegrationID))
+			return
+		}
+		if req.Integration != "" && req.Integration != name {
+			wire.WriteError(w, http.StatusBadRequest, fmt.Sprintf("integration %q and environment_integration_id %q name different integrations", req.Integration, req.EnvironmentIntegrationID))
+			return
+		}
+		req.Integration = name
+	}
 	in, err := h.app.integration(req.Integration)
 	if err != nil {
-		wire.WriteError(w, http.StatusBadRequest, "integration: "+err.Error())
+		wire.WriteError(w, http.StatusBadRequest, "integration (or environment_integration_id): "+err.Error())
 		return
 	}
 	if req.AuthenticationMethod == "" {
@@ -156,10 +196,6 @@ func (h *API) create(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rt, ok := h.rt(w)
-	if !ok {
-		return
-	}
 	if err := rt.store.CreateAccount(r.Context(), a, tokenstore.EventsFor(c, a, now)); err != nil {
 		if errors.Is(err, tokenstore.ErrExists) {
 			wire.WriteError(w, http.StatusConflict, fmt.Sprintf("integrated account %s already exists", a.ID))
@@ -169,34 +205,20 @@ func (h *API) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.dispatcher.Notify()
-	wire.WriteJSON(w, http.StatusCreated, a.View())
+	wire.WriteJSON(w, http.StatusCreated, rt.env.Account(a.View()))
 }
 
 func (h *API) list(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := tokenstore.Filter{
-		Status:      account.Status(q.Get("status")),
-		TenantID:    q.Get("tenant_id"),
-		Integration: q.Get("integration"),
-		Cursor:      q.Get("next_cursor"),
-	}
-	if f.Status != "" && !f.Status.Valid() {
-		wire.WriteError(w, http.StatusBadRequest, "status must be connecting, active or needs_reauth")
-		return
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			wire.WriteError(w, http.StatusBadRequest, "limit must be a number from 1 to 1000")
-			return
-		}
-		f.Limit = n
-	}
 	rt, ok := h.rt(w)
 	if !ok {
 		return
 	}
-	page, err := rt.store.ListAccounts(r.Context(), f)
+	q, err := parseAccountQuery(r.URL.Query(), rt.env, callerOf(r.Context()))
+	if err != nil {
+		wire.WriteErr(w, err)
+		return
+	}
+	page, err := q.page(r.Context(), rt.store)
 	if err != nil {
 		if errors.Is(err, tokenstore.ErrInvalidCursor) {
 			wire.WriteError(w, http.StatusBadRequest, "next_cursor is not a cursor this API gave out")
@@ -205,15 +227,29 @@ func (h *API) list(w http.ResponseWriter, r *http.Request) {
 		h.storeFailed(w, err, "")
 		return
 	}
-	result := make([]account.View, 0, len(page.Accounts))
+	result := make([]wire.IntegratedAccount, 0, len(page.Accounts))
 	for _, a := range page.Accounts {
-		result = append(result, a.View())
+		result = append(result, rt.env.Account(a.View()))
 	}
 	var next any
 	if page.NextCursor != "" {
 		next = page.NextCursor
 	}
-	wire.WriteJSON(w, http.StatusOK, map[string]any{"result": result, "next_cursor": next})
+	wire.WriteJSON(w, http.StatusOK, map[string]any{"result": result, "next_cursor": next, "limit": q.limit})
+}
+
+// load reads the account of the request's path for the caller: an account
+// of another tenant than a restricted token's is answered 404, as if it
+// did not exist.
+func (h *API) load(r *http.Request, rt *runtime, id string) (*account.Account, error) {
+	a, err := rt.store.GetAccount(r.Context(), id)
+	if err != nil {
+		return nil, storeError(err, id)
+	}
+	if !callerOf(r.Context()).allows(a.TenantID) {
+		return nil, storeError(tokenstore.ErrNotFound, id)
+	}
+	return a, nil
 }
 
 func (h *API) get(w http.ResponseWriter, r *http.Request) {
@@ -221,18 +257,19 @@ func (h *API) get(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id := r.PathValue("id")
-	a, err := rt.store.GetAccount(r.Context(), id)
+	a, err := h.load(r, rt, r.PathValue("id"))
 	if err != nil {
-		wire.WriteErr(w, storeError(err, id))
+		wire.WriteErr(w, err)
 		return
 	}
-	wire.WriteJSON(w, http.StatusOK, a.View())
+	wire.WriteJSON(w, http.StatusOK, rt.env.Account(a.View()))
 }
 
-// patchRequest is the body of PATCH /integrated-account/{id}.
+// patchRequest is the body of PATCH /integrated-account/{id}: Truto's
+// tenant_id and context.
 type patchRequest struct {
-	Context map[string]any `json:"context"`
+	TenantID *string        `json:"tenant_id"`
+	Context  map[string]any `json:"context"`
 }
 
 func (h *API) patch(w http.ResponseWriter, r *http.Request) {
@@ -241,9 +278,19 @@ func (h *API) patch(w http.ResponseWriter, r *http.Request) {
 		wire.WriteErr(w, err)
 		return
 	}
-	if req.Context == nil {
-		wire.WriteError(w, http.StatusBadRequest, "context is required: an object whose keys are merged into the account's context")
+	if req.Context == nil && req.TenantID == nil {
+		wire.WriteError(w, http.StatusBadRequest, "context or tenant_id is required: context is an object whose keys are merged into the account's context")
 		return
+	}
+	if req.TenantID != nil {
+		if !tenantIDPattern.MatchString(*req.TenantID) {
+			wire.WriteError(w, http.StatusBadRequest, "tenant_id must be 1 to 256 of A-Z a-z 0-9 . _ : @ + -")
+			return
+		}
+		if !callerOf(r.Context()).allows(*req.TenantID) {
+			wire.WriteError(w, http.StatusForbidden, fmt.Sprintf("this API token may not move accounts to tenant %s", *req.TenantID))
+			return
+		}
 	}
 	for k := range req.Context {
 		if credentialKeys[k] {
@@ -252,6 +299,9 @@ func (h *API) patch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.update(w, r, func(a *account.Account, now time.Time) ([]string, error) {
+		if req.TenantID != nil {
+			a.TenantID = *req.TenantID
+		}
 		if a.Context == nil {
 			a.Context = map[string]any{}
 		}
@@ -306,6 +356,9 @@ func (h *API) update(w http.ResponseWriter, r *http.Request, change func(a *acco
 	id := r.PathValue("id")
 	for range 5 {
 		a, err := rt.store.Inner().GetAccount(r.Context(), id)
+		if err == nil && !callerOf(r.Context()).allows(a.TenantID) {
+			err = tokenstore.ErrNotFound
+		}
 		if err != nil {
 			wire.WriteErr(w, storeError(err, id))
 			return
@@ -325,7 +378,7 @@ func (h *API) update(w http.ResponseWriter, r *http.Request, change func(a *acco
 			return
 		}
 		rt.dispatcher.Notify()
-		wire.WriteJSON(w, http.StatusOK, a.View())
+		wire.WriteJSON(w, http.StatusOK, rt.env.Account(a.View()))
 		return
 	}
 	wire.WriteErr(w, storeError(tokenstore.ErrConflict, id))
@@ -337,8 +390,15 @@ func (h *API) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	// The deleted event carries only the id, so there is nothing to read
-	// first; an unknown id is DeleteAccount's ErrNotFound, a 404.
+	// A restricted token must see the account is its tenant's first; an
+	// unrestricted one deletes without reading (the deleted event carries
+	// only the id; an unknown id is DeleteAccount's ErrNotFound, a 404).
+	if callerOf(r.Context()).tenant != "" {
+		if _, err := h.load(r, rt, id); err != nil {
+			wire.WriteErr(w, err)
+			return
+		}
+	}
 	gone := tokenstore.NewEvent(account.EventDeleted, &account.Account{ID: id}, time.Now().UTC())
 	if err := rt.store.DeleteAccount(r.Context(), id, []tokenstore.Event{gone}); err != nil {
 		wire.WriteErr(w, storeError(err, id))
@@ -367,9 +427,9 @@ func (h *API) refreshCredentials(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a, err := rt.store.GetAccount(r.Context(), req.ID)
+	a, err := h.load(r, rt, req.ID)
 	if err != nil {
-		wire.WriteErr(w, storeError(err, req.ID))
+		wire.WriteErr(w, err)
 		return
 	}
 	if a.Method != account.MethodOAuth2 && a.Method != account.MethodClientCredentials {

@@ -72,7 +72,9 @@ func caddyconfig(v any) json.RawMessage {
 //	integrated_accounts {
 //		storage sqlite [<path>] | postgres <dsn>
 //		encryption_key <key>            # repeatable; the first seals
-//		api_token <token>               # repeatable
+//		api_token <token> [{            # repeatable
+//			tenant <id>                 # restrict the token to one tenant
+//		}]
 //		public_url <url>
 //		allowed_origins <origin...>
 //		link_token_ttl <duration>
@@ -87,12 +89,13 @@ func caddyconfig(v any) json.RawMessage {
 //		webhook_retry_schedule <duration...>
 //		webhook_lease <duration>
 //		webhook <url> {
-//			secret <whsec_…>            # repeatable, for rotation
+//			secret <whsec_…|plain>      # repeatable, for rotation; plain: ≥ 32 chars (Truto's UUIDs)
 //			events <pattern...>         # e.g. integrated_account:*
 //			signature_encoding hex|base64
 //		}
 //		integration <name> {
 //			auth oauth2|oauth2_client_credentials|api_key|basic
+//			category <category>         # Truto's integration category, e.g. crm
 //			base_url <url>
 //			authorize_url <url>
 //			token_url <url>
@@ -147,7 +150,22 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil {
 				return err
 			}
-			a.APITokens = append(a.APITokens, v)
+			tenant := ""
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if d.Val() != "tenant" {
+					return d.Errf("api_token: unknown option %q (want tenant <id>)", d.Val())
+				}
+				t, err := oneArg(d)
+				if err != nil {
+					return err
+				}
+				tenant = t
+			}
+			if tenant == "" {
+				a.APITokens = append(a.APITokens, v)
+			} else {
+				a.TenantAPITokens = append(a.TenantAPITokens, TenantAPIToken{Token: v, Tenant: tenant})
+			}
 		case "public_url":
 			v, err := oneArg(d)
 			if err != nil {
@@ -305,7 +323,7 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 	strs := map[string]*string{
 		"base_url": &in.BaseURL, "authorize_url": &in.AuthorizeURL, "token_url": &in.TokenURL,
 		"client_id": &in.ClientID, "client_secret": &in.ClientSecret, "auth_style": &in.AuthStyle,
-		"issuer": &in.Issuer, "userinfo_url": &in.UserinfoURL, "user_id_field": &in.UserIDField,
+		"issuer": &in.Issuer, "category": &in.Category, "userinfo_url": &in.UserinfoURL, "user_id_field": &in.UserIDField,
 		"api_key_query": &in.APIKeyQuery, "validate_url": &in.ValidateURL,
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/linkgate/linkgate/console"
+	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/internal/wire"
 )
 
@@ -157,8 +158,11 @@ func (h *Console) sessionStoreKey() string {
 		fmt.Fprintf(sum, "\x00u%s\x00%s", name, h.Users[name])
 	}
 	for _, t := range h.app.tokens {
+		if t.tenant != "" {
+			continue // the console takes unrestricted tokens only
+		}
 		sum.Write([]byte{0, 't'})
-		sum.Write(t[:])
+		sum.Write(t.sum[:])
 	}
 	return fmt.Sprintf("%x", sum.Sum(nil))
 }
@@ -229,7 +233,7 @@ func (h *Console) console() (*console.Console, error) {
 	slices.Sort(names)
 	ui, err := console.New(console.Options{
 		Store:   rt.store,
-		Links:   rt.links,
+		Links:   consoleLinks{rt.links},
 		Refresh: rt.refresher.Refresh,
 		Redeliver: func(ctx context.Context, id string) error {
 			if err := rt.store.Redeliver(ctx, id, time.Now()); err != nil {
@@ -353,3 +357,11 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*Console)(nil)
 	_ caddyfile.Unmarshaler       = (*Console)(nil)
 )
+
+// consoleLinks issues link tokens for the console, whose users are signed
+// in with an unrestricted API token (or a configured user): every tenant.
+type consoleLinks struct{ links *linkflow.Service }
+
+func (c consoleLinks) CreateLinkToken(w http.ResponseWriter, r *http.Request) {
+	c.links.CreateLinkToken(w, r.WithContext(withCaller(r.Context(), caller{})))
+}

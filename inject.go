@@ -75,9 +75,13 @@ const accountIDHeader = "X-Integrated-Account-Id"
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	a := h.app
-	if !a.authorized(bearerToken(r)) {
+	// An API token (any, or one tenant's) or an integrated account token
+	// (one account's, checked against the account once it is known).
+	rt, _ := a.runtime()
+	grant, ok := a.proxyGrant(rt, bearerToken(r))
+	if !ok {
 		a.metrics.count(outcomeUnauthorized)
-		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
+		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token> or an integrated account token")
 		return nil
 	}
 	id, err := takeAccountID(r)
@@ -85,12 +89,17 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		wire.WriteErr(w, err)
 		return nil
 	}
-	rt, ok := a.runtimeOr503(w, h.logger)
+	rt, ok = a.runtimeOr503(w, h.logger)
 	if !ok {
 		return nil
 	}
 	ctx := r.Context()
 	acct, err := rt.store.GetAccount(ctx, id)
+	if err == nil && !grant.allows(acct.ID, acct.TenantID) {
+		// Another tenant's or another account's: as if it did not exist.
+		a.metrics.count(outcomeUnauthorized)
+		err = tokenstore.ErrNotFound
+	}
 	if err != nil {
 		wire.WriteErr(w, storeError(err, id))
 		return nil

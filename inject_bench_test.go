@@ -84,7 +84,7 @@ func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
 	app := &App{
 		Integrations:   map[string]*account.Integration{"crm": in},
 		RetryBodyLimit: 64 << 10,
-		tokens:         [][sha256.Size]byte{sha256.Sum256([]byte("bench-token"))},
+		tokens:         []hashedToken{{sum: sha256.Sum256([]byte("bench-token"))}},
 		logger:         zap.NewNop(),
 		live:           new(liveRuntime),
 	}

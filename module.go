@@ -8,12 +8,12 @@ package linkgate
 
 import (
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +51,12 @@ type App struct {
 	// API and to proxied calls. Several may be configured so tokens can be
 	// rotated. At least one is required.
 	APITokens []string `json:"api_tokens,omitempty"`
+
+	// TenantAPITokens are API tokens restricted to one tenant each: every
+	// route answers them only about that tenant's accounts, and refuses
+	// them what concerns the whole gateway (webhook endpoints and
+	// deliveries, the console).
+	TenantAPITokens []TenantAPIToken `json:"tenant_api_tokens,omitempty"`
 
 	// PublicURL is the gateway's public base URL, used to build magic links
 	// and the OAuth redirect URI (PublicURL + "/connect-account/callback").
@@ -103,7 +109,7 @@ type App struct {
 
 	ctx       caddy.Context
 	logger    *zap.Logger
-	tokens    [][sha256.Size]byte
+	tokens    []hashedToken
 	keys      [][]byte
 	poolKey   string
 	storeHold *storeHolder
@@ -174,12 +180,31 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		a.keys = append(a.keys, key)
 	}
+	seen := map[[sha256.Size]byte]bool{}
 	for _, t := range a.APITokens {
 		t = repl.ReplaceAll(t, "")
 		if t == "" {
 			continue
 		}
-		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+		sum := sha256.Sum256([]byte(t))
+		seen[sum] = true
+		a.tokens = append(a.tokens, hashedToken{sum: sum})
+	}
+	for i, t := range a.TenantAPITokens {
+		tok := repl.ReplaceAll(t.Token, "")
+		tenant := repl.ReplaceAll(t.Tenant, "")
+		if tok == "" || !tenantIDPattern.MatchString(tenant) {
+			return fmt.Errorf("tenant api_token #%d: a token and a tenant id (1 to 256 of A-Z a-z 0-9 . _ : @ + -) are required", i+1)
+		}
+		if isAccountToken(tok) {
+			return fmt.Errorf("tenant api_token #%d: an API token must not start with %q", i+1, accountTokenPrefix)
+		}
+		sum := sha256.Sum256([]byte(tok))
+		if seen[sum] {
+			return fmt.Errorf("tenant api_token #%d: the same token is configured twice; one token has one restriction", i+1)
+		}
+		seen[sum] = true
+		a.tokens = append(a.tokens, hashedToken{sum: sum, tenant: tenant})
 	}
 	a.PublicURL = strings.TrimRight(repl.ReplaceAll(a.PublicURL, ""), "/")
 	for i, o := range a.AllowedOrigins {
@@ -266,8 +291,8 @@ func (a *App) validate() error {
 	default:
 		return fmt.Errorf("storage: driver %q is not sqlite or postgres", a.Storage.Driver)
 	}
-	if len(a.tokens) == 0 {
-		return fmt.Errorf("api_token: at least one API token is required")
+	if !slices.ContainsFunc(a.tokens, func(t hashedToken) bool { return t.tenant == "" }) {
+		return fmt.Errorf("api_token: at least one API token without a tenant restriction is required")
 	}
 	if a.PublicURL == "" {
 		return fmt.Errorf("public_url is required: the gateway's public base URL, used in magic links and in the OAuth redirect URI")
@@ -384,20 +409,6 @@ func (a *App) runtimeOr503(w http.ResponseWriter, logger *zap.Logger) (*runtime,
 		return nil, false
 	}
 	return rt, true
-}
-
-// authorized reports whether the bearer token is one of the API tokens, in
-// constant time whatever the token's length.
-func (a *App) authorized(bearer string) bool {
-	if bearer == "" {
-		return false
-	}
-	got := sha256.Sum256([]byte(bearer))
-	ok := 0
-	for i := range a.tokens {
-		ok |= subtle.ConstantTimeCompare(got[:], a.tokens[i][:])
-	}
-	return ok == 1
 }
 
 // integration returns the configured integration name, or an error that names it.

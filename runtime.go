@@ -2,11 +2,14 @@ package linkgate
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/refresh"
 	"github.com/linkgate/linkgate/tokenstore"
@@ -18,7 +21,11 @@ import (
 // own, started in the app's Start and stopped in its Stop; on a reload the two
 // overlap briefly, which the store's locks and claims make safe.
 type runtime struct {
-	app        *App
+	app *App
+	// env is the gateway's environment: its stable id and integrations,
+	// for Truto's shapes.
+	env        *wire.Environment
+	tokens     *accountTokens
 	store      *tokenstore.Cached
 	refresher  *refresh.Refresher
 	dispatcher *webhook.Dispatcher
@@ -28,6 +35,14 @@ type runtime struct {
 
 func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 	rt := &runtime{app: a, store: st}
+	env, err := a.environment(st)
+	if err != nil {
+		return nil, err
+	}
+	rt.env = env
+	if rt.tokens, err = newAccountTokens(a.storeHold.secretKeys()); err != nil {
+		return nil, err
+	}
 
 	var schedule []time.Duration
 	for _, d := range a.WebhookRetrySchedule {
@@ -38,7 +53,8 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		Schedule:      schedule,
 		Lease:         time.Duration(a.WebhookLease),
 		Logger:        a.logger.Named("webhook"),
-		EnvironmentID: a.EnvironmentID,
+		EnvironmentID: env.ID,
+		Environment:   env,
 		Registerer:    a.ctx.GetMetricsRegistry(),
 		Emit:          a.emitCaddyEvent,
 	})
@@ -63,6 +79,10 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		Logger:         a.logger.Named("linkflow"),
 		OnCommit:       rt.dispatcher.Notify,
 		SecretKeys:     a.storeHold.secretKeys(),
+		Environment:    env,
+		TenantAllowed: func(ctx context.Context, tenant string) bool {
+			return callerOf(ctx).allows(tenant)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -89,6 +109,30 @@ func (rt *runtime) stop() error {
 		err = derr
 	}
 	return err
+}
+
+// environment reads the gateway's environment from the store, choosing it
+// on first start: the configured environment_id when there is one, else a
+// new UUID that every instance sharing the store then reads back.
+func (a *App) environment(st tokenstore.Environments) (*wire.Environment, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	proposal := a.EnvironmentID
+	if proposal == "" {
+		proposal = uuid.NewString()
+	}
+	id, createdAt, err := st.Environment(ctx, proposal, time.Now().UTC())
+	if err != nil {
+		return nil, fmt.Errorf("reading the environment: %w", err)
+	}
+	if a.EnvironmentID != "" {
+		id = a.EnvironmentID
+	}
+	env := &wire.Environment{ID: id, CreatedAt: createdAt, Integrations: map[string]wire.IntegrationInfo{}}
+	for name, in := range a.Integrations {
+		env.Integrations[name] = wire.IntegrationInfo{Category: in.Category}
+	}
+	return env, nil
 }
 
 // emitCaddyEvent hands an account event to Caddy's event system, so other

@@ -19,12 +19,18 @@ const (
 	// StatusNeedsReauth: the account can no longer authenticate; the end user
 	// must reconnect through a link token.
 	StatusNeedsReauth Status = "needs_reauth"
+	// StatusPostInstallError and StatusValidationError are Truto's statuses
+	// of an account whose post-install or validation steps failed. linkgate
+	// runs no such steps of its own, so no account of it has them yet; they
+	// are known so that filtering on them answers an empty list, as Truto.
+	StatusPostInstallError Status = "post_install_error"
+	StatusValidationError  Status = "validation_error"
 )
 
 // Valid reports whether s is one of the known statuses.
 func (s Status) Valid() bool {
 	switch s {
-	case StatusConnecting, StatusActive, StatusNeedsReauth:
+	case StatusConnecting, StatusActive, StatusNeedsReauth, StatusPostInstallError, StatusValidationError:
 		return true
 	}
 	return false

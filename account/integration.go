@@ -13,6 +13,9 @@ import (
 type Integration struct {
 	// Name identifies the integration, e.g. "hubspot".
 	Name string `json:"name,omitempty"`
+	// Category is the integration's category in Truto's terms ("crm",
+	// "helpdesk", …), shown in the integration object of every account.
+	Category string `json:"category,omitempty"`
 	// Auth is the authentication method of the integration's accounts.
 	Auth Method `json:"auth,omitempty"`
 	// BaseURL is the upstream API; proxied paths are appended to it.

@@ -1,0 +1,198 @@
+package linkgate
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TenantAPIToken is an API token restricted to one tenant: every route
+// answers it only about that tenant's accounts.
+type TenantAPIToken struct {
+	// Token is the bearer token; placeholders such as {env.X} are
+	// resolved when the config loads.
+	Token string `json:"token,omitempty"`
+	// Tenant is the tenant_id the token is restricted to.
+	Tenant string `json:"tenant,omitempty"`
+}
+
+// caller is who an API request comes from.
+type caller struct {
+	// tenant is the one tenant the caller may act for; empty for an
+	// unrestricted API token.
+	tenant string
+}
+
+// allows reports whether the caller may act on tenant's accounts.
+func (c caller) allows(tenant string) bool { return c.tenant == "" || c.tenant == tenant }
+
+type callerKey struct{}
+
+// withCaller returns ctx carrying c.
+func withCaller(ctx context.Context, c caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// callerOf returns the caller of a request authenticated by the API. A
+// context without one is refused everything tenant-scoped, so a handler
+// reached by a path that skipped authentication cannot widen access.
+func callerOf(ctx context.Context) caller {
+	if c, ok := ctx.Value(callerKey{}).(caller); ok {
+		return c
+	}
+	return caller{tenant: "\x00no caller"}
+}
+
+// hashedToken is an API token kept as its SHA-256, with its restriction.
+type hashedToken struct {
+	sum    [sha256.Size]byte
+	tenant string
+}
+
+// identify returns the caller an API token belongs to. Every configured
+// token is compared, in constant time whatever the token's length, so the
+// time taken tells nothing of which matched.
+func (a *App) identify(bearer string) (caller, bool) {
+	if bearer == "" {
+		return caller{}, false
+	}
+	got := sha256.Sum256([]byte(bearer))
+	found, tenant := 0, ""
+	for i := range a.tokens {
+		m := subtle.ConstantTimeCompare(got[:], a.tokens[i].sum[:])
+		found |= m
+		if m == 1 {
+			tenant = a.tokens[i].tenant
+		}
+	}
+	return caller{tenant: tenant}, found == 1
+}
+
+// authorized reports whether the bearer token is an unrestricted API token:
+// the console and the routes about the whole gateway take only those.
+func (a *App) authorized(bearer string) bool {
+	c, ok := a.identify(bearer)
+	return ok && c.tenant == ""
+}
+
+// Integrated account tokens: a short-lived bearer token that authorizes
+// proxied calls of one account, and nothing else.
+const (
+	// accountTokenPrefix starts every integrated account token, so that
+	// it is told apart from an API token before any MAC is computed.
+	accountTokenPrefix = "lgiat1."
+	// accountTokenTTL is how long an account token is valid, as Truto's.
+	accountTokenTTL  = 15 * time.Minute
+	accountTokenInfo = "linkgate integrated account token v1"
+)
+
+// accountTokens issues and checks integrated account tokens. A token is
+// the account id, its expiry and an HMAC-SHA256 of both under a key
+// derived (HKDF) from the gateway's first secret key; nothing is stored,
+// every instance sharing the keys accepts it, and the keys after the first
+// still verify, so a key rotation does not cut tokens already handed out.
+type accountTokens struct {
+	keys [][]byte
+	now  func() time.Time
+}
+
+func newAccountTokens(secrets [][]byte) (*accountTokens, error) {
+	if len(secrets) == 0 {
+		return nil, errors.New("account tokens need a secret key")
+	}
+	t := &accountTokens{now: time.Now}
+	for _, s := range secrets {
+		k, err := hkdf.Key(sha256.New, s, nil, accountTokenInfo, 32)
+		if err != nil {
+			return nil, fmt.Errorf("deriving the account token key: %w", err)
+		}
+		t.keys = append(t.keys, k)
+	}
+	return t, nil
+}
+
+func accountTokenMAC(key []byte, id string, exp int64) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(accountTokenInfo))
+	m.Write([]byte{0})
+	m.Write([]byte(id))
+	m.Write([]byte{0})
+	m.Write([]byte(strconv.FormatInt(exp, 10)))
+	return m.Sum(nil)
+}
+
+// issue returns a token for account id and when it expires.
+func (t *accountTokens) issue(id string) (string, time.Time) {
+	exp := t.now().Add(accountTokenTTL).Truncate(time.Second)
+	mac := accountTokenMAC(t.keys[0], id, exp.Unix())
+	return accountTokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(id)) + "." +
+		strconv.FormatInt(exp.Unix(), 10) + "." + base64.RawURLEncoding.EncodeToString(mac), exp
+}
+
+// check returns the account a token authorizes, if it is genuine and not
+// expired.
+func (t *accountTokens) check(token string) (string, bool) {
+	rest, ok := strings.CutPrefix(token, accountTokenPrefix)
+	if !ok || len(rest) > 1024 {
+		return "", false
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 {
+		return "", false
+	}
+	idb, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	exp, err2 := strconv.ParseInt(parts[1], 10, 64)
+	mac, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return "", false
+	}
+	id := string(idb)
+	good := 0
+	for _, k := range t.keys {
+		good |= subtle.ConstantTimeCompare(mac, accountTokenMAC(k, id, exp))
+	}
+	if good != 1 || !t.now().Before(time.Unix(exp, 0)) {
+		return "", false
+	}
+	return id, true
+}
+
+// isAccountToken reports whether bearer has the form of an account token.
+func isAccountToken(bearer string) bool { return strings.HasPrefix(bearer, accountTokenPrefix) }
+
+// proxyGrant is what a bearer token allows on the proxy: every account (an
+// unrestricted API token), one tenant's, or one account's (an integrated
+// account token).
+type proxyGrant struct {
+	caller
+	account string
+}
+
+// proxyGrant identifies the bearer token of a proxied call.
+func (a *App) proxyGrant(rt *runtime, bearer string) (proxyGrant, bool) {
+	if isAccountToken(bearer) {
+		if rt == nil || rt.tokens == nil {
+			return proxyGrant{}, false
+		}
+		id, ok := rt.tokens.check(bearer)
+		return proxyGrant{account: id}, ok
+	}
+	c, ok := a.identify(bearer)
+	return proxyGrant{caller: c}, ok
+}
+
+// allows reports whether the grant covers acct.
+func (g proxyGrant) allows(acctID, tenant string) bool {
+	if g.account != "" {
+		return subtle.ConstantTimeCompare([]byte(g.account), []byte(acctID)) == 1
+	}
+	return g.caller.allows(tenant)
+}
