@@ -18,8 +18,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/linkgate/linkgate/console"
-	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/internal/wire"
+	"github.com/linkgate/linkgate/linkflow"
 )
 
 func init() {
