@@ -71,3 +71,17 @@ func (e *Environment) Integration(name string) Integration {
 		UpdatedAt: Time(e.CreatedAt),
 	}
 }
+
+// EnvironmentIntegration is the installed form of integration name.
+func (e *Environment) EnvironmentIntegration(name string) EnvironmentIntegration {
+	return EnvironmentIntegration{
+		ID:            e.EnvironmentIntegrationID(name),
+		IntegrationID: e.IntegrationID(name),
+		EnvironmentID: e.ID,
+		ShowInCatalog: true,
+		IsEnabled:     true,
+		Override:      map[string]any{},
+		CreatedAt:     Time(e.CreatedAt),
+		UpdatedAt:     Time(e.CreatedAt),
+	}
+}

@@ -14,8 +14,11 @@ type IntegratedAccount struct {
 	EnvironmentIntegrationID string `json:"environment_integration_id"`
 	EnvironmentID            string `json:"environment_id"`
 	// Integration is the integration object (id, name, category, …).
-	Integration          Integration    `json:"integration"`
-	AuthenticationMethod account.Method `json:"authentication_method"`
+	Integration Integration `json:"integration"`
+	// EnvironmentIntegration is the integration as installed in the
+	// environment (the TypeScript SDK's environment_integration).
+	EnvironmentIntegration EnvironmentIntegration `json:"environment_integration"`
+	AuthenticationMethod   account.Method         `json:"authentication_method"`
 	// Status is one of Truto's five: active, connecting,
 	// post_install_error, validation_error, needs_reauth.
 	Status account.Status `json:"status"`
@@ -54,6 +57,7 @@ func (e *Environment) Account(v account.View) IntegratedAccount {
 		EnvironmentIntegrationID: e.EnvironmentIntegrationID(v.Integration.Name),
 		EnvironmentID:            e.ID,
 		Integration:              e.Integration(v.Integration.Name),
+		EnvironmentIntegration:   e.EnvironmentIntegration(v.Integration.Name),
 		AuthenticationMethod:     v.AuthenticationMethod,
 		Status:                   v.Status,
 		Context:                  v.Context,

@@ -17,3 +17,17 @@ type Integration struct {
 	CreatedAt Time `json:"created_at"`
 	UpdatedAt Time `json:"updated_at"`
 }
+
+// EnvironmentIntegration is Truto's installed integration, without its
+// embedded integration object. Every configured integration is installed,
+// enabled and shown; linkgate has no overrides.
+type EnvironmentIntegration struct {
+	ID            string         `json:"id"`
+	IntegrationID string         `json:"integration_id"`
+	EnvironmentID string         `json:"environment_id"`
+	ShowInCatalog bool           `json:"show_in_catalog"`
+	IsEnabled     bool           `json:"is_enabled"`
+	Override      map[string]any `json:"override"`
+	CreatedAt     Time           `json:"created_at"`
+	UpdatedAt     Time           `json:"updated_at"`
+}

@@ -92,7 +92,7 @@ func WriteErr(w http.ResponseWriter, err error) {
 // object, no NUL character in any string, nothing after the value. Its
 // errors are *Error with status 400, 413 or 415 and say what was wrong.
 func DecodeJSON(r *http.Request, dst any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !jsonContentType(ct) {
 		return Errorf(http.StatusUnsupportedMediaType, "the body must be JSON (Content-Type: application/json), not %q", ct)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
@@ -265,4 +265,14 @@ func queryProblem(err error) string {
 		return "a bad percent-escape"
 	}
 	return "it cannot be parsed"
+}
+
+// jsonContentType reports whether a request's Content-Type may carry the
+// JSON body: application/json, or text/plain, which fetch sets on a body
+// passed as a string, as Truto's TypeScript SDK does for some calls
+// (refresh-credentials). Every API route needs an Authorization header, so
+// a text/plain body a browser could send cross-site gets nowhere.
+func jsonContentType(ct string) bool {
+	ct = strings.ToLower(strings.TrimSpace(ct))
+	return strings.HasPrefix(ct, "application/json") || ct == "text/plain" || strings.HasPrefix(ct, "text/plain;")
 }

@@ -81,8 +81,15 @@ func TestDecodeJSONLimits(t *testing.T) {
 		t.Fatalf("oversize body: %v; want 413", err)
 	}
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"id":"a"}`))
-	r.Header.Set("Content-Type", "text/plain")
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if err := DecodeJSON(r, new(body)); !errors.As(err, &e) || e.Status != http.StatusUnsupportedMediaType {
-		t.Fatalf("text/plain body: %v; want 415", err)
+		t.Fatalf("form body: %v; want 415", err)
+	}
+	// fetch labels a string body text/plain, as Truto's TypeScript SDK
+	// sends refresh-credentials: it is read as JSON.
+	r = httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"id":"a"}`))
+	r.Header.Set("Content-Type", "text/plain;charset=UTF-8")
+	if err := DecodeJSON(r, new(body)); err != nil {
+		t.Fatalf("text/plain JSON body: %v", err)
 	}
 }
