@@ -117,7 +117,9 @@ http://{{GATEWAY}} {
 }
 `
 
-func newWorld(t *testing.T) *world {
+// newWorld starts the gateway of worldCaddyfile; edits, when given, change
+// the Caddyfile before it is loaded.
+func newWorld(t *testing.T, edits ...func(caddyfile string) string) *world {
 	t.Helper()
 	g := newGateway(t)
 	w := &world{gateway: g}
@@ -148,6 +150,9 @@ func newWorld(t *testing.T) *world {
 		"{{HOOK}}", w.hooks.URL(),
 		"{{APP}}", w.appOrigin,
 	)
+	for _, edit := range edits {
+		w.caddyfile = edit(w.caddyfile)
+	}
 	if err := loadCaddyfile(t, w.caddyfile); err != nil {
 		t.Fatalf("loading Caddy: %v", err)
 	}
