@@ -440,13 +440,20 @@ func TestAPITokensMustMatchWhole(t *testing.T) {
 // what the callers test.
 func consoleSignIn(t *testing.T, g *gateway, from int, token string) int {
 	t.Helper()
+	return consolePasswordSignIn(t, g.base, from, "", token)
+}
+
+// consolePasswordSignIn signs in to the console at base as user (none: with
+// an API token) from 127.0.0.(10+from).
+func consolePasswordSignIn(t *testing.T, base string, from int, user, secret string) int {
+	t.Helper()
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(10+from))}
 	hc := &http.Client{
 		Transport:     &http.Transport{DialContext: (&net.Dialer{LocalAddr: src}).DialContext},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	defer hc.CloseIdleConnections()
-	resp, err := hc.Get(g.base + "/console/login")
+	resp, err := hc.Get(base + "/console/login")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,8 +468,8 @@ func consoleSignIn(t *testing.T, g *gateway, from int, token string) int {
 	if pre == nil || m == nil {
 		t.Fatalf("sign-in page without its form token: %d", resp.StatusCode)
 	}
-	form := url.Values{"csrf": {m[1]}, "secret": {token}}
-	req, _ := http.NewRequest(http.MethodPost, g.base+"/console/login", strings.NewReader(form.Encode()))
+	form := url.Values{"csrf": {m[1]}, "username": {user}, "secret": {secret}}
+	req, _ := http.NewRequest(http.MethodPost, base+"/console/login", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.AddCookie(pre)
 	resp, err = hc.Do(req)

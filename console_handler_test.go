@@ -2,6 +2,7 @@ package linkgate_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/linkgate/linkgate"
+	"github.com/linkgate/linkgate/console"
 	"github.com/linkgate/linkgate/internal/testenv"
 )
 
@@ -284,4 +286,64 @@ func TestConsoleCookiesAreSecureWhenThePublicURLIsHTTPS(t *testing.T) {
 		}
 	}
 	_ = caddy.Stop()
+}
+
+// The failed sign-in budget is the process's: two sites' consoles draw on
+// one, and a config reload does not refill it.
+func TestConsoleSignInBudgetIsServerWideAndOutlivesReloads(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("right password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t)
+	second := fmt.Sprintf("http://localhost:%d", testenv.FreePort(t))
+	cfg := g.expand(`{
+	admin off
+	integrated_accounts {
+		storage sqlite {{DATA}}/linkgate.db
+		api_token test-api-token-0123456789
+		public_url http://{{GATEWAY}}
+	}
+}
+http://{{GATEWAY}} {
+	accounts_console {
+		users {
+			ops {{HASH}}
+		}
+	}
+}
+{{SECOND}} {
+	accounts_console {
+		users {
+			ops {{HASH}}
+		}
+	}
+}
+`, "{{HASH}}", string(hash), "{{SECOND}}", second)
+	if err := loadCaddyfile(t, cfg); err != nil {
+		t.Fatalf("loading Caddy: %v", err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	// The budget's failures, spread over both sites and five addresses.
+	for i := range console.DefaultFailedSignInBurst {
+		base := g.base
+		if i%2 == 1 {
+			base = second
+		}
+		if st := consolePasswordSignIn(t, base, i, "ops", "wrong"); st != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d; want 401", i+1, st)
+		}
+	}
+	if st := consolePasswordSignIn(t, second, 20, "ops", "right password"); st != http.StatusTooManyRequests {
+		t.Fatalf("password sign-in on the second site with the budget spent: %d; want 429", st)
+	}
+	if err := loadCaddyfile(t, cfg); err != nil {
+		t.Fatalf("reloading Caddy: %v", err)
+	}
+	if st := consolePasswordSignIn(t, g.base, 21, "ops", "right password"); st != http.StatusTooManyRequests {
+		t.Fatalf("password sign-in after a reload: %d; want 429 (a reload must not refill the budget)", st)
+	}
+	if st := consolePasswordSignIn(t, g.base, 22, "", apiToken); st != http.StatusSeeOther {
+		t.Fatalf("API token sign-in with the password budget spent: %d; want 303", st)
+	}
 }

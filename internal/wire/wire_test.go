@@ -93,3 +93,31 @@ func TestDecodeJSONLimits(t *testing.T) {
 		t.Fatalf("text/plain JSON body: %v", err)
 	}
 }
+
+func TestCheckRequestText(t *testing.T) {
+	for _, tt := range []struct {
+		target string
+		ok     bool
+	}{
+		{"/integrated-account/3f1c?tenant_id=acme&limit=10", true},
+		{"/integrated-account/caf%C3%A9?tenant_id=%E2%98%83", true},
+		{"/integrated-account/%00", false},
+		{"/integrated-account/a%00b", false},
+		{"/integrated-account/%FF", false},
+		{"/integrated-account/%C3%28", false},
+		{"/integrated-account?tenant_id=%00", false},
+		{"/integrated-account?tenant_id=%FE", false},
+		{"/integrated-account?%00=x", false},
+		{"/integrated-account?tenant_id=%zz", false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, tt.target, nil)
+		err := CheckRequestText(r)
+		var e *Error
+		if tt.ok != (err == nil) || err != nil && (!errors.As(err, &e) || e.Status != http.StatusBadRequest) {
+			t.Errorf("CheckRequestText(%s) = %v; want ok %t (or a 400)", tt.target, err, tt.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "tenant_id=") {
+			t.Errorf("the error quotes the query: %v", err)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package tokenstore_test
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,4 +92,28 @@ func TestPostgresSealedBlobsStayInTheirRow(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestPostgresRefusedTextIsInvalidNotUnavailable: text PostgreSQL will not
+// hold (a NUL, invalid UTF-8) is the caller's fault, ErrInvalid, and never
+// ErrUnavailable, which callers answer with 503.
+func TestPostgresRefusedTextIsInvalidNotUnavailable(t *testing.T) {
+	st := openPostgres(t, pgSchema(t), newKey(t))
+	for _, id := range []string{"a\x00b", "\xff\xfe", "caf\xc3"} {
+		_, err := st.GetAccount(ctx, id)
+		if !errors.Is(err, tokenstore.ErrInvalid) || errors.Is(err, tokenstore.ErrUnavailable) {
+			t.Errorf("GetAccount(%q): %v; want ErrInvalid", id, err)
+		}
+		_, err = st.ListAccounts(ctx, tokenstore.Filter{TenantID: id})
+		if !errors.Is(err, tokenstore.ErrInvalid) || errors.Is(err, tokenstore.ErrUnavailable) {
+			t.Errorf("ListAccounts(tenant %q): %v; want ErrInvalid", id, err)
+		}
+	}
+	// A cursor whose id is not text is not a cursor this store gave out.
+	for _, c := range []string{"0.1.a\x00", "0.1.\xff"} {
+		_, err := st.ListAccounts(ctx, tokenstore.Filter{Cursor: base64.RawURLEncoding.EncodeToString([]byte(c))})
+		if !errors.Is(err, tokenstore.ErrInvalidCursor) {
+			t.Errorf("ListAccounts(cursor %q): %v; want ErrInvalidCursor", c, err)
+		}
+	}
 }
