@@ -15,6 +15,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 	}{
 		{"argument on the option", "integrated_accounts extra {\n}", "wrong argument count"},
 		{"unknown option", "integrated_accounts {\n colour red\n}", `unknown option "colour"`},
+		{"unknown api_token option", "integrated_accounts {\n api_token t {\n  tenants a b\n }\n}", `unknown option "tenants"`},
+		{"api_token tenant without id", "integrated_accounts {\n api_token t {\n  tenant\n }\n}", `exactly one argument`},
 		{"storage without driver", "integrated_accounts {\n storage\n}", "storage"},
 		{"unknown storage driver", "integrated_accounts {\n storage redis x\n}", `unknown driver "redis"`},
 		{"postgres without dsn", "integrated_accounts {\n storage postgres\n}", "DSN"},

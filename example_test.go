@@ -1,10 +1,13 @@
 package linkgate_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +61,10 @@ func TestExampleTour(t *testing.T) {
 				t.Fatalf("import: %d %s", status, body)
 			}
 			id := mustJSON(t, body)["id"].(string)
+			// The README's tour takes the id out of this answer with sed.
+			if got := readmeSedID(t, body); got != id {
+				t.Errorf("the README's sed takes %q out of the import answer, not the id %s", got, id)
+			}
 
 			status, body = g.doAuth("GET", "/proxy/contacts?limit=2&integrated_account_id="+id, "Bearer dev-api-token", nil)
 			if status != http.StatusOK {
@@ -93,4 +100,28 @@ func TestExampleTour(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readmeSedID runs the README's `ID=$(sed … account.json)` line on body.
+func readmeSedID(t *testing.T, body []byte) string {
+	t.Helper()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`ID=\$\(sed '([^']+)' account.json\)`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("the README's tour has no ID=$(sed '…' account.json) line")
+	}
+	sed, err := exec.LookPath("sed")
+	if err != nil {
+		t.Skip("no sed on this machine")
+	}
+	cmd := exec.Command(sed, string(m[1]))
+	cmd.Stdin = bytes.NewReader(body)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sed: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }

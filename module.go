@@ -91,8 +91,11 @@ type App struct {
 	// longer than WebhookTimeout. Default 1m.
 	WebhookLease caddy.Duration `json:"webhook_lease,omitempty"`
 
-	// EnvironmentID is sent in every webhook envelope, so a receiver that
-	// serves several gateways can tell them apart.
+	// EnvironmentID is the gateway's environment id, in every account and
+	// webhook envelope (Truto's environment_id). When empty, the first
+	// instance to start generates a UUID and stores it, so every instance
+	// sharing the store, and every restart, uses the same; a receiver that
+	// serves several gateways tells them apart by it.
 	EnvironmentID string `json:"environment_id,omitempty"`
 
 	// Refresh tunes token refresh.
