@@ -153,9 +153,22 @@ func (p *Postgres) migrate(ctx context.Context) error {
 			version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 			return storeErr("creating schema_migrations", err)
 		}
-		var current int
-		if err := tx.QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
-			return storeErr("reading schema version", err)
+		applied := map[int]bool{}
+		rows, err := tx.Query(ctx, "SELECT version FROM schema_migrations")
+		if err != nil {
+			return storeErr("reading schema versions", err)
+		}
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return storeErr("reading schema versions", err)
+			}
+			applied[v] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return storeErr("reading schema versions", err)
 		}
 		for _, f := range files {
 			base := filepath.Base(f)
@@ -163,7 +176,7 @@ func (p *Postgres) migrate(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("migration %s: name must start with its version number", base)
 			}
-			if v <= current {
+			if applied[v] {
 				continue
 			}
 			body, err := postgresMigrations.ReadFile(f)

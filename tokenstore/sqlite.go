@@ -140,9 +140,9 @@ func (s *SQLite) migrate(ctx context.Context) error {
 		version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
-	var current int
-	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
-		return fmt.Errorf("reading schema version: %w", err)
+	applied, err := appliedVersions(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("reading schema versions: %w", err)
 	}
 	for _, f := range files {
 		base := filepath.Base(f)
@@ -150,7 +150,7 @@ func (s *SQLite) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with its version number", base)
 		}
-		if v <= current {
+		if applied[v] {
 			continue
 		}
 		body, err := sqliteMigrations.ReadFile(f)
@@ -165,6 +165,27 @@ func (s *SQLite) migrate(ctx context.Context) error {
 		}
 	}
 	return tx.Commit()
+}
+
+// appliedVersions are the migration versions recorded as applied. Every
+// migration not among them is applied, in version order: a migration that
+// a branch added with a lower number than one already applied is not
+// skipped.
+func appliedVersions(ctx context.Context, tx *sql.Tx) (map[int]bool, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT version FROM schema_migrations")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out[v] = true
+	}
+	return out, rows.Err()
 }
 
 // storeErr wraps a database failure for op. Cancellations keep their own

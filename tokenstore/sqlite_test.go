@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,8 +153,13 @@ func TestSQLiteReopen(t *testing.T) {
 	}
 	raw.Close()
 	files, _ := filepath.Glob("migrations/sqlite/*.sql")
-	if len(files) == 0 || n != len(files) || v != len(files) {
-		t.Fatalf("schema_migrations has %d rows up to %d after two opens, want %d and %d", n, v, len(files), len(files))
+	sort.Strings(files)
+	last := 0
+	if len(files) > 0 {
+		last, _ = strconv.Atoi(strings.SplitN(filepath.Base(files[len(files)-1]), "_", 2)[0])
+	}
+	if len(files) == 0 || n != len(files) || v != last {
+		t.Fatalf("schema_migrations has %d rows up to %d after two opens, want %d up to %d", n, v, len(files), last)
 	}
 
 	st = openSQLite(t, path, newKey(t))
@@ -458,5 +465,39 @@ func BenchmarkSQLiteUpdateAccount(b *testing.B) {
 		if err := st.UpdateAccount(ctx, a, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSQLiteAppliesAnEarlierMigrationAddedLater: a migration whose version
+// is below one already applied (two branches numbered theirs apart) is
+// applied when it is missing, not skipped.
+func TestSQLiteAppliesAnEarlierMigrationAddedLater(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	key := newKey(t)
+	openSQLite(t, path, key).Close()
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As if 0002 had not been there when a later one was applied.
+	for _, q := range []string{"DROP INDEX link_tokens_used", "DROP INDEX connect_states_expires", "DROP INDEX deliveries_delivered",
+		"DROP INDEX deliveries_failed", "DROP INDEX events_fanned_created", "DELETE FROM schema_migrations WHERE version = 2"} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+	openSQLite(t, path, key).Close()
+	raw, _ = sql.Open("sqlite", path)
+	defer raw.Close()
+	var applied, index int
+	if err := raw.QueryRow("SELECT COUNT(*) FROM schema_migrations WHERE version = 2").Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueryRow("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'link_tokens_used'").Scan(&index); err != nil {
+		t.Fatal(err)
+	}
+	if applied != 1 || index != 1 {
+		t.Fatalf("migration 2 missing below applied ones: recorded %d, its index there %d; want it applied", applied, index)
 	}
 }
