@@ -124,9 +124,8 @@ type importRequest struct {
 	AuthenticationMethod     account.Method `json:"authentication_method,omitempty"`
 	Context                  map[string]any `json:"context,omitempty"`
 	// Accepted and ignored: a self-hosted gateway places accounts where
-	// its store is, and has no sandbox accounts.
-	Region    any `json:"region"`
-	IsSandbox any `json:"is_sandbox"`
+	// its store is.
+	Region any `json:"region"`
 }
 
 func (h *API) create(w http.ResponseWriter, r *http.Request) {
