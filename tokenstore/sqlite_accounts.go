@@ -379,20 +379,3 @@ func listAccountsQuery(f Filter, limit int) (string, []any, error) {
 	q += " ORDER BY created_at DESC, id DESC LIMIT ?"
 	return q, append(args, limit+1), nil
 }
-
-// listIndex is the index a listing without search walks: the most selective
-// equality first (a tenant has few accounts), then the one that matches
-// every filter given.
-func listIndex(f Filter) string {
-	switch {
-	case f.TenantID != "":
-		return "accounts_tenant_newest"
-	case f.Status != "" && f.Integration != "":
-		return "accounts_status_integration_newest"
-	case f.Status != "":
-		return "accounts_status_newest"
-	case f.Integration != "":
-		return "accounts_integration_newest"
-	}
-	return "accounts_newest"
-}
