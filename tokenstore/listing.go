@@ -1,8 +1,9 @@
 package tokenstore
 
-// listIndex is the index a listing without search walks: the most selective equality first (a tenant has few
-// accounts), then the index that matches every filter given. SQLite's
-// listing names it with INDEXED BY; PostgreSQL's plan tests expect it.
+// listIndex is the index a listing without search walks: the most
+// selective equality first (a tenant has few accounts), then the index that
+// matches every filter given. SQLite's listing names it with INDEXED BY;
+// PostgreSQL's plan tests expect it.
 func listIndex(f Filter) string {
 	switch {
 	case f.TenantID != "":
