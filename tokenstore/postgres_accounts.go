@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/linkgate/linkgate/account"
@@ -107,7 +106,7 @@ func (p *Postgres) insertEvents(ctx context.Context, tx pgx.Tx, events []Event) 
 	for i := range events {
 		e := &events[i]
 		if e.ID == "" {
-			e.ID = "evt_" + uuid.NewString()
+			e.ID = newEventID()
 		}
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = p.now().UTC()

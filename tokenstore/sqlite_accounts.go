@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/linkgate/linkgate/account"
 )
 
@@ -105,7 +103,7 @@ func (s *SQLite) insertEvents(ctx context.Context, tx *sql.Tx, events []Event) e
 	for i := range events {
 		e := &events[i]
 		if e.ID == "" {
-			e.ID = "evt_" + uuid.NewString()
+			e.ID = newEventID()
 		}
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = s.now().UTC()

@@ -127,7 +127,7 @@ type LinkTokens interface {
 // Event is one outbox row: something that happened, to be delivered to every
 // webhook endpoint whose filter matches it.
 type Event struct {
-	// ID is "evt_" and a random UUID; it is the webhook-id receivers dedupe on.
+	// ID is "evt_" and a UUID (time-ordered, version 7); it is the webhook-id receivers dedupe on.
 	ID        string
 	Name      string
 	AccountID string

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"ListDeliveries", testListDeliveries},
 		{"ClaimDeliveriesNeverTwice", testClaimDeliveriesConcurrent},
 		{"Purge", testPurge},
+		{"ImportAccounts", testImportAccounts},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
