@@ -129,3 +129,7 @@ func jsonProblem(err error) string {
 	}
 	return "not a valid JSON value of the expected shape"
 }
+
+// DescribeJSONError says what is wrong with a JSON document without quoting
+// it (it may hold a secret).
+func DescribeJSONError(err error) string { return jsonProblem(err) }
