@@ -285,6 +285,16 @@ func (c *Cached) ClaimDeliveries(ctx context.Context, now time.Time, lease time.
 	return c.inner.ClaimDeliveries(ctx, now, lease, limit)
 }
 
+// ClaimEndpointDeliveries passes through.
+func (c *Cached) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error) {
+	return c.inner.ClaimEndpointDeliveries(ctx, now, lease, claims)
+}
+
+// PendingEndpoints passes through.
+func (c *Cached) PendingEndpoints(ctx context.Context) ([]string, error) {
+	return c.inner.PendingEndpoints(ctx)
+}
+
 // FinishAttempt passes through.
 func (c *Cached) FinishAttempt(ctx context.Context, d *Delivery) error {
 	return c.inner.FinishAttempt(ctx, d)
