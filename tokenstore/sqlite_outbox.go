@@ -47,10 +47,19 @@ func (s *SQLite) FanOut(ctx context.Context, limit int, endpoints func(Event) []
 	if limit <= 0 {
 		return nil, nil
 	}
+	// Dispatchers poll every second: when there is nothing to fan out,
+	// say so from a read, without taking the write lock.
+	var one int
+	switch err := s.r.QueryRowContext(ctx, "SELECT 1 FROM events INDEXED BY events_unfanned WHERE fanned_out = 0 LIMIT 1").Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, storeErr("fanning out events", err)
+	}
 	var out []Event
 	err := s.write(ctx, "fanning out events", func(tx *sql.Tx) error {
 		out = out[:0]
-		rows, err := tx.QueryContext(ctx, `SELECT seq, id, name, account_id, payload, created_at FROM events
+		rows, err := tx.QueryContext(ctx, `SELECT seq, id, name, account_id, payload, created_at FROM events INDEXED BY events_unfanned
 			WHERE fanned_out = 0 ORDER BY seq LIMIT ?`, limit)
 		if err != nil {
 			return storeErr("fanning out events", err)
