@@ -81,6 +81,10 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 		wq[k] = append([]string(nil), v...)
 	}
 	wq.Add("_pragma", "cache_size(-32768)")
+	// Statement journals (a multi-row insert keeps one to undo itself on a
+	// conflict) and temporary tables stay in memory instead of temporary
+	// files written and read back by syscalls.
+	wq.Add("_pragma", "temp_store(MEMORY)")
 	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
