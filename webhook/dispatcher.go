@@ -110,6 +110,8 @@ type Dispatcher struct {
 	disabled   map[string]string
 	disabledAt time.Time
 	wake       chan struct{}
+	// slot wakes the loop to claim only: a worker finished a send.
+	slot chan struct{}
 	// strayAt is when the loop last looked for deliveries to endpoints it
 	// does not have; only the loop touches it.
 	strayAt     time.Time
@@ -197,6 +199,7 @@ func NewDispatcher(store tokenstore.Outbox, endpoints []Endpoint, opts Options) 
 		log:       opts.Logger,
 		metrics:   newMetrics(opts.Registerer),
 		wake:      make(chan struct{}, 1),
+		slot:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 	}
 }
@@ -311,13 +314,15 @@ func (d *Dispatcher) loop() {
 	defer d.wg.Done()
 	tick := time.NewTicker(d.opts.PollInterval)
 	defer tick.Stop()
+	fanOut := true
 	for {
-		more := d.cycle(d.loopCtx)
+		more := d.cycle(d.loopCtx, fanOut)
 		if more {
 			select {
 			case <-d.quit:
 				return
 			default:
+				fanOut = true
 				continue
 			}
 		}
@@ -325,31 +330,42 @@ func (d *Dispatcher) loop() {
 		case <-d.quit:
 			return
 		case <-d.wake:
+			fanOut = true
 		case <-tick.C:
+			fanOut = true
+		case <-d.slot:
+			// A send finished: its endpoint can take another delivery.
+			// New events come with Notify or the next poll, so this
+			// wake-up claims without reading the events.
+			fanOut = false
 		}
 	}
 }
 
-// cycle fans out one batch of events and claims one batch of deliveries. It
-// reports whether there is probably more to do at once.
-func (d *Dispatcher) cycle(ctx context.Context) bool {
+// cycle fans out one batch of events (when fanOut is set) and claims what
+// the endpoints' queues can take. It reports whether there is probably more
+// to do at once.
+func (d *Dispatcher) cycle(ctx context.Context, fanOut bool) bool {
 	now := d.opts.Now()
 	d.refreshDisabled(ctx, now, false)
 
-	events, err := d.store.FanOut(ctx, d.opts.BatchSize, d.endpointsFor)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Error("fanning out webhook events", zap.Error(err))
+	more := false
+	if fanOut {
+		events, err := d.store.FanOut(ctx, d.opts.BatchSize, d.endpointsFor)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("fanning out webhook events", zap.Error(err))
+			}
+			return false
 		}
-		return false
-	}
-	for _, e := range events {
-		d.metrics.events.Inc()
-		if d.opts.Emit != nil {
-			d.opts.Emit(e)
+		for _, e := range events {
+			d.metrics.events.Inc()
+			if d.opts.Emit != nil {
+				d.opts.Emit(e)
+			}
 		}
+		more = len(events) == d.opts.BatchSize
 	}
-	more := len(events) == d.opts.BatchSize
 
 	// Each endpoint claims what its queue can take, so a busy endpoint
 	// claims nothing (its backlog waits in the store at no cost) and never
@@ -512,7 +528,10 @@ func (d *Dispatcher) worker(t *target) {
 			return
 		case j := <-t.queue:
 			d.attempt(t, j)
-			d.Notify() // a slot is free
+			select { // a slot is free
+			case d.slot <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -857,14 +857,18 @@ func TestBusyEndpointBacklogWaitsInTheStore(t *testing.T) {
 	addTestEvents(t, st, 300)
 	d.Notify()
 	waitFor(t, "the slow endpoint busy", 10*time.Second, func() bool { return slow.count() == opts.Concurrency })
-	// Its workers are busy and its queue is full once claims stop.
-	var f0, fin0, c0 int
+	// Its workers are busy and its queue is full once claims stop: four
+	// polls in a row without a claim.
+	f0, fin0, c0 := cc.counts()
 	waitFor(t, "the queue full", 10*time.Second, func() bool {
 		f, fin, c := cc.counts()
-		settled := f > f0+3 && c == c0
-		f0, fin0, c0 = f, fin, c
-		return settled
+		if c != c0 {
+			f0, fin0, c0 = f, fin, c
+			return false
+		}
+		return f >= f0+4
 	})
+	f0, fin0, c0 = cc.counts()
 	waitFor(t, "fifty more polls", 20*time.Second, func() bool {
 		f, _, _ := cc.counts()
 		return f >= f0+50
