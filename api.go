@@ -81,6 +81,10 @@ func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
 		return nil
 	}
+	if err := wire.CheckRequestText(r); err != nil {
+		wire.WriteErr(w, err)
+		return nil
+	}
 	h.mux.ServeHTTP(w, r)
 	return nil
 }
@@ -397,7 +401,9 @@ func (h *API) rt(w http.ResponseWriter) (*runtime, bool) {
 }
 
 func (h *API) storeFailed(w http.ResponseWriter, err error, id string) {
-	h.logger.Error("store write failed", zap.String("integrated_account_id", id), zap.Error(err))
+	if !errors.Is(err, tokenstore.ErrInvalid) {
+		h.logger.Error("store write failed", zap.String("integrated_account_id", id), zap.Error(err))
+	}
 	wire.WriteErr(w, storeError(err, id))
 }
 

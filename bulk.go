@@ -171,13 +171,7 @@ func eachLine(r io.Reader, fn func(line []byte) error) error {
 // /integrated-account does.
 func decodeImportRow(raw []byte) bulkRow {
 	var row bulkRow
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&row.req); err != nil {
-		row.err = wire.Errorf(http.StatusBadRequest, "malformed JSON row: %s", wire.DescribeJSONError(err))
-	} else if dec.More() {
-		row.err = wire.Errorf(http.StatusBadRequest, "malformed JSON row: more than one JSON value")
-	}
+	row.err = wire.DecodeJSONValue(raw, &row.req, "row")
 	return row
 }
 
