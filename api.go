@@ -52,6 +52,7 @@ func (h *API) Provision(ctx caddy.Context) error {
 	m.HandleFunc("GET /integrated-account", h.list)
 	m.HandleFunc("POST /integrated-account", h.create)
 	m.HandleFunc("POST /integrated-account/refresh-credentials", h.refreshCredentials)
+	m.HandleFunc("POST /integrated-account/bulk", h.bulkImport)
 	m.HandleFunc("POST /integrated-account/bulk-delete", h.bulkDelete)
 	m.HandleFunc("POST /integrated-account/token", h.accountToken)
 	m.HandleFunc("GET /integrated-account/{id}", h.get)
@@ -128,71 +129,88 @@ type importRequest struct {
 	Region any `json:"region"`
 }
 
+// newImport checks an import request and builds its account and creation
+// change; its errors are *wire.Error (400) that say what is wrong. The
+// single and bulk imports share it.
+func (a *App) newImport(req importRequest, now time.Time) (*account.Account, account.Change, error) {
+	if !tenantIDPattern.MatchString(req.TenantID) {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "tenant_id is required: 1 to 256 of A-Z a-z 0-9 . _ : @ + -")
+	}
+	if req.EnvironmentIntegrationID != "" {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "environment_integration_id is read by the API only: name the integration with integration")
+	}
+	in, err := a.integration(req.Integration)
+	if err != nil {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "integration: %s", err)
+	}
+	if req.AuthenticationMethod == "" {
+		req.AuthenticationMethod = in.Auth
+	}
+	if req.AuthenticationMethod != in.Auth {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "authentication_method %q does not match integration %s, which uses %s", req.AuthenticationMethod, in.Name, in.Auth)
+	}
+	if req.ID == "" {
+		req.ID = uuid.NewString()
+	} else if _, err := uuid.Parse(req.ID); err != nil {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "id must be a UUID when given")
+	}
+	meta, creds, err := splitCredentials(req.Context, now)
+	if err != nil {
+		return nil, account.Change{}, err
+	}
+	if err := requireCredentials(in.Auth, creds); err != nil {
+		return nil, account.Change{}, err
+	}
+	acc := &account.Account{
+		ID: req.ID, TenantID: req.TenantID, Integration: in.Name, Method: in.Auth,
+		Context: meta, Credentials: creds, CreatedAt: now, UpdatedAt: now,
+	}
+	c, err := acc.Apply(account.Created, nil, now)
+	if err != nil {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "%s", err)
+	}
+	return acc, c, nil
+}
+
+// resolveImport prepares an import request of an API caller: its
+// environment_integration_id becomes the integration it names, and an
+// account for a tenant the caller may not act for is refused (403).
+func resolveImport(req *importRequest, env *wire.Environment, c caller) error {
+	if tenantIDPattern.MatchString(req.TenantID) && !c.allows(req.TenantID) {
+		return wire.Errorf(http.StatusForbidden, "this API token may not create accounts for tenant %s", req.TenantID)
+	}
+	if req.EnvironmentIntegrationID == "" {
+		return nil
+	}
+	name, found := env.IntegrationByEnvironmentID(req.EnvironmentIntegrationID)
+	if !found {
+		return wire.Errorf(http.StatusBadRequest, "environment_integration_id %q is not an integration of this gateway", req.EnvironmentIntegrationID)
+	}
+	if req.Integration != "" && req.Integration != name {
+		return wire.Errorf(http.StatusBadRequest, "integration %q and environment_integration_id %q name different integrations", req.Integration, req.EnvironmentIntegrationID)
+	}
+	req.Integration, req.EnvironmentIntegrationID = name, ""
+	return nil
+}
+
 func (h *API) create(w http.ResponseWriter, r *http.Request) {
 	var req importRequest
 	if err := wire.DecodeJSON(r, &req); err != nil {
 		wire.WriteErr(w, err)
 		return
 	}
-	if !tenantIDPattern.MatchString(req.TenantID) {
-		wire.WriteError(w, http.StatusBadRequest, "tenant_id is required: 1 to 256 of A-Z a-z 0-9 . _ : @ + -")
-		return
-	}
-	if !callerOf(r.Context()).allows(req.TenantID) {
-		wire.WriteError(w, http.StatusForbidden, fmt.Sprintf("this API token may not create accounts for tenant %s", req.TenantID))
-		return
-	}
 	rt, ok := h.rt(w)
 	if !ok {
 		return
 	}
-	if req.EnvironmentIntegrationID != "" {
-		name, found := rt.env.IntegrationByEnvironmentID(req.EnvironmentIntegrationID)
-		if !found {
-			wire.WriteError(w, http.StatusBadRequest, fmt.Sprintf("environment_integration_id %q is not an integration of this gateway", req.EnvironmentIntegrationID))
-			return
-		}
-		if req.Integration != "" && req.Integration != name {
-			wire.WriteError(w, http.StatusBadRequest, fmt.Sprintf("integration %q and environment_integration_id %q name different integrations", req.Integration, req.EnvironmentIntegrationID))
-			return
-		}
-		req.Integration = name
-	}
-	in, err := h.app.integration(req.Integration)
-	if err != nil {
-		wire.WriteError(w, http.StatusBadRequest, "integration (or environment_integration_id): "+err.Error())
-		return
-	}
-	if req.AuthenticationMethod == "" {
-		req.AuthenticationMethod = in.Auth
-	}
-	if req.AuthenticationMethod != in.Auth {
-		wire.WriteError(w, http.StatusBadRequest, fmt.Sprintf("authentication_method %q does not match integration %s, which uses %s", req.AuthenticationMethod, in.Name, in.Auth))
-		return
-	}
-	if req.ID == "" {
-		req.ID = uuid.NewString()
-	} else if _, err := uuid.Parse(req.ID); err != nil {
-		wire.WriteError(w, http.StatusBadRequest, "id must be a UUID when given")
+	if err := resolveImport(&req, rt.env, callerOf(r.Context())); err != nil {
+		wire.WriteErr(w, err)
 		return
 	}
 	now := time.Now().UTC()
-	meta, creds, err := splitCredentials(req.Context, now)
+	a, c, err := h.app.newImport(req, now)
 	if err != nil {
 		wire.WriteErr(w, err)
-		return
-	}
-	if err := requireCredentials(in.Auth, creds); err != nil {
-		wire.WriteErr(w, err)
-		return
-	}
-	a := &account.Account{
-		ID: req.ID, TenantID: req.TenantID, Integration: in.Name, Method: in.Auth,
-		Context: meta, Credentials: creds, CreatedAt: now, UpdatedAt: now,
-	}
-	c, err := a.Apply(account.Created, nil, now)
-	if err != nil {
-		wire.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if err := rt.store.CreateAccount(r.Context(), a, tokenstore.EventsFor(c, a, now)); err != nil {

@@ -51,6 +51,8 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"ClaimDeliveriesNeverTwice", testClaimDeliveriesConcurrent},
 		{"Purge", testPurge},
 		{"EnvironmentChosenOnce", testEnvironment},
+		{"ImportAccounts", testImportAccounts},
+		{"ClaimEndpointDeliveries", testClaimEndpointDeliveries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
