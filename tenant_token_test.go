@@ -61,6 +61,14 @@ func TestTenantAPIToken(t *testing.T) {
 	expect("move to another tenant", status, body, http.StatusForbidden)
 	status, body = call("POST", "/link-token", map[string]any{"tenant_id": "acme"})
 	expect("link token for another tenant", status, body, http.StatusForbidden)
+	// A bulk import's row for another tenant fails on its own.
+	status, body = call("POST", "/integrated-account/bulk", []map[string]any{
+		{"tenant_id": "acme-1", "integration": "keyed", "context": map[string]any{"api_key": "k-0123456789"}},
+		{"tenant_id": "acme", "integration": "keyed", "context": map[string]any{"api_key": "k-0123456789"}},
+	})
+	if status != 200 || !strings.Contains(body, `"imported":1`) || !strings.Contains(body, `"statusCode":403`) {
+		t.Errorf("bulk import across tenants: %d %s", status, body)
+	}
 	// The gateway's webhook endpoints and deliveries are every tenant's.
 	for _, c := range [][2]string{{"GET", "/webhook"}, {"GET", "/webhook/wh_x"}, {"POST", "/webhook/test"},
 		{"GET", "/webhook-delivery"}, {"GET", "/webhook-delivery/dlv_x"}, {"POST", "/webhook-delivery/dlv_x/redeliver"}, {"POST", "/webhook/wh_x/enable"}} {
@@ -69,7 +77,7 @@ func TestTenantAPIToken(t *testing.T) {
 	}
 	// Bulk delete: only its tenant's accounts match.
 	status, body = call("POST", "/integrated-account/bulk-delete", map[string]any{"query": map[string]any{"integration.name": "keyed"}, "dry_run": true})
-	if status != 200 || !strings.Contains(body, own) || strings.Contains(body, other) || !strings.Contains(body, `"count":1`) {
+	if status != 200 || !strings.Contains(body, own) || strings.Contains(body, other) || !strings.Contains(body, `"count":2`) { // own, and the one the bulk import added
 		t.Errorf("bulk-delete dry run: %d %s", status, body)
 	}
 	// Nothing of the other tenant changed.
