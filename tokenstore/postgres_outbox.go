@@ -167,15 +167,23 @@ func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, l
 }
 
 // pgClaimEndpointQuery leases, for each (endpoint, limit, created before)
-// of its arrays, that endpoint's soonest due deliveries.
+// of its arrays, that endpoint's soonest due deliveries, but not a delivery
+// of an account's event while one of an earlier event of that account to
+// that endpoint is pending (as SQLite's query): each account's events reach
+// each endpoint in commit order. The check reads without locking, so a
+// pending earlier delivery another dispatcher holds still blocks.
 const pgClaimEndpointQuery = `WITH want AS (
 		SELECT * FROM unnest($3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS w (endpoint, n, before, ord)),
 	picked AS (
 		SELECT p.id, want.ord FROM want, LATERAL (
-			SELECT id FROM deliveries
-			WHERE status = 'pending' AND endpoint = want.endpoint AND next_attempt_at <= $2 AND lease_until <= $2
-				AND created_at < want.before
-			ORDER BY next_attempt_at, id LIMIT want.n FOR UPDATE SKIP LOCKED) p),
+			SELECT d.id FROM deliveries d
+			WHERE d.status = 'pending' AND d.endpoint = want.endpoint AND d.next_attempt_at <= $2 AND d.lease_until <= $2
+				AND d.created_at < want.before
+				AND NOT EXISTS (SELECT 1 FROM events e
+					JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
+					JOIN deliveries q ON q.event_id = pe.id
+					WHERE e.id = d.event_id AND e.account_id <> '' AND q.endpoint = d.endpoint AND q.status = 'pending')
+			ORDER BY d.next_attempt_at, d.id LIMIT want.n FOR UPDATE OF d SKIP LOCKED) p),
 	claimed AS (
 		UPDATE deliveries SET lease_until = $1 WHERE id IN (SELECT id FROM picked) RETURNING *)
 	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id JOIN picked ON picked.id = d.id

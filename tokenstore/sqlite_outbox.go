@@ -162,10 +162,18 @@ func (s *SQLite) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lea
 	return out, nil
 }
 
-// sqliteClaimEndpointQuery selects one endpoint's due deliveries.
-const sqliteClaimEndpointQuery = `SELECT id FROM deliveries INDEXED BY deliveries_endpoint_due
-	WHERE status = 'pending' AND endpoint = ? AND next_attempt_at <= ? AND lease_until <= ? AND created_at < ?
-	ORDER BY next_attempt_at, id LIMIT ?`
+// sqliteClaimEndpointQuery selects one endpoint's due deliveries, but not a
+// delivery of an account's event while a delivery of an earlier event of
+// the same account to the same endpoint is pending (due later, or leased
+// and on its way): so each account's events reach each endpoint one at a
+// time, in the order they were committed.
+const sqliteClaimEndpointQuery = `SELECT d.id FROM deliveries AS d INDEXED BY deliveries_endpoint_due
+	WHERE d.status = 'pending' AND d.endpoint = ? AND d.next_attempt_at <= ? AND d.lease_until <= ? AND d.created_at < ?
+		AND NOT EXISTS (SELECT 1 FROM events e
+			JOIN events pe INDEXED BY events_account_seq ON pe.account_id = e.account_id AND pe.seq < e.seq
+			JOIN deliveries p INDEXED BY deliveries_event ON p.event_id = pe.id
+			WHERE e.id = d.event_id AND e.account_id <> '' AND p.endpoint = d.endpoint AND p.status = 'pending')
+	ORDER BY d.next_attempt_at, d.id LIMIT ?`
 
 // claim leases the deliveries pick selects and reads them with their
 // events, soonest due first.

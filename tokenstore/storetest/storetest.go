@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"EnvironmentChosenOnce", testEnvironment},
 		{"ImportAccounts", testImportAccounts},
 		{"ClaimEndpointDeliveries", testClaimEndpointDeliveries},
+		{"ClaimKeepsAccountOrder", testClaimKeepsAccountOrder},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
