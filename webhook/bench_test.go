@@ -35,6 +35,40 @@ func BenchmarkDeliveries(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
 }
 
+// BenchmarkDeliveriesOfAccounts is BenchmarkDeliveries with account events,
+// three for each of many accounts, so every claim checks that no earlier
+// event of the same account to the endpoint is still pending.
+func BenchmarkDeliveriesOfAccounts(b *testing.B) {
+	st := openStore(b)
+	rc := newReceiver(b)
+	opts := fastOptions(b)
+	opts.Client = nil
+	opts.Concurrency = 8
+	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(b)}}}, opts)
+	names := []string{account.EventCreated, account.EventActive, account.EventUpdated}
+	for done := 0; done < b.N; done += 5000 {
+		n := min(5000, b.N-done)
+		evs := make([]tokenstore.Event, 0, n)
+		for i := range n {
+			k := done + i
+			evs = append(evs, tokenstore.Event{ID: newEventID(), Name: names[k%3], AccountID: "acc_" + strconv.Itoa(k/3),
+				Payload: []byte(`{}`), CreatedAt: time.Now()})
+		}
+		if err := st.AddEvents(context.Background(), evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	start := time.Now()
+	startDispatcher(b, d)
+	waitFor(b, "every delivery recorded", 10*time.Minute, func() bool {
+		n, err := st.PendingDeliveries(context.Background())
+		return err == nil && n == 0 && rc.count() >= b.N
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
+}
+
 // BenchmarkTransitionToDelivery measures the time from committing an
 // account's active → needs_reauth transition to its webhook arriving.
 func BenchmarkTransitionToDelivery(b *testing.B) {
