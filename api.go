@@ -76,8 +76,8 @@ func (h *API) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if !h.app.authorized(bearerToken(r)) {
-		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token>")
+	if err := h.app.authorize(r, bearerToken(r)); err != nil {
+		wire.WriteErr(w, err)
 		return nil
 	}
 	h.mux.ServeHTTP(w, r)

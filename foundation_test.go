@@ -95,17 +95,13 @@ http://{{GATEWAY}} {
 	handle /proxy/* {
 		uri strip_prefix /proxy
 		inject_credentials
-		@https expression ` + "`{integrated_account.scheme} == \"https\"`" + `
-		reverse_proxy @https {integrated_account.upstream} {
-			transport http {
-				tls
+		reverse_proxy {integrated_account.upstream} {
+			flush_interval -1
+			transport linkgate {
 				tls_trust_pool inline {
 					trust_der {{TRUST}}
 				}
 			}
-		}
-		reverse_proxy {integrated_account.upstream} {
-			flush_interval -1
 		}
 	}
 	handle /connect-account* {
@@ -118,6 +114,13 @@ http://{{GATEWAY}} {
 `
 
 func newWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldWith(t, nil)
+}
+
+// newWorldWith is newWorld with its Caddyfile edited first (its {{…}}
+// markers still in place), for tests that need another route or option.
+func newWorldWith(t *testing.T, edit func(caddyfile string) string) *world {
 	t.Helper()
 	g := newGateway(t)
 	w := &world{gateway: g}
@@ -137,7 +140,11 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(func() { ln.Close() })
 	w.appListener = ln
 	w.appOrigin = fmt.Sprintf("http://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
-	w.caddyfile = g.expand(worldCaddyfile,
+	cfg := worldCaddyfile
+	if edit != nil {
+		cfg = edit(cfg)
+	}
+	w.caddyfile = g.expand(cfg,
 		"{{UPSTREAM_KEYED}}", w.keyed.URL(),
 		"{{UPSTREAM_QUERIED}}", w.queried.URL(),
 		"{{UPSTREAM_BASIC}}", w.basic.URL(),

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +86,7 @@ func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
 		Integrations:   map[string]*account.Integration{"crm": in},
 		RetryBodyLimit: 64 << 10,
 		tokens:         [][sha256.Size]byte{sha256.Sum256([]byte("bench-token"))},
+		example:        []bool{false},
 		logger:         zap.NewNop(),
 		live:           new(liveRuntime),
 	}
@@ -102,5 +104,5 @@ func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &Inject{app: app, logger: zap.NewNop()}, a.ID
+	return &Inject{app: app, logger: zap.NewNop(), bypassed: new(sync.Once)}, a.ID
 }

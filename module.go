@@ -12,8 +12,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/linkgate/linkgate/account"
@@ -101,9 +105,11 @@ type App struct {
 	// Default 64 KiB; larger bodies are streamed and not retried.
 	RetryBodyLimit int64 `json:"retry_body_limit,omitempty"`
 
-	ctx       caddy.Context
-	logger    *zap.Logger
-	tokens    [][sha256.Size]byte
+	ctx    caddy.Context
+	logger *zap.Logger
+	tokens [][sha256.Size]byte
+	// example[i] says tokens[i] is a published example token.
+	example   []bool
 	keys      [][]byte
 	poolKey   string
 	storeHold *storeHolder
@@ -180,6 +186,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 			continue
 		}
 		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+		example := slices.Contains(exampleAPITokens, t)
+		a.example = append(a.example, example)
+		if example {
+			a.logger.Warn("api_token is a published example token: it is accepted only from clients on this machine (loopback); configure a token of your own, e.g. from openssl rand -hex 32")
+		}
 	}
 	a.PublicURL = strings.TrimRight(repl.ReplaceAll(a.PublicURL, ""), "/")
 	for i, o := range a.AllowedOrigins {
@@ -386,19 +397,75 @@ func (a *App) runtimeOr503(w http.ResponseWriter, logger *zap.Logger) (*runtime,
 	return rt, true
 }
 
-// authorized reports whether the bearer token is one of the API tokens, in
-// constant time whatever the token's length.
+// exampleAPITokens are the API tokens published in linkgate's README and
+// example configurations. The gateway accepts them only from clients on its
+// own machine (loopback), so that a configuration copied from an example
+// never opens the accounts to the network.
+var exampleAPITokens = []string{"dev-api-token"}
+
+// authorize checks the API token a request presents: it must be one of the
+// configured tokens, compared in constant time, and a published example
+// token only counts when the client is on this machine. The error is a
+// *wire.Error to answer with.
+func (a *App) authorize(r *http.Request, bearer string) error {
+	i := a.tokenIndex(bearer)
+	if i < 0 {
+		return errBadAPIToken
+	}
+	if a.example[i] && !loopbackClient(r) {
+		return errExampleAPIToken
+	}
+	return nil
+}
+
+// authorized reports whether the bearer token is one of the API tokens.
 func (a *App) authorized(bearer string) bool {
+	return a.tokenIndex(bearer) >= 0
+}
+
+// tokenIndex returns which API token bearer is, or -1, in constant time
+// whatever the token's length and whichever token it is.
+func (a *App) tokenIndex(bearer string) int {
 	if bearer == "" {
-		return false
+		return -1
 	}
 	got := sha256.Sum256([]byte(bearer))
-	ok := 0
+	idx := -1
 	for i := range a.tokens {
-		ok |= subtle.ConstantTimeCompare(got[:], a.tokens[i][:])
+		idx = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(got[:], a.tokens[i][:]), i, idx)
 	}
-	return ok == 1
+	return idx
 }
+
+// loopbackClient reports whether a request comes from this machine: its
+// connection's peer is a loopback address (or a Unix socket's), and so is
+// the client address Caddy determined, which differs when the server
+// trusts a proxy in front of it.
+func loopbackClient(r *http.Request) bool {
+	if r.RemoteAddr != "@" && !loopbackAddr(r.RemoteAddr) {
+		return false
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" && ip != "@" {
+		return loopbackAddr(ip)
+	}
+	return true
+}
+
+// loopbackAddr reports whether an address, with or without a port, is a
+// loopback IP address.
+func loopbackAddr(s string) bool {
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		s = h
+	}
+	ip, err := netip.ParseAddr(s)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// The answers to a refused API token.
+var (
+	errBadAPIToken     = &wire.Error{Status: http.StatusUnauthorized, Message: "missing or invalid API token: send Authorization: Bearer <api token>"}
+	errExampleAPIToken = &wire.Error{Status: http.StatusUnauthorized, Message: "this API token is a published example, accepted only from clients on the gateway's machine: configure an api_token of your own"}
+)
 
 // integration returns the configured integration name, or an error that names it.
 func (a *App) integration(name string) (*account.Integration, error) {
