@@ -570,3 +570,55 @@ func TestBasePathEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleTokenOnlyFromThisMachine: the API token the README publishes
+// opens the API and the proxy to clients on the gateway's machine only,
+// whether the client is the connection's peer or the address a trusted
+// proxy forwards; a token of the operator's own works from anywhere.
+func TestExampleTokenOnlyFromThisMachine(t *testing.T) {
+	w := newWorldWith(t, func(cfg string) string {
+		cfg = strings.Replace(cfg, "\tadmin off\n", "\tadmin off\n\tservers {\n\t\ttrusted_proxies static 127.0.0.1/32\n\t}\n", 1)
+		return strings.Replace(cfg, "\t\tapi_token test-api-token-0123456789\n", "\t\tapi_token test-api-token-0123456789\n\t\tapi_token dev-api-token\n", 1)
+	})
+	w.importAll(t)
+	_, port, _ := strings.Cut(strings.TrimPrefix(w.base, "http://"), ":")
+	paths := []string{"/integrated-account/" + w.accountKeyed, "/proxy/x?integrated_account_id=" + w.accountKeyed}
+
+	type client struct {
+		name   string
+		addr   string // host:port to connect to
+		header string // extra request header line
+		remote bool
+	}
+	clients := []client{
+		{"loopback", "127.0.0.1:" + port, "", false},
+		{"loopback naming itself", "127.0.0.1:" + port, "X-Forwarded-For: 127.0.0.1\r\n", false},
+		{"forwarded by a trusted proxy", "127.0.0.1:" + port, "X-Forwarded-For: 203.0.113.7\r\n", true},
+		{"forwarded, IPv6", "127.0.0.1:" + port, "X-Forwarded-For: 2001:db8::7\r\n", true},
+	}
+	for _, ip := range nonLoopbackAddrs(t) {
+		hp := net.JoinHostPort(ip.String(), port)
+		clients = append(clients,
+			client{"from " + ip.String(), hp, "", true},
+			client{"from " + ip.String() + " claiming loopback", hp, "X-Forwarded-For: 127.0.0.1\r\n", true})
+	}
+	for _, c := range clients {
+		for _, p := range paths {
+			for _, tok := range []string{"dev-api-token", apiToken} {
+				t.Run(c.name+" "+tok+" "+p[:7], func(t *testing.T) {
+					status, body := rawTo(t, c.addr, "GET "+p+" HTTP/1.1\r\nHost: localhost:"+port+"\r\nAuthorization: Bearer "+tok+"\r\n"+c.header+"Connection: close\r\n\r\n")
+					want := http.StatusOK
+					if c.remote && tok == "dev-api-token" {
+						want = http.StatusUnauthorized
+					}
+					if status != want {
+						t.Fatalf("status %d, want %d: %s", status, want, body)
+					}
+					if want == http.StatusUnauthorized && !strings.Contains(string(body), "published example") {
+						t.Errorf("the refusal does not say why: %s", body)
+					}
+				})
+			}
+		}
+	}
+}
