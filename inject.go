@@ -89,8 +89,10 @@ const accountIDHeader = "X-Integrated-Account-Id"
 // accountIDParam names the account in the query.
 const accountIDParam = "integrated_account_id"
 
-// callKey is the request-context key of a proxied request's *call.
-type callKey struct{}
+// callVar is the request variable (in the request context's vars, which
+// reverse_proxy's copies of the request share) that holds a proxied
+// request's *call.
+const callVar = "linkgate.call"
 
 // call is one proxied request as inject_credentials and the linkgate
 // transport share it, through the request's context: inject_credentials
@@ -106,6 +108,19 @@ type call struct {
 	// with creds. An answer without reached came by another route; a 401
 	// without sent is no verdict on the credentials.
 	reached, sent atomic.Bool
+}
+
+// String keeps the credentials out of a placeholder that names the
+// variable ({http.vars.linkgate.call}).
+func (c *call) String() string { return "integrated account call" }
+
+// GoString does the same for %#v.
+func (c *call) GoString() string { return c.String() }
+
+// callOf returns the call inject_credentials attached to a request.
+func callOf(r *http.Request) *call {
+	c, _ := caddyhttp.GetVar(r.Context(), callVar).(*call)
+	return c
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
@@ -154,7 +169,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	delete(r.Header, "Authorization")
 	delete(r.Header, "Proxy-Authorization")
 	c := &call{up: up, target: up.target}
-	r = r.WithContext(context.WithValue(ctx, callKey{}, c))
+	caddyhttp.SetVar(ctx, callVar, c)
 
 	repl := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("integrated_account.id", acct.ID)

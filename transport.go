@@ -102,22 +102,44 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // did not pass inject_credentials, and one that reverse_proxy would dial
 // anywhere but the integration's upstream.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c, _ := req.Context().Value(callKey{}).(*call)
+	di, _ := reverseproxy.GetDialInfo(req.Context())
+	out, c, err := prepare(req, di.Address)
+	if err != nil {
+		return nil, err
+	}
+	c.sent.Store(true)
+	res, err := t.HTTPTransport.RoundTrip(out)
+	if res != nil {
+		// The response names the request reverse_proxy knows, not the copy
+		// with the credentials.
+		res.Request = req
+	}
+	return res, err
+}
+
+// prepare returns the request to send in req's place, to dial: a copy
+// pointed at the target inject_credentials chose, with the account's
+// credentials, which req never holds.
+func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
+	c := callOf(req)
 	if c == nil {
-		return nil, errNotInjected
+		return nil, nil, errNotInjected
 	}
 	c.reached.Store(true)
 	tg := c.target
-	if di, ok := reverseproxy.GetDialInfo(req.Context()); !ok || di.Address != tg.dial {
-		return nil, fmt.Errorf("reverse_proxy dials %q but integration %s is at %s, so no credentials were sent: write reverse_proxy {integrated_account.upstream} { transport linkgate }",
-			di.Address, c.up.name, tg.dial)
+	if dial != tg.dial {
+		return nil, nil, fmt.Errorf("reverse_proxy dials %q but integration %s is at %s, so no credentials were sent: write reverse_proxy {integrated_account.upstream} { transport linkgate }",
+			dial, c.up.name, tg.dial)
 	}
 
-	out := new(http.Request)
-	*out = *req
-	u := *req.URL
-	out.URL = &u
-	tg.direct(&u)
+	// The request and its URL in one allocation.
+	o := &struct {
+		req http.Request
+		url url.URL
+	}{req: *req, url: *req.URL}
+	out := &o.req
+	out.URL = &o.url
+	tg.direct(out.URL)
 	out.Host = tg.host
 	// A header map of the request's own: the values are shared, never
 	// changed; only what the transport sets or drops differs.
@@ -142,15 +164,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if out.Body != nil && out.Trailer != nil {
 		out.Body = &trailerScrubber{ReadCloser: out.Body, trailer: out.Trailer, up: c.up}
 	}
-
-	c.sent.Store(true)
-	res, err := t.HTTPTransport.RoundTrip(out)
-	if res != nil {
-		// The response names the request reverse_proxy knows, not the copy
-		// with the credentials.
-		res.Request = req
-	}
-	return res, err
+	return out, c, nil
 }
 
 // errNotInjected is the transport's answer to a request that did not pass
