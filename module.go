@@ -1,9 +1,9 @@
 // Package linkgate is the Caddy glue of linkgate: the integrated_accounts app,
 // which owns the store, the refresher and the webhook dispatcher, the HTTP
 // handlers inject_credentials, accounts_api, connect_account and
-// accounts_console, and reverse_proxy's linkgate transport. The work itself is done by the packages below it
-// (account, tokenstore, refresh, webhook, linkflow, console), which know
-// nothing of Caddy.
+// accounts_console, and reverse_proxy's linkgate transport. The work itself
+// is done by the packages below it (account, tokenstore, refresh, webhook,
+// linkflow, console), which know nothing of Caddy.
 package linkgate
 
 import (
