@@ -560,6 +560,8 @@ http://{{GATEWAY}} {
 		{"bad webhook secret", "webhook http://127.0.0.1:1/h {\n secret plain\n }", "webhook"},
 		{"lease shorter than timeout", "webhook_timeout 30s\n webhook_lease 10s", "webhook_lease"},
 		{"bad allowed origin", "allowed_origins https://app.example.com/path", "allowed_origins"},
+		{"key in a hop-by-hop header", "integration x {\n auth api_key\n base_url http://127.0.0.1:1\n api_key_header Connection\n }", "api_key_header"},
+		{"base_url with a query", "integration x {\n auth api_key\n base_url http://127.0.0.1:1/?v=1\n }", "base_url"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"testing"
+
+	"github.com/linkgate/linkgate/account"
 )
 
 func TestCutQueryParam(t *testing.T) {
@@ -157,6 +159,46 @@ func TestLoopbackClient(t *testing.T) {
 		r = r.WithContext(t.Context())
 		if got := loopbackClient(r); got != tt.want {
 			t.Errorf("loopbackClient(%s) = %v", tt.remote, got)
+		}
+	}
+	// A proxy on this machine that Caddy does not trust: the addresses it
+	// forwards count too.
+	headers := []struct {
+		name, value string
+		want        bool
+	}{
+		{"X-Forwarded-For", "127.0.0.1", true},
+		{"X-Forwarded-For", "127.0.0.1, ::1", true},
+		{"X-Forwarded-For", "203.0.113.7", false},
+		{"X-Forwarded-For", "127.0.0.1, 203.0.113.7", false},
+		{"X-Real-Ip", "203.0.113.7", false},
+		{"Forwarded", "for=127.0.0.1;proto=http", true},
+		{"Forwarded", `for="[::1]:4711"`, true},
+		{"Forwarded", "proto=https", true},
+		{"Forwarded", "for=203.0.113.7", false},
+		{"Forwarded", `for=127.0.0.1, for="[2001:db8::7]"`, false},
+		{"Forwarded", "for=unknown", false},
+	}
+	for _, tt := range headers {
+		r := &http.Request{RemoteAddr: "127.0.0.1:5000", Header: http.Header{tt.name: {tt.value}}}
+		r = r.WithContext(t.Context())
+		if got := loopbackClient(r); got != tt.want {
+			t.Errorf("loopbackClient with %s: %s = %v", tt.name, tt.value, got)
+		}
+	}
+}
+
+func TestUnfitCredentialHeadersRefused(t *testing.T) {
+	for _, h := range []string{"Connection", "connection", "Upgrade", "Host", "Transfer-Encoding", "Te", "X-Forwarded-For", "Proxy-Authorization"} {
+		in := &account.Integration{Name: "x", Auth: account.MethodAPIKey, BaseURL: "https://x.example", APIKeyHeader: h}
+		if _, err := newUpstream(in); err == nil {
+			t.Errorf("api_key_header %s: accepted", h)
+		}
+	}
+	for _, h := range []string{"X-Api-Key", "Authorization", "Cookie", "Api-Key"} {
+		in := &account.Integration{Name: "x", Auth: account.MethodAPIKey, BaseURL: "https://x.example", APIKeyHeader: h}
+		if _, err := newUpstream(in); err != nil {
+			t.Errorf("api_key_header %s: %v", h, err)
 		}
 	}
 }

@@ -440,15 +440,53 @@ func (a *App) tokenIndex(bearer string) int {
 // loopbackClient reports whether a request comes from this machine: its
 // connection's peer is a loopback address (or a Unix socket's), and so is
 // the client address Caddy determined, which differs when the server
-// trusts a proxy in front of it.
+// trusts a proxy in front of it. A proxy on this machine that Caddy does
+// not trust would make every client look local, so any client address a
+// forwarding header names must be loopback too.
 func loopbackClient(r *http.Request) bool {
 	if r.RemoteAddr != "@" && !loopbackAddr(r.RemoteAddr) {
 		return false
 	}
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" && ip != "@" {
-		return loopbackAddr(ip)
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" && ip != "@" && !loopbackAddr(ip) {
+		return false
+	}
+	for _, name := range []string{"X-Forwarded-For", "X-Real-Ip", "Forwarded"} {
+		for _, v := range r.Header[name] {
+			for elem := range strings.SplitSeq(v, ",") {
+				if name == "Forwarded" {
+					elem = forwardedFor(elem)
+					if elem == "" {
+						continue
+					}
+				}
+				if !loopbackAddr(strings.Trim(strings.TrimSpace(elem), `"[]`)) {
+					return false
+				}
+			}
+		}
 	}
 	return true
+}
+
+// forwardedFor returns the for= node of one element of a Forwarded header
+// (RFC 7239), without quotes, or "".
+func forwardedFor(elem string) string {
+	for pair := range strings.SplitSeq(elem, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+		if strings.EqualFold(k, "for") {
+			v = strings.Trim(v, `"`)
+			if strings.HasPrefix(v, "[") {
+				if end := strings.IndexByte(v, ']'); end > 0 {
+					return v[1:end]
+				}
+			}
+			if h, _, err := net.SplitHostPort(v); err == nil {
+				return h
+			}
+			return v
+		}
+	}
+	return ""
 }
 
 // loopbackAddr reports whether an address, with or without a port, is a

@@ -107,6 +107,9 @@ func TestCallerCannotStripOrShadowCredentials(t *testing.T) {
 			return strings.ToLower(c) + "\r\n" + strings.ReplaceAll(c, "-", "_") + "\r\n"
 		}, ""},
 		{"Proxy-Authorization", func(_, _ string) string { return "Proxy-Authorization: Basic ZXZpbDpldmls\r\n" }, ""},
+		{"an upgrade to h2c", func(h, _ string) string {
+			return "Connection: Upgrade, HTTP2-Settings, " + h + "\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+		}, ""},
 		{"Expect: 100-continue", func(h, _ string) string { return "Expect: 100-continue\r\nConnection: " + h + "\r\n" }, `{"a":1}`},
 	}
 	for _, k := range kinds {
@@ -142,6 +145,9 @@ func TestCallerCannotStripOrShadowCredentials(t *testing.T) {
 				}
 				if c := r.Header.Get("Connection"); c != "" && !strings.EqualFold(c, "upgrade") {
 					t.Errorf("the upstream got Connection: %s", c)
+				}
+				if u := r.Header.Get("Upgrade"); u != "" && u != "websocket" {
+					t.Errorf("the upstream got Upgrade: %s", u)
 				}
 			})
 		}
@@ -595,6 +601,9 @@ func TestExampleTokenOnlyFromThisMachine(t *testing.T) {
 		{"loopback naming itself", "127.0.0.1:" + port, "X-Forwarded-For: 127.0.0.1\r\n", false},
 		{"forwarded by a trusted proxy", "127.0.0.1:" + port, "X-Forwarded-For: 203.0.113.7\r\n", true},
 		{"forwarded, IPv6", "127.0.0.1:" + port, "X-Forwarded-For: 2001:db8::7\r\n", true},
+		{"behind a proxy Caddy does not trust (Forwarded)", "127.0.0.1:" + port, "Forwarded: for=203.0.113.7;proto=https\r\n", true},
+		{"behind a proxy Caddy does not trust (X-Real-Ip)", "127.0.0.1:" + port, "X-Real-Ip: 203.0.113.7\r\n", true},
+		{"Forwarded naming loopback", "127.0.0.1:" + port, "Forwarded: for=\"[::1]\"\r\n", false},
 	}
 	for _, ip := range nonLoopbackAddrs(t) {
 		hp := net.JoinHostPort(ip.String(), port)

@@ -149,14 +149,19 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 			h[k] = v
 		}
 	}
-	if v, ok := h["Connection"]; ok {
+	if _, ok := h["Connection"]; ok || len(h["Upgrade"]) > 0 {
 		// reverse_proxy has already removed what the caller's Connection
-		// named; only an upgrade's own "Connection: Upgrade" goes on, so
-		// that no proxy further on removes a header the transport set.
-		if len(v) == 1 && strings.EqualFold(v[0], "upgrade") && len(h["Upgrade"]) > 0 {
+		// named and put back "Connection: Upgrade" for an upgrade. Only a
+		// WebSocket upgrade goes on, with Connection naming nothing else, so
+		// that no proxy further on removes a header the transport set; an
+		// upgrade to another protocol (h2c, TLS) would hand the caller a
+		// connection whose later requests the transport never sees.
+		if isWebSocketUpgrade(h) {
 			h["Connection"] = []string{"Upgrade"}
+			h["Upgrade"] = []string{"websocket"}
 		} else {
 			delete(h, "Connection")
+			delete(h, "Upgrade")
 		}
 	}
 	out.Header = h
@@ -165,6 +170,13 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 		out.Body = &trailerScrubber{ReadCloser: out.Body, trailer: out.Trailer, up: c.up}
 	}
 	return out, c, nil
+}
+
+// isWebSocketUpgrade reports whether outgoing headers ask for a WebSocket
+// upgrade and nothing else.
+func isWebSocketUpgrade(h http.Header) bool {
+	c, u := h["Connection"], h["Upgrade"]
+	return len(c) == 1 && strings.EqualFold(c[0], "upgrade") && len(u) == 1 && strings.EqualFold(u[0], "websocket")
 }
 
 // errNotInjected is the transport's answer to a request that did not pass

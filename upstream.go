@@ -99,6 +99,19 @@ type upstream struct {
 	scheme                 any
 }
 
+// unfitCredentialHeader reports headers that a key would not survive in:
+// hop-by-hop ones, which any proxy on the way removes, those that frame the
+// message, and those the transport drops or sets itself.
+func unfitCredentialHeader(h string) bool {
+	switch h {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Host", "Content-Length", "Proxy-Authorization", "Proxy-Authenticate", "Expect",
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
+}
+
 func newUpstream(in *account.Integration) (*upstream, error) {
 	t, err := newTarget(in.BaseURL)
 	if err != nil {
@@ -113,6 +126,9 @@ func newUpstream(in *account.Integration) (*upstream, error) {
 		case in.APIKeyHeader != "":
 			up.credHeader = http.CanonicalHeaderKey(in.APIKeyHeader)
 			up.credPrefix = in.APIKeyPrefix
+			if unfitCredentialHeader(up.credHeader) {
+				return nil, fmt.Errorf("integration %s: api_key_header %s cannot carry a key: proxies and HTTP itself remove or rewrite it", in.Name, in.APIKeyHeader)
+			}
 		default:
 			up.credPrefix = in.APIKeyPrefix
 			if up.credPrefix == "" {
