@@ -240,3 +240,38 @@ func TestExampleAccessLogHidesConnectSecrets(t *testing.T) {
 		t.Errorf("the access log shows no redaction:\n%s", logged)
 	}
 }
+
+// TestExampleKeepsSecretsOutOfAdaptedConfig: the secrets the example reads
+// from the environment are resolved when the config loads, so the adapted
+// JSON (which the admin API serves and autosave.json keeps) never holds
+// them.
+func TestExampleKeepsSecretsOutOfAdaptedConfig(t *testing.T) {
+	secrets := map[string]string{
+		"LINKGATE_API_TOKEN":    "api-token-from-env-9f8e7d",
+		"HUBSPOT_CLIENT_SECRET": "hubspot-secret-from-env-1a2b3c",
+	}
+	for k, v := range secrets {
+		t.Setenv(k, v)
+	}
+	raw, err := os.ReadFile("Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := adapt(t, string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range secrets {
+		if strings.Contains(string(cfg), v) {
+			t.Errorf("the adapted config holds %s", k)
+		}
+	}
+	if !strings.Contains(string(cfg), "{env.LINKGATE_API_TOKEN}") {
+		t.Error("the example reads no API token from the environment")
+	}
+	// And the token from the environment works.
+	g := loadExample(t, "Caddyfile.example")
+	if status, body := g.doAuth("GET", "/integrated-account", "Bearer "+secrets["LINKGATE_API_TOKEN"], nil); status != http.StatusOK {
+		t.Errorf("the environment's API token: %d %s", status, body)
+	}
+}
