@@ -104,10 +104,10 @@ type call struct {
 	// creds are the credentials of the current attempt; inject_credentials
 	// sets them before handing the request on.
 	creds account.Credentials
-	// reached: the transport saw this attempt. sent: it sent the attempt
-	// with creds. An answer without reached came by another route; a 401
-	// without sent is no verdict on the credentials.
-	reached, sent atomic.Bool
+	// sent: the transport sent this attempt with creds. An answer written
+	// before it did is not the upstream's answer to them: it came by
+	// another route, and a 401 in it is no verdict on the credentials.
+	sent atomic.Bool
 }
 
 // String keeps the credentials out of a placeholder that names the
@@ -189,7 +189,6 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 
 	for attempt := 0; ; attempt++ {
 		c.creds = creds
-		c.reached.Store(false)
 		c.sent.Store(false)
 		if body != nil {
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -207,7 +206,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 			wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, AccountID: id,
 				Message: "this gateway's proxy route is misconfigured (its reverse_proxy lacks transport linkgate); no credentials were sent: see the gateway's log"})
 			return err
-		case sw.status == http.StatusUnauthorized && c.sent.Load():
+		case sw.status == http.StatusUnauthorized:
 			var newCreds account.Credentials
 			var retry bool
 			var uerr error
@@ -235,7 +234,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 				return err
 			}
 			a.metrics.count(outcomeUpstream401)
-		case sw.status >= 200 && sw.status < 300 && c.sent.Load():
+		case sw.status >= 200 && sw.status < 300:
 			a.metrics.count(outcomeOk)
 			if acct.Status == account.StatusNeedsReauth {
 				rt.refresher.Succeeded(context.WithoutCancel(ctx), acct)
@@ -407,11 +406,11 @@ type readCloser struct {
 }
 
 // statusWriter records the upstream's status. With hold401 it holds back a
-// 401 answer to credentials the transport sent (headers and body), so the
-// request can be retried with fresh ones. An answer written before the
-// linkgate transport saw the request did not come from the upstream with the
-// account's credentials: it is held back too, and marked bypassed. Every
-// other answer streams through untouched.
+// 401 answer (headers and body), so the request can be retried with fresh
+// credentials. An answer written before the linkgate transport sent the
+// request did not come from the upstream with the account's credentials: it
+// is held back too, and marked bypassed. Every other answer streams through
+// untouched.
 type statusWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 	call     *call
@@ -428,7 +427,7 @@ func (sw *statusWriter) WriteHeader(code int) {
 	if sw.status != 0 {
 		return
 	}
-	if !sw.call.reached.Load() {
+	if !sw.call.sent.Load() {
 		sw.status, sw.held, sw.bypassed = code, true, true
 		return
 	}
@@ -437,7 +436,7 @@ func (sw *statusWriter) WriteHeader(code int) {
 		return
 	}
 	sw.status = code
-	if code == http.StatusUnauthorized && sw.hold401 && sw.call.sent.Load() {
+	if code == http.StatusUnauthorized && sw.hold401 {
 		sw.held = true
 		return
 	}
@@ -495,7 +494,7 @@ func (sw *statusWriter) Header() http.Header {
 		}
 		return sw.header
 	}
-	if sw.status == 0 && (sw.header != nil || sw.hold401 || !sw.call.reached.Load()) {
+	if sw.status == 0 && (sw.header != nil || sw.hold401 || !sw.call.sent.Load()) {
 		if sw.header == nil {
 			sw.header = sw.ResponseWriter.Header().Clone()
 		}

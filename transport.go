@@ -125,7 +125,6 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 	if c == nil {
 		return nil, nil, errNotInjected
 	}
-	c.reached.Store(true)
 	tg := c.target
 	if dial != tg.dial {
 		return nil, nil, fmt.Errorf("reverse_proxy dials %q but integration %s is at %s, so no credentials were sent: write reverse_proxy {integrated_account.upstream} { transport linkgate }",
