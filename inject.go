@@ -127,7 +127,7 @@ func callOf(r *http.Request) *call {
 func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if refusedMethod(r.Method) {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
-		wire.WriteError(w, http.StatusMethodNotAllowed, r.Method+" is not forwarded to upstream APIs")
+		wire.WriteError(w, http.StatusMethodNotAllowed, "TRACE, TRACK and CONNECT are not forwarded to upstream APIs")
 		return nil
 	}
 	a := h.app
@@ -168,6 +168,8 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	// The caller's credentials stay here, whatever route follows.
 	delete(r.Header, "Authorization")
 	delete(r.Header, "Proxy-Authorization")
+	// Where this request goes: the one place that decides it. Every
+	// account of an integration shares the integration's target today.
 	c := &call{up: up, target: up.target}
 	caddyhttp.SetVar(ctx, callVar, c)
 
@@ -175,8 +177,8 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	repl.Set("integrated_account.id", acct.ID)
 	repl.Set("integrated_account.tenant_id", acct.TenantID)
 	repl.Set("integrated_account.integration", up.name)
-	repl.Set("integrated_account.upstream", up.dial)
-	repl.Set("integrated_account.scheme", up.scheme)
+	repl.Set("integrated_account.upstream", c.target.dialValue)
+	repl.Set("integrated_account.scheme", c.target.schemeValue)
 
 	// A 401 from an OAuth upstream may be a token revoked early: refresh and
 	// retry once, if the request can be sent again.
@@ -198,6 +200,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		err := next.ServeHTTP(sw, r)
 		switch {
 		case sw.bypassed:
+			a.metrics.count(outcomeNoTransport)
 			h.bypassed.Do(func() {
 				h.logger.Error("a proxied request answered without the linkgate transport, so it went out without the account's credentials and its answer was replaced with 502: "+
 					"proxy with reverse_proxy {integrated_account.upstream} { transport linkgate }",

@@ -120,11 +120,12 @@ func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
 }
 
 // benchRequest is a proxied request as Caddy hands it to a handler: with a
-// replacer and a table of request variables in its context.
+// replacer and the table of request variables Caddy fills in first.
 func benchRequest(id string) *http.Request {
 	r := httptest.NewRequest("GET", "/crm/v3/objects/contacts?limit=10&integrated_account_id="+id, nil)
 	r.Header.Set("Authorization", "Bearer bench-token")
-	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+	vars := map[string]any{caddyhttp.TrustedProxyVarKey: false, caddyhttp.ClientIPVarKey: "192.0.2.10"}
+	r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, vars))
 	caddyhttp.NewTestReplacer(r)
 	return r
 }

@@ -31,6 +31,9 @@ type target struct {
 	// without a trailing slash; escaped says they differ.
 	path, rawPath string
 	escaped       bool
+	// dialValue and schemeValue are dial and scheme boxed once, for the
+	// {integrated_account.upstream} and .scheme placeholders.
+	dialValue, schemeValue any
 }
 
 // newTarget takes a base URL apart once, when the config loads.
@@ -53,6 +56,7 @@ func newTarget(baseURL string) (*target, error) {
 		rawPath: strings.TrimRight(base.EscapedPath(), "/"),
 	}
 	t.escaped = t.path != t.rawPath
+	t.dialValue, t.schemeValue = t.dial, t.scheme
 	return t, nil
 }
 
@@ -85,8 +89,8 @@ func (t *target) direct(u *url.URL) {
 }
 
 // upstream is an integration as the proxy path needs it, prepared once when
-// the config loads so that the proxy path does no parsing. The placeholder
-// values are kept as interface values, boxed once.
+// the config loads so that the proxy path does no parsing. Its name is kept
+// as an interface value, boxed once, for the placeholder.
 type upstream struct {
 	integration *account.Integration
 	target      *target
@@ -95,8 +99,6 @@ type upstream struct {
 	// credHeader is "" when the key goes in the query.
 	credHeader, credPrefix string
 	name                   any
-	dial                   any
-	scheme                 any
 }
 
 // unfitCredentialHeader reports headers that a key would not survive in:
@@ -117,8 +119,7 @@ func newUpstream(in *account.Integration) (*upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("integration %s: base_url: %w", in.Name, err)
 	}
-	up := &upstream{integration: in, target: t, name: in.Name, dial: t.dial, scheme: t.scheme,
-		credHeader: "Authorization"}
+	up := &upstream{integration: in, target: t, name: in.Name, credHeader: "Authorization"}
 	if in.Auth == account.MethodAPIKey {
 		switch {
 		case in.APIKeyQuery != "":
