@@ -80,6 +80,10 @@ func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Hand
 		wire.WriteErr(w, err)
 		return nil
 	}
+	if err := wire.CheckRequestText(r); err != nil {
+		wire.WriteErr(w, err)
+		return nil
+	}
 	h.mux.ServeHTTP(w, r)
 	return nil
 }
@@ -391,7 +395,9 @@ func (h *API) rt(w http.ResponseWriter) (*runtime, bool) {
 }
 
 func (h *API) storeFailed(w http.ResponseWriter, err error, id string) {
-	h.logger.Error("store write failed", zap.String("integrated_account_id", id), zap.Error(err))
+	if !errors.Is(err, tokenstore.ErrInvalid) {
+		h.logger.Error("store write failed", zap.String("integrated_account_id", id), zap.Error(err))
+	}
 	wire.WriteErr(w, storeError(err, id))
 }
 

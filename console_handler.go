@@ -55,6 +55,7 @@ type Console struct {
 	logger      *zap.Logger
 	sessions    *console.Sessions
 	sessionsKey string
+	guard       *console.Guard
 	// lazy holds the UI, built on first use: it needs the app's store,
 	// which is opened when the app starts, after this handler is
 	// provisioned. A pointer, because CaddyModule copies the module value.
@@ -112,11 +113,29 @@ func (h *Console) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.sessions = v.(sessionHolder).Sessions
+
+	// One guard for every console of the process, kept across reloads:
+	// the bounds on password checks are the server's CPU's, and a reload
+	// must not hand an attacker a fresh budget.
+	g, _, err := consoleGuards.LoadOrNew(consoleGuardKey, func() (caddy.Destructor, error) {
+		return guardHolder{console.NewGuard(console.GuardOptions{})}, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.guard = g.(guardHolder).Guard
 	return nil
 }
 
-// Cleanup releases the session store; the last console to hold it drops it.
+// Cleanup releases the session store and the guard; the last console to
+// hold them drops them.
 func (h *Console) Cleanup() error {
+	if h.guard != nil {
+		if _, err := consoleGuards.Delete(consoleGuardKey); err != nil {
+			return err
+		}
+		h.guard = nil
+	}
 	if h.sessionsKey == "" {
 		return nil
 	}
@@ -146,6 +165,17 @@ func (h *Console) sessionStoreKey() string {
 
 // consoleSessions holds the consoles' session stores across config reloads.
 var consoleSessions = caddy.NewUsagePool()
+
+// consoleGuards holds the one sign-in guard of the process.
+var consoleGuards = caddy.NewUsagePool()
+
+const consoleGuardKey = "console sign-in guard"
+
+// guardHolder lets a guard live in a caddy.UsagePool.
+type guardHolder struct{ *console.Guard }
+
+// Destruct drops nothing: the guard is plain memory.
+func (guardHolder) Destruct() error { return nil }
 
 // sessionHolder lets a session store live in a caddy.UsagePool.
 type sessionHolder struct{ *console.Sessions }
@@ -213,8 +243,12 @@ func (h *Console) console() (*console.Console, error) {
 		Integrations: names,
 		Prefix:       h.Prefix,
 		Sessions:     h.sessions,
-		ClientIP:     clientIP,
-		Logger:       h.logger,
+		Guard:        h.guard,
+		// Behind a proxy that ends TLS the request is plain HTTP; the
+		// public URL says what the browser sees.
+		SecureCookies: strings.HasPrefix(strings.ToLower(h.app.PublicURL), "https://"),
+		ClientIP:      clientIP,
+		Logger:        h.logger,
 	})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package linkgate_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/linkgate/linkgate"
+	"github.com/linkgate/linkgate/console"
 	"github.com/linkgate/linkgate/internal/testenv"
 )
 
@@ -236,5 +238,112 @@ func TestConsoleInCaddy(t *testing.T) {
 	}
 	if status, _, _ := get("/console/accounts"); status != http.StatusSeeOther {
 		t.Fatalf("console after the users changed: %d; want the session ended", status)
+	}
+}
+
+// Behind a proxy that ends TLS the console is reached in plain HTTP, but the
+// browser is on https: the cookies must be Secure all the same.
+func TestConsoleCookiesAreSecureWhenThePublicURLIsHTTPS(t *testing.T) {
+	up := testenv.NewUpstream(t, testenv.UpstreamOptions{APIKey: "k", APIKeyHeader: "X-Api-Key"})
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, scheme := range []string{"https", "http"} {
+		g := newGateway(t)
+		cfg := strings.Replace(consoleCaddyfile, "public_url http://", "public_url "+scheme+"://", 1)
+		if err := loadCaddyfile(t, g.expand(cfg, "{{UPSTREAM}}", up.URL(), "{{HASH}}", string(hash))); err != nil {
+			t.Fatalf("loading Caddy: %v", err)
+		}
+		resp, err := g.client.Get(g.base + "/console/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		set := resp.Header.Values("Set-Cookie")
+		if len(set) == 0 {
+			t.Fatalf("public_url %s: the sign-in page set no cookie", scheme)
+		}
+		// Sign in over the plain connection, as the proxy would forward it.
+		form := url.Values{"csrf": {consoleCSRF.FindStringSubmatch(string(b))[1]}, "secret": {"test-api-token-0123456789"}}
+		req, _ := http.NewRequest(http.MethodPost, g.base+"/console/login", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: "linkgate_console_login", Value: form.Get("csrf")})
+		resp, err = (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("public_url %s: sign-in %d; want 303", scheme, resp.StatusCode)
+		}
+		set = append(set, resp.Header.Values("Set-Cookie")...)
+		for _, c := range set {
+			if secure := strings.Contains(c, "; Secure"); secure != (scheme == "https") {
+				t.Fatalf("public_url %s: cookie %q; Secure must be %t", scheme, c, scheme == "https")
+			}
+		}
+	}
+	_ = caddy.Stop()
+}
+
+// The failed sign-in budget is the process's: two sites' consoles draw on
+// one, and a config reload does not refill it.
+func TestConsoleSignInBudgetIsServerWideAndOutlivesReloads(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("right password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t)
+	second := fmt.Sprintf("http://localhost:%d", testenv.FreePort(t))
+	cfg := g.expand(`{
+	admin off
+	integrated_accounts {
+		storage sqlite {{DATA}}/linkgate.db
+		api_token test-api-token-0123456789
+		public_url http://{{GATEWAY}}
+	}
+}
+http://{{GATEWAY}} {
+	accounts_console {
+		users {
+			ops {{HASH}}
+		}
+	}
+}
+{{SECOND}} {
+	accounts_console {
+		users {
+			ops {{HASH}}
+		}
+	}
+}
+`, "{{HASH}}", string(hash), "{{SECOND}}", second)
+	if err := loadCaddyfile(t, cfg); err != nil {
+		t.Fatalf("loading Caddy: %v", err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	// The budget's failures, spread over both sites and five addresses.
+	for i := range console.DefaultFailedSignInBurst {
+		base := g.base
+		if i%2 == 1 {
+			base = second
+		}
+		if st := consolePasswordSignIn(t, base, i, "ops", "wrong"); st != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d; want 401", i+1, st)
+		}
+	}
+	if st := consolePasswordSignIn(t, second, 20, "ops", "right password"); st != http.StatusTooManyRequests {
+		t.Fatalf("password sign-in on the second site with the budget spent: %d; want 429", st)
+	}
+	if err := loadCaddyfile(t, cfg); err != nil {
+		t.Fatalf("reloading Caddy: %v", err)
+	}
+	if st := consolePasswordSignIn(t, g.base, 21, "ops", "right password"); st != http.StatusTooManyRequests {
+		t.Fatalf("password sign-in after a reload: %d; want 429 (a reload must not refill the budget)", st)
+	}
+	if st := consolePasswordSignIn(t, g.base, 22, "", apiToken); st != http.StatusSeeOther {
+		t.Fatalf("API token sign-in with the password budget spent: %d; want 303", st)
 	}
 }

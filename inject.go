@@ -513,6 +513,8 @@ func storeError(err error, id string) error {
 		return &wire.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("integrated account %s not found", id), AccountID: id}
 	case errors.Is(err, tokenstore.ErrConflict):
 		return &wire.Error{Status: http.StatusConflict, Message: "the integrated account changed meanwhile: retry", AccountID: id}
+	case errors.Is(err, tokenstore.ErrInvalid):
+		return &wire.Error{Status: http.StatusBadRequest, Message: "the request holds a value the store cannot keep: ids, filters and text must be UTF-8 without NUL characters"}
 	default:
 		return &wire.Error{Status: http.StatusServiceUnavailable, Message: errStoreUnavailable.Error()}
 	}

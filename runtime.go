@@ -62,6 +62,7 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		LinkTokenTTL:   time.Duration(a.LinkTokenTTL),
 		Logger:         a.logger.Named("linkflow"),
 		OnCommit:       rt.dispatcher.Notify,
+		SecretKeys:     a.storeHold.secretKeys(),
 	})
 	if err != nil {
 		return nil, err

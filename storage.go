@@ -28,6 +28,18 @@ type storeHolder struct {
 	store       *tokenstore.Cached
 	stopListen  func()
 	stopJanitor func()
+	// inUse are the keys the open store seals with: the configured ones,
+	// or the generated one.
+	inUse [][]byte
+}
+
+// secretKeys are the keys the open store seals with, first current; the
+// connect flow derives its state-binding key from them, so instances that
+// share the store's keys share that key too.
+func (h *storeHolder) secretKeys() [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.inUse
 }
 
 // open returns the store, opening it if this is the first use. A failed open
@@ -79,6 +91,7 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 		return nil, err
 	}
 	h.store = cached
+	h.inUse = keys
 	h.stopListen = startPostgresListener(inner, cached, logger)
 	// One janitor per open store, not per config: reloads share the store.
 	h.stopJanitor = startJanitor(cached, logger.Named("janitor"), time.Hour, tokenstore.DefaultRetention)
@@ -95,7 +108,7 @@ func (h *storeHolder) Destruct() error {
 	h.stopJanitor()
 	h.stopListen()
 	err := h.store.Close()
-	h.store = nil
+	h.store, h.inUse = nil, nil
 	return err
 }
 

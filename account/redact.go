@@ -3,6 +3,7 @@ package account
 import (
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Redacted is the placeholder that stands where a secret was.
@@ -46,18 +47,100 @@ func (a *Account) View() View {
 	}
 }
 
-// secretKeyParts are the fragments of a context key that mark its value as a
-// secret. Context is meant for non-secret metadata, but applications put
-// secrets there by mistake; showing them would be worse than hiding a harmless
-// value.
-var secretKeyParts = []string{"token", "secret", "password", "api_key", "apikey", "private", "credential", "authorization", "cookie"}
-
 // IsSecretKey reports whether a context key looks like it holds a secret.
+// Context is meant for non-secret metadata, but applications put secrets
+// there by mistake (and Truto's clients put anything there); showing or
+// storing them in clear would be worse than hiding a harmless value.
+//
+// The key is cut into words at every character that is not a letter or a
+// digit and where a lower-case letter meets an upper-case one
+// ("clientSecret", "X-Api-Key", "signing_key"). It is secret when
+//   - a word contains one of secretFragments ("accesstoken", "passwords");
+//   - a word is one of secretWords ("auth", "x-auth", "pwd", "session_id"),
+//     so that "author", "authority" and "oauth_provider" stay readable;
+//   - the words run together contain one of secretCompounds ("api-key",
+//     "accessKeyId", "signing_key"), so that a lone "key" (sort_key,
+//     idempotency_key) stays readable.
 func IsSecretKey(k string) bool {
-	k = strings.ToLower(k)
-	for _, p := range secretKeyParts {
-		if strings.Contains(k, p) {
+	words := keyWords(k)
+	for _, w := range words {
+		for _, f := range secretFragments {
+			if strings.Contains(w, f) {
+				return true
+			}
+		}
+		if secretWords[w] {
 			return true
+		}
+	}
+	joined := strings.Join(words, "")
+	for _, c := range secretCompounds {
+		if strings.Contains(joined, c) {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	secretFragments = []string{"token", "secret", "password", "passwd", "passphrase", "credential", "cookie", "bearer", "authorization"}
+	secretWords     = map[string]bool{"auth": true, "pwd": true, "session": true, "private": true, "jwt": true}
+	secretCompounds = []string{"apikey", "accesskey", "signingkey", "privatekey", "sessionkey", "encryptionkey", "masterkey"}
+)
+
+// keyWords cuts a key into lower-case words (see IsSecretKey). "OAuth" in
+// any case is one word, so that "oAuthScopes" does not read as "auth".
+func keyWords(k string) []string {
+	var words []string
+	var cur []rune
+	flush := func() {
+		if len(cur) > 0 {
+			words = append(words, strings.ToLower(string(cur)))
+			cur = cur[:0]
+		}
+	}
+	rs := []rune(k)
+	for i := 0; i < len(rs); i++ {
+		r := rs[i]
+		if i+5 <= len(rs) && strings.EqualFold(string(rs[i:i+5]), "oauth") {
+			cur = append(cur, []rune("oauth")...)
+			i += 4
+			continue
+		}
+		switch {
+		case unicode.IsLetter(r) || unicode.IsDigit(r):
+			if unicode.IsUpper(r) && len(cur) > 0 && unicode.IsLower(cur[len(cur)-1]) {
+				flush()
+			}
+			cur = append(cur, r)
+		default:
+			flush()
+		}
+	}
+	flush()
+	return words
+}
+
+// HasSecret reports whether m holds a value under a secret-looking key, at
+// any depth: whether RedactContext would change it.
+func HasSecret(m map[string]any) bool {
+	for k, v := range m {
+		if IsSecretKey(k) || hasSecretValue(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasSecretValue(v any) bool {
+	switch t := v.(type) {
+	case map[string]any:
+		return HasSecret(t)
+	case []any:
+		for _, e := range t {
+			if hasSecretValue(e) {
+				return true
+			}
 		}
 	}
 	return false

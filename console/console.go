@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -87,10 +88,20 @@ type Options struct {
 	// and MaxSessions are its own. Share one across consoles that replace
 	// each other so that a config reload signs nobody out.
 	Sessions *Sessions
-	// LoginBurst and LoginEvery rate-limit sign-in attempts per client IP
-	// address: LoginBurst at once, then one per LoginEvery.
+	// Guard bounds sign-in attempts: per client address, and server-wide
+	// for password checks. Share one across every console of a server and
+	// across reloads. Default: a Guard of this console's own, with
+	// LoginBurst and LoginEvery.
+	Guard *Guard
+	// LoginBurst and LoginEvery rate-limit sign-in attempts per client
+	// address (an IPv4 address or an IPv6 /64) when Guard is nil:
+	// LoginBurst at once, then one per LoginEvery.
 	LoginBurst int
 	LoginEvery time.Duration
+	// SecureCookies marks the console's cookies Secure even when the
+	// request arrived in plain HTTP: set it when the console's public URL
+	// is https and TLS ends at a proxy in front of the gateway.
+	SecureCookies bool
 	// ClientIP returns the client's IP address for rate limiting. Default:
 	// the host of RemoteAddr. Behind a proxy, give the one Caddy trusts.
 	ClientIP func(r *http.Request) string
@@ -106,12 +117,14 @@ type Console struct {
 	prefix   string
 	log      *zap.Logger
 	sessions *Sessions
-	limiter  *limiter
+	guard    *Guard
 	pages    *pages
 	routes   *http.ServeMux
 	// dummyHash is compared against for an unknown user name, so that a
 	// wrong name costs as much time as a wrong password.
 	dummyHash []byte
+	// compare checks a password against a bcrypt hash; tests watch it.
+	compare func(hash, password []byte) error
 }
 
 // New returns a Console, or an error that names the option that is wrong.
@@ -152,11 +165,8 @@ func New(opts Options) (*Console, error) {
 	if opts.Sessions == nil {
 		opts.Sessions = NewSessions(opts.MaxSessions, opts.SessionTTL, opts.IdleTimeout)
 	}
-	if opts.LoginBurst <= 0 {
-		opts.LoginBurst = DefaultLoginBurst
-	}
-	if opts.LoginEvery <= 0 {
-		opts.LoginEvery = DefaultLoginEvery
+	if opts.Guard == nil {
+		opts.Guard = NewGuard(GuardOptions{LoginBurst: opts.LoginBurst, LoginEvery: opts.LoginEvery})
 	}
 	if opts.ClientIP == nil {
 		opts.ClientIP = remoteIP
@@ -192,9 +202,10 @@ func New(opts Options) (*Console, error) {
 		prefix:    prefix,
 		log:       opts.Logger,
 		sessions:  opts.Sessions,
-		limiter:   newLimiter(opts.LoginBurst, opts.LoginEvery, 10000),
+		guard:     opts.Guard,
 		pages:     pg,
 		dummyHash: dummy,
+		compare:   bcrypt.CompareHashAndPassword,
 	}
 	m := http.NewServeMux()
 	m.HandleFunc("GET /{$}", c.home)
@@ -221,6 +232,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sub = "/"
 	}
 	securityHeaders(w.Header())
+	if err := wire.CheckRequestText(r); err != nil {
+		c.renderError(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
 
 	switch {
 	case strings.HasPrefix(sub, "/assets/"):

@@ -130,7 +130,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	t.Cleanup(func() { _ = h.store.Close() })
 
-	svc, err := linkflow.New(h.store, h.ints, linkflow.Options{PublicURL: public, Now: now})
+	svc, err := linkflow.New(h.store, h.ints, linkflow.Options{PublicURL: public, Now: now, SecretKeys: [][]byte{key}})
 	if err != nil {
 		t.Fatalf("linkflow.New: %v", err)
 	}

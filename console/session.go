@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Cookie names. The pre-login cookie carries the CSRF token of the sign-in
@@ -171,7 +171,9 @@ func (c *Console) checkCSRF(r *http.Request, s *session) bool {
 }
 
 // cookie builds a console cookie: HttpOnly, SameSite=Strict, scoped to the
-// console's path, Secure when the request came over HTTPS.
+// console's path, Secure when the console's public URL is https or the
+// request came over TLS. Behind a proxy that terminates TLS the request
+// arrives in plain HTTP, so the request alone cannot tell.
 func (c *Console) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
 	p := c.prefix
 	if p == "" {
@@ -183,7 +185,7 @@ func (c *Console) cookie(r *http.Request, name, value string, maxAge int) *http.
 		Path:     p,
 		MaxAge:   maxAge,
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   c.opts.SecureCookies || r.TLS != nil,
 		SameSite: http.SameSiteStrictMode,
 	}
 }
@@ -217,7 +219,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 
 // renderLogin renders the form with a fresh pre-login CSRF token.
 func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, status int, d loginData) {
-	d.CSRF = randomString(24)
+	d.CSRF = c.guard.issueFormToken(c.opts.Now())
 	d.Users = len(c.opts.Users) > 0
 	d.Tokens = c.opts.Authenticate != nil
 	http.SetCookie(w, c.cookie(r, preLoginCookie, d.CSRF, 3600))
@@ -227,9 +229,8 @@ func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, status int
 func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	now := c.opts.Now()
 	ip := c.opts.ClientIP(r)
-	if ok, wait := c.limiter.allow(ip, now); !ok {
-		secs := int(wait/time.Second) + 1
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	if ok, wait := c.guard.allowClient(ip, now); !ok {
+		secs := retryAfter(w, wait)
 		c.log.Warn("console sign-in rate limited", zap.String("client_ip", ip))
 		c.renderLogin(w, r, http.StatusTooManyRequests, loginData{Error: "Too many sign-in attempts from your address. Wait " + strconv.Itoa(secs) + " seconds and try again."})
 		return
@@ -239,15 +240,35 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusBadRequest, loginData{Error: "The sign-in form could not be read. Try again."})
 		return
 	}
-	pre, err := r.Cookie(preLoginCookie)
-	got := r.PostForm.Get("csrf")
-	if err != nil || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(pre.Value)) != 1 {
+	var preValue string
+	if pre, err := r.Cookie(preLoginCookie); err == nil {
+		preValue = pre.Value
+	}
+	if !c.guard.checkFormToken(r.PostForm.Get("csrf"), preValue, now) {
 		c.renderLogin(w, r, http.StatusForbidden, loginData{Error: "The sign-in form expired. Try again."})
 		return
 	}
 	username := r.PostForm.Get("username")
 	secret := r.PostForm.Get("secret")
-	user, ok := c.verify(username, secret)
+	var (
+		user string
+		ok   bool
+	)
+	if username == "" {
+		user, ok = c.verifyToken(secret)
+	} else {
+		var refused *loginRefusal
+		user, ok, refused = c.verifyPassword(r.Context(), username, secret, now)
+		if refused != nil {
+			secs := retryAfter(w, refused.wait)
+			msg := refused.message + " Try again in " + strconv.Itoa(secs) + " seconds"
+			if c.opts.Authenticate != nil {
+				msg += ", or sign in with an API token"
+			}
+			c.renderLogin(w, r, refused.status, loginData{Error: msg + ".", Username: username})
+			return
+		}
+	}
 	if !ok {
 		c.log.Info("console sign-in refused", zap.String("client_ip", ip), zap.Bool("with_username", username != ""))
 		msg := "That API token is not valid."
@@ -268,27 +289,67 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, c.path("/accounts"), http.StatusSeeOther)
 }
 
-// verify checks a user's password or, without a user name, an API token.
-// It returns the name the session is shown under.
-func (c *Console) verify(username, secret string) (string, bool) {
-	if secret == "" || len(secret) > 4096 {
+// retryAfter sets the Retry-After header for wait and returns it in whole
+// seconds.
+func retryAfter(w http.ResponseWriter, wait time.Duration) int {
+	secs := int(wait/time.Second) + 1
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return secs
+}
+
+// loginRefusal is a password sign-in refused before the password was
+// checked, to keep the server's CPU for its real work.
+type loginRefusal struct {
+	status  int
+	wait    time.Duration
+	message string
+}
+
+// verifyToken checks an API token; it is cheap (one hash), so it draws on
+// no server-wide budget.
+func (c *Console) verifyToken(secret string) (string, bool) {
+	if secret == "" || len(secret) > 4096 || c.opts.Authenticate == nil {
 		return "", false
 	}
-	if username == "" {
-		if c.opts.Authenticate == nil {
-			return "", false
-		}
-		return "API token", c.opts.Authenticate(secret)
+	return "API token", c.opts.Authenticate(secret)
+}
+
+// verifyPassword checks a user's password. A bcrypt compare costs up to a
+// second of CPU and the sign-in form is open to anyone, so every check
+// first takes a failure from the server-wide budget (given back when the
+// password is right) and then one of the few check slots; when either is
+// out, the sign-in is refused unchecked. An unknown user name is compared
+// against a dummy hash of the same cost, under the same bounds, so that it
+// cannot be told apart from a wrong password.
+func (c *Console) verifyPassword(ctx context.Context, username, secret string, now time.Time) (string, bool, *loginRefusal) {
+	if secret == "" || len(secret) > 4096 {
+		return "", false, nil
 	}
+	if ok, wait := c.guard.reserveFailure(now); !ok {
+		if c.guard.notePaused(true) {
+			c.log.Warn("console password sign-in paused: the server-wide budget of failed sign-ins is spent",
+				zap.Duration("refills_in", wait))
+		}
+		return "", false, &loginRefusal{http.StatusTooManyRequests, wait,
+			"Too many failed sign-ins on this gateway: signing in with a password is paused."}
+	}
+	c.guard.notePaused(false)
+	if !c.guard.acquireCheck(ctx) {
+		c.guard.refundFailure(now)
+		return "", false, &loginRefusal{http.StatusServiceUnavailable, 5 * time.Second,
+			"Too many sign-ins at once on this gateway."}
+	}
+	defer c.guard.releaseCheck()
 	hash, known := c.opts.Users[username]
 	if !known {
-		_ = bcrypt.CompareHashAndPassword(c.dummyHash, []byte(secret))
-		return "", false
+		_ = c.compare(c.dummyHash, []byte(secret))
+		return "", false, nil
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(secret)) != nil {
-		return "", false
+	if c.compare([]byte(hash), []byte(secret)) != nil {
+		return "", false, nil
 	}
-	return username, true
+	c.guard.refundFailure(now)
+	return username, true, nil
 }
 
 // logout ends the session.
@@ -298,58 +359,4 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
 	http.Redirect(w, r, c.path("/login?signed_out=1"), http.StatusSeeOther)
-}
-
-// limiter is a token bucket per client IP address, bounded in size: when
-// full, buckets that have refilled are dropped, and if none has, the
-// attempt is refused (an attacker filling the table locks sign-in rather
-// than lifting the limit).
-type limiter struct {
-	mu    sync.Mutex
-	m     map[string]*bucket
-	burst float64
-	every time.Duration
-	max   int
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-func newLimiter(burst int, every time.Duration, max int) *limiter {
-	return &limiter{m: make(map[string]*bucket), burst: float64(burst), every: every, max: max}
-}
-
-// allow takes one attempt from ip's bucket; when empty it says how long to
-// wait.
-func (l *limiter) allow(ip string, now time.Time) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.m[ip]
-	if !ok {
-		if len(l.m) >= l.max {
-			for k, v := range l.m {
-				if l.level(v, now) >= l.burst {
-					delete(l.m, k)
-				}
-			}
-			if len(l.m) >= l.max {
-				return false, l.every
-			}
-		}
-		b = &bucket{tokens: l.burst, at: now}
-		l.m[ip] = b
-	}
-	b.tokens, b.at = l.level(b, now), now
-	if b.tokens < 1 {
-		return false, time.Duration((1 - b.tokens) * float64(l.every))
-	}
-	b.tokens--
-	return true, 0
-}
-
-func (l *limiter) level(b *bucket, now time.Time) float64 {
-	t := b.tokens + float64(now.Sub(b.at))/float64(l.every)
-	return min(t, l.burst)
 }

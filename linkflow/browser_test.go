@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
@@ -61,7 +63,25 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app := "http://localhost:" + portOf(l.Addr().String())
+	return newBrowserEnvAt(t, l, "http://localhost:"+portOf(l.Addr().String()))
+}
+
+// newCrossSiteBrowserEnv has the application on http://app.test:port, a
+// site of its own (Chromium resolves the name to 127.0.0.1): the gateway
+// (localhost) and the provider (127.0.0.1) are third parties to it, so its
+// overlay frame gets no third-party cookie.
+func newCrossSiteBrowserEnv(t *testing.T) *browserEnv {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newBrowserEnvAt(t, l, "http://app.test:"+portOf(l.Addr().String()),
+		chromedp.Flag("host-resolver-rules", "MAP app.test 127.0.0.1"))
+}
+
+func newBrowserEnvAt(t *testing.T, l net.Listener, app string, flags ...chromedp.ExecAllocatorOption) *browserEnv {
+	t.Helper()
 	h := newHarness(t, harnessOptions{origins: []string{app}})
 	page := fmt.Sprintf(appPage, h.public+"/connect-account/sdk.js", h.public, h.public, h.public, h.public)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -73,7 +93,7 @@ func newBrowserEnv(t *testing.T) *browserEnv {
 	srv.Start()
 	t.Cleanup(srv.Close)
 
-	ctx := testenv.NewBrowser(t, 90*time.Second)
+	ctx := testenv.NewBrowser(t, 120*time.Second, flags...)
 	return &browserEnv{harness: h, app: app, ctx: ctx}
 }
 
@@ -377,4 +397,221 @@ func TestBrowserLinkSDKEdges(t *testing.T) {
 			t.Errorf("returned with %s", back.RawQuery)
 		}
 	})
+}
+
+// TestBrowserForwardedAuthorizeURLIsRefused plays the attack in Chromium:
+// the attacker opens his magic link in his browser and presses connect; he
+// copies the provider's authorization URL his browser was sent to and sends
+// it to a victim, who opens it in her own browser (another browser context,
+// with its own cookies) and approves at the provider. The callback must
+// refuse in her browser, and nothing is stored.
+func TestBrowserForwardedAuthorizeURLIsRefused(t *testing.T) {
+	b := newBrowserEnv(t)
+	for _, reconnect := range []bool{true, false} {
+		name := "new connection"
+		if reconnect {
+			name = "reconnect"
+		}
+		t.Run(name, func(t *testing.T) {
+			tenant := "tenant-fwd-" + strings.ReplaceAll(name, " ", "-")
+			body := map[string]any{"tenant_id": tenant, "integration": "acme"}
+			var before *account.Account
+			if reconnect {
+				seeded, _ := b.seedAccount("mallory-"+tenant, account.StatusNeedsReauth, nil)
+				before = b.account(seeded.ID)
+				body = map[string]any{"integrated_account_id": seeded.ID}
+			}
+			lt := b.linkToken(body)
+			b.outbox()
+
+			attacker, cancelA := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
+			defer cancelA()
+			if err := chromedp.Do(attacker, chromedp.Navigate(lt.URL), chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
+				t.Fatalf("the attacker's connect page: %v", err)
+			}
+			clickNavigating(t, attacker, "connect")
+			if err := chromedp.Do(attacker, chromedp.WaitVisible(chromedp.ID("username"))); err != nil {
+				t.Fatalf("the provider's page in the attacker's browser: %v", err)
+			}
+			authorize, err := chromedp.Run(attacker, chromedp.Location())
+			if err != nil || !strings.HasPrefix(authorize, b.auth.AuthorizeURL()+"?") {
+				t.Fatalf("the attacker's browser is at %q (%v), want the provider's authorization URL", authorize, err)
+			}
+
+			victim, cancelV := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
+			defer cancelV()
+			if err := chromedp.Do(victim, chromedp.Navigate(authorize)); err != nil {
+				t.Fatalf("the victim opening the forwarded URL: %v", err)
+			}
+			consentIn(t, victim, "victim")
+			if err := chromedp.Do(victim, chromedp.WaitVisible(chromedp.ID("result-message"))); err != nil {
+				t.Fatalf("the page after the victim's consent: %v", err)
+			}
+			msg, err := chromedp.Run(victim, chromedp.Text(chromedp.ID("result-message")))
+			if err != nil || !strings.Contains(msg, "was not started in this browser") {
+				t.Fatalf("the victim's browser says %q (%v), want a refusal", msg, err)
+			}
+
+			if reconnect {
+				after := b.account(before.ID)
+				if after.Credentials != before.Credentials || after.Status != before.Status || after.Version != before.Version {
+					t.Errorf("the victim's grant landed in the attacker's account: %+v", after)
+				}
+				if sub, ok := b.auth.ValidAccessToken(after.Credentials.AccessToken); ok && sub == "victim" {
+					t.Error("the account holds the victim's token")
+				}
+			} else if n := len(b.accountsOf(tenant)); n != 0 {
+				t.Errorf("the victim's grant created %d accounts", n)
+			}
+			if ev := b.outbox(); len(ev) != 0 {
+				t.Errorf("events %v after a refused answer", ev)
+			}
+		})
+	}
+}
+
+// TestBrowserModesAcrossSites connects and reconnects in each mode of the
+// Link SDK from an application on another site than the gateway, with
+// Chromium's third-party cookie restriction on: the browser binding of the
+// state must hold in a popup, in the same window, and in an overlay frame,
+// where only a partitioned cookie comes back.
+func TestBrowserModesAcrossSites(t *testing.T) {
+	b := newCrossSiteBrowserEnv(t)
+	for _, mode := range []string{"popup", "iframe", "same"} {
+		for _, reconnect := range []bool{true, false} {
+			name := mode + "/new"
+			if reconnect {
+				name = mode + "/reconnect"
+			}
+			t.Run(name, func(t *testing.T) {
+				user := "u-" + strings.ReplaceAll(name, "/", "-")
+				tenant := "tenant-" + user
+				body := map[string]any{"tenant_id": tenant, "integration": "acme", "redirect_uri": b.app + "/done"}
+				var seeded *account.Account
+				if reconnect {
+					seeded, _ = b.seedAccount(user, account.StatusNeedsReauth, nil)
+					body = map[string]any{"integrated_account_id": seeded.ID, "redirect_uri": b.app + "/done"}
+				}
+				lt := b.linkToken(body)
+				b.outbox()
+				tab := b.openApp(t, lt.LinkToken)
+				restrictThirdPartyCookies(t, tab)
+
+				var id string
+				switch mode {
+				case "popup":
+					popupCh := chromedp.WaitNewTarget(tab, func(info *target.Info) bool { return strings.Contains(info.URL, "/connect-account") })
+					if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
+						t.Fatalf("clicking connect: %v", err)
+					}
+					popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(<-popupCh))
+					defer cancel()
+					if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
+						t.Fatalf("connect page in the popup: %v", err)
+					}
+					clickNavigating(t, popup, "connect")
+					consentIn(t, popup, user)
+					id = settledWithSuccess(t, tab)
+				case "iframe":
+					if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("iframe"))); err != nil {
+						t.Fatalf("clicking connect: %v", err)
+					}
+					// Every frame is on a site of its own: Chrome runs each
+					// document of the overlay as a target.
+					connect := frameTarget(t, tab, b.public+"/connect-account")
+					clickNavigating(t, connect, "connect")
+					consentIn(t, frameTarget(t, tab, b.auth.URL()), user)
+					id = settledWithSuccess(t, tab)
+				case "same":
+					clickNavigating(t, tab, "same")
+					if err := chromedp.Do(tab, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
+						t.Fatalf("connect page in the same window: %v", err)
+					}
+					clickNavigating(t, tab, "connect")
+					consentIn(t, tab, user)
+					back := waitLocation(t, tab, b.app+"/done?")
+					if back.Query().Get("result") != "success" {
+						t.Fatalf("returned with %s", back.RawQuery)
+					}
+					id = back.Query().Get("integrated_account_id")
+				}
+
+				want := account.EventCreated + "," + account.EventActive
+				if reconnect {
+					want = account.EventUpdated + "," + account.EventActive
+					if id != seeded.ID {
+						t.Fatalf("reconnected account %q, want %q", id, seeded.ID)
+					}
+				}
+				got := b.account(id)
+				if sub, ok := b.auth.ValidAccessToken(got.Credentials.AccessToken); got.Status != account.StatusActive || !ok || sub != user {
+					t.Errorf("account after the flow = %+v", got)
+				}
+				if ev := b.outbox(); strings.Join(ev, ",") != want {
+					t.Errorf("events = %v, want %s", ev, want)
+				}
+			})
+		}
+	}
+}
+
+// restrictThirdPartyCookies turns on Chromium's third-party cookie
+// restriction for the tab, as a user who blocks them has it.
+func restrictThirdPartyCookies(t *testing.T, tab context.Context) {
+	t.Helper()
+	err := chromedp.Do(tab, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, network.SetCookieControls, network.SetCookieControlsParams{EnableThirdPartyCookieRestriction: true})
+		return err
+	}), chromedp.Reload())
+	if err != nil {
+		t.Fatalf("restricting third-party cookies: %v", err)
+	}
+	if _, err := chromedp.Run(tab, chromedp.Poll[string](`document.body.dataset.ready`)); err != nil {
+		t.Fatalf("the application page after reload: %v", err)
+	}
+}
+
+// frameTarget waits for a frame target whose URL starts with prefix and
+// returns a context on it.
+func frameTarget(t *testing.T, tab context.Context, prefix string) context.Context {
+	t.Helper()
+	id := waitTarget(t, tab, func(info *target.Info) bool {
+		return info.Type == "iframe" && strings.HasPrefix(info.URL, prefix)
+	})
+	ctx, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(id))
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// settledWithSuccess waits for authenticate to resolve with a success and
+// returns the account id it names.
+func settledWithSuccess(t *testing.T, tab context.Context) string {
+	t.Helper()
+	settled, v := result(t, tab)
+	m, _ := v.(map[string]any)
+	if settled != "resolved" || m["result"] != "success" || m["is_truto"] != true {
+		t.Fatalf("authenticate %s with %v", settled, v)
+	}
+	id, _ := m["integrated_account_id"].(string)
+	return id
+}
+
+// waitLocation waits until the tab is at a URL starting with prefix.
+func waitLocation(t *testing.T, tab context.Context, prefix string) *url.URL {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// Reading the location fails while the tab navigates; try again.
+		loc, err := chromedp.Run(tab, chromedp.Location())
+		if err == nil && strings.HasPrefix(loc, prefix) {
+			u, _ := url.Parse(loc)
+			return u
+		}
+		select {
+		case <-tab.Done():
+			t.Fatalf("never reached %s; last at %s (%v)", prefix, loc, err)
+		case <-tick.C:
+		}
+	}
 }

@@ -36,6 +36,16 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 			"This sign-in answer carries no valid state. Start again from the connection link."})
 		return
 	}
+	// A state is good only in the browser that started it. Checked before
+	// the store is touched: an answer forwarded to another browser spends
+	// nothing, changes nothing, and the code in it is never redeemed.
+	if !s.binding.check(r, state) {
+		s.log.Warn("sign-in answer refused: its state was not started in this browser")
+		s.showError(w, nil, false, &pageError{http.StatusForbidden, errConnection, "Sign-in not accepted",
+			"This sign-in was not started in this browser, so linkgate did not use it and nothing was changed. " +
+				"To connect an account, open the connection link you were given in this browser and start from there."})
+		return
+	}
 	// Taking the state spends it: a replayed or raced callback finds nothing.
 	cs, err := s.store.TakeConnectState(ctx, hashOf(state))
 	if errors.Is(err, tokenstore.ErrNotFound) {
@@ -234,6 +244,9 @@ func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *ac
 			if err != nil {
 				return "", s.internalPage("loading the account", err)
 			}
+			// The store's cache may share a with proxied requests: change,
+			// and let CompleteLink write its version into, a copy.
+			a = a.Clone()
 			if upstreamID != "" {
 				if old, ok := a.Context[UpstreamUserKey]; ok && fmt.Sprint(old) != upstreamID {
 					s.log.Warn("reconnect as a different upstream user refused",

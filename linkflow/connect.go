@@ -7,8 +7,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -158,6 +160,13 @@ func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, lt, iframe, pe)
 		return
 	}
+	if ok, wait := s.submits.allow(lt.Hash, s.opts.Now()); !ok {
+		secs := int(math.Ceil(wait.Seconds()))
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		s.showError(w, lt, iframe, &pageError{http.StatusTooManyRequests, errConnection, "Too many attempts",
+			fmt.Sprintf("This connection link was used too often in a short time. Wait %d seconds, then open the connection link again.", secs)})
+		return
+	}
 	switch in.Auth {
 	case account.MethodOAuth2:
 		s.startOAuth(w, r, lt, in)
@@ -204,7 +213,8 @@ func scopesFor(in *account.Integration, lt *tokenstore.LinkToken) []string {
 }
 
 // startOAuth creates a one-time state bound to the link token, with a PKCE
-// verifier the store seals, and sends the browser to the provider.
+// verifier the store seals, binds it to this browser (a cookie the callback
+// checks), and sends the browser to the provider.
 func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration) {
 	state := randomToken(32)
 	verifier := oauth2.GenerateVerifier()
@@ -222,6 +232,7 @@ func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenst
 		return
 	}
 	to := s.oauthConfig(in, scopesFor(in, lt)).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+	s.binding.bind(w, r, state)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, to, http.StatusSeeOther)

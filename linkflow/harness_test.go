@@ -70,11 +70,19 @@ type harness struct {
 	ints        map[string]*account.Integration
 	dbFile      string
 	logs        *observer.ObservedLogs
+	// key is the gateway's secret key: it seals, and keys the browser binding.
+	key []byte
+	// agent is the browser the harness's own requests come from.
+	agent *agent
+	// cache is the cache in front of store, with harnessOptions.cached.
+	cache *tokenstore.Cached
 }
 
 type harnessOptions struct {
 	origins []string
 	issuer  bool
+	// cached puts the store behind tokenstore.Cached, as the gateway does.
+	cached bool
 	// configure may change integrations before the service is built.
 	configure func(map[string]*account.Integration)
 }
@@ -86,6 +94,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		t.Fatalf("listening: %v", err)
 	}
 	h := &harness{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}}
+	h.agent = h.newAgent()
 	h.public = "http://localhost:" + portOf(l.Addr().String())
 
 	h.auth = testenv.NewAuthServer(t, testenv.AuthServerOptions{
@@ -133,6 +142,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.key = key
 	sealer, err := tokenstore.NewSealer(key)
 	if err != nil {
 		t.Fatal(err)
@@ -143,6 +153,14 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		t.Fatalf("opening sqlite: %v", err)
 	}
 	t.Cleanup(func() { _ = h.store.Close() })
+	var svcStore tokenstore.Store = h.store
+	if o.cached {
+		h.cache, err = tokenstore.NewCached(h.store, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svcStore = h.cache
+	}
 
 	origins := o.origins
 	if origins == nil {
@@ -150,12 +168,13 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	h.logs = logs
-	h.svc, err = linkflow.New(h.store, h.ints, linkflow.Options{
+	h.svc, err = linkflow.New(svcStore, h.ints, linkflow.Options{
 		Logger:         zap.New(core),
 		PublicURL:      h.public,
 		AllowedOrigins: origins,
 		Now:            h.clock.Now,
 		OnCommit:       func() { h.commits.Add(1) },
+		SecretKeys:     [][]byte{key},
 	})
 	if err != nil {
 		t.Fatalf("linkflow.New: %v", err)
@@ -189,15 +208,134 @@ var noRedirects = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-func (h *harness) do(req *http.Request) response {
-	h.t.Helper()
+// agent is one browser seen at the HTTP level: it keeps the cookies the
+// gateway sets and sends them back to the gateway, as a browser does. (Go's
+// cookiejar never sends a Secure cookie over plain http; browsers do to
+// localhost, which the harness's public origin is.)
+type agent struct {
+	h       *harness
+	mu      sync.Mutex
+	cookies map[string]*http.Cookie
+}
+
+// newAgent is another browser, with no cookies.
+func (h *harness) newAgent() *agent {
+	return &agent{h: h, cookies: map[string]*http.Cookie{}}
+}
+
+// cookieHeader is the Cookie header the agent sends to the gateway.
+func (a *agent) cookieHeader() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var parts []string
+	for _, c := range a.cookies {
+		parts = append(parts, c.Name+"="+c.Value)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// cookie is the agent's cookie of that name, or nil.
+func (a *agent) cookie(name string) *http.Cookie {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cookies[name]
+}
+
+func (a *agent) do(req *http.Request) response {
+	a.h.t.Helper()
+	toGateway := req.URL.Host == a.h.srv.Listener.Addr().String()
+	if c := a.cookieHeader(); toGateway && c != "" {
+		req.Header.Set("Cookie", c)
+	}
 	resp, err := noRedirects.Do(req)
 	if err != nil {
-		h.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		a.h.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	if toGateway {
+		a.mu.Lock()
+		for _, c := range resp.Cookies() {
+			if c.MaxAge < 0 {
+				delete(a.cookies, c.Name)
+			} else {
+				a.cookies[c.Name] = c
+			}
+		}
+		a.mu.Unlock()
+	}
 	return response{resp.StatusCode, resp.Header, string(b)}
+}
+
+func (a *agent) get(u string) response {
+	a.h.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, a.h.local(u), nil)
+	if err != nil {
+		a.h.t.Fatal(err)
+	}
+	return a.do(req)
+}
+
+func (a *agent) postForm(u string, form url.Values) response {
+	a.h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, a.h.local(u), strings.NewReader(form.Encode()))
+	if err != nil {
+		a.h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return a.do(req)
+}
+
+// startOAuth presses the connect button of the page of token and returns
+// the provider's authorization URL it redirects to.
+func (a *agent) startOAuth(token string) *url.URL {
+	a.h.t.Helper()
+	r := a.postForm(a.h.public+"/connect-account", url.Values{"link_token": {token}})
+	if r.status != http.StatusSeeOther {
+		a.h.t.Fatalf("connect button = %d, want 303: %s", r.status, r.body)
+	}
+	u, err := url.Parse(r.header.Get("Location"))
+	if err != nil {
+		a.h.t.Fatalf("redirect: %v", err)
+	}
+	return u
+}
+
+// consent plays the user on the provider's consent page: loads it, types
+// username and presses allow or deny. It returns where the provider sends
+// the browser (the callback URL).
+func (a *agent) consent(authorize *url.URL, username, action string) *url.URL {
+	h := a.h
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, authorize.String(), nil)
+	if r := a.do(req); r.status != http.StatusOK {
+		h.t.Fatalf("consent page = %d: %s", r.status, r.body)
+	}
+	form := authorize.Query()
+	form.Set("username", username)
+	form.Set("action", action)
+	req, _ = http.NewRequest(http.MethodPost, h.auth.AuthorizeURL(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r := a.do(req)
+	loc, err := url.Parse(r.header.Get("Location"))
+	if err != nil || loc.Host == "" {
+		h.t.Fatalf("consent answered %d without redirect: %s", r.status, r.body)
+	}
+	return loc
+}
+
+// connectOAuth runs the whole flow for token as username and returns the
+// callback's answer.
+func (a *agent) connectOAuth(token, username string) response {
+	a.h.t.Helper()
+	cb := a.consent(a.startOAuth(token), username, "allow")
+	return a.get(cb.String())
+}
+
+// do sends req from the harness's own browser.
+func (h *harness) do(req *http.Request) response {
+	h.t.Helper()
+	return h.agent.do(req)
 }
 
 // local turns a public URL (localhost) into one on the listener (127.0.0.1).
@@ -249,49 +387,19 @@ func (h *harness) linkToken(body any) linkflow.LinkTokenResponse {
 	return lt
 }
 
-// startOAuth presses the connect button of the page of token and returns
-// the provider's authorization URL it redirects to.
 func (h *harness) startOAuth(token string) *url.URL {
 	h.t.Helper()
-	r := h.postForm(h.public+"/connect-account", url.Values{"link_token": {token}})
-	if r.status != http.StatusSeeOther {
-		h.t.Fatalf("connect button = %d, want 303: %s", r.status, r.body)
-	}
-	u, err := url.Parse(r.header.Get("Location"))
-	if err != nil {
-		h.t.Fatalf("redirect: %v", err)
-	}
-	return u
+	return h.agent.startOAuth(token)
 }
 
-// consent plays the user on the provider's consent page: loads it, types
-// username and presses allow or deny. It returns where the provider sends
-// the browser (the callback URL).
 func (h *harness) consent(authorize *url.URL, username, action string) *url.URL {
 	h.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, authorize.String(), nil)
-	if r := h.do(req); r.status != http.StatusOK {
-		h.t.Fatalf("consent page = %d: %s", r.status, r.body)
-	}
-	form := authorize.Query()
-	form.Set("username", username)
-	form.Set("action", action)
-	req, _ = http.NewRequest(http.MethodPost, h.auth.AuthorizeURL(), strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	r := h.do(req)
-	loc, err := url.Parse(r.header.Get("Location"))
-	if err != nil || loc.Host == "" {
-		h.t.Fatalf("consent answered %d without redirect: %s", r.status, r.body)
-	}
-	return loc
+	return h.agent.consent(authorize, username, action)
 }
 
-// connectOAuth runs the whole flow for token as username and returns the
-// callback's answer.
 func (h *harness) connectOAuth(token, username string) response {
 	h.t.Helper()
-	cb := h.consent(h.startOAuth(token), username, "allow")
-	return h.get(cb.String())
+	return h.agent.connectOAuth(token, username)
 }
 
 // outbox returns the names of the events written since the last call.
@@ -396,6 +504,7 @@ func assertPageHeaders(t *testing.T, r response) {
 func newServiceWithTTL(h *harness, ttl time.Duration) (*linkflow.Service, error) {
 	return linkflow.New(h.store, h.ints, linkflow.Options{
 		PublicURL: h.public, AllowedOrigins: []string{appOriginForHandlers}, LinkTokenTTL: ttl, Now: h.clock.Now,
+		SecretKeys: [][]byte{h.key},
 	})
 }
 

@@ -178,12 +178,17 @@ func TestOAuthCallbackRefusesForgedAndReplayedAnswers(t *testing.T) {
 	q := forged.Query()
 	q.Set("state", "forged-state-value")
 	forged.RawQuery = q.Encode()
-	for name, u := range map[string]string{
-		"forged state":  forged.String(),
-		"missing state": h.public + "/connect-account/callback?code=" + url.QueryEscape(cb.Query().Get("code")),
+	for name, c := range map[string]struct {
+		u      string
+		status int
+	}{
+		// A state this browser did not start is refused before the store
+		// is asked about it.
+		"forged state":  {forged.String(), http.StatusForbidden},
+		"missing state": {h.public + "/connect-account/callback?code=" + url.QueryEscape(cb.Query().Get("code")), http.StatusBadRequest},
 	} {
-		if r := h.get(u); r.status != http.StatusBadRequest || postedBy(t, r.body).Message["result"] != "error" {
-			t.Errorf("%s = %d:\n%s", name, r.status, r.body)
+		if r := h.get(c.u); r.status != c.status || postedBy(t, r.body).Message["result"] != "error" {
+			t.Errorf("%s = %d, want %d:\n%s", name, r.status, c.status, r.body)
 		}
 	}
 	if len(h.accountsOf("tenant-r")) != 0 {
@@ -245,7 +250,7 @@ func TestOAuthRacingCallbacksOneWins(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			resp, err := noRedirects.Get(cb)
+			resp, err := noRedirects.Do(withCookies(cb, h.agent))
 			if err != nil {
 				return
 			}
@@ -314,7 +319,7 @@ func TestOAuthTwoAuthorizationsOfOneLinkOneWins(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := noRedirects.Get(cb)
+			resp, err := noRedirects.Do(withCookies(cb, h.agent))
 			if err != nil {
 				return
 			}
@@ -342,4 +347,12 @@ func TestOAuthTwoAuthorizationsOfOneLinkOneWins(t *testing.T) {
 	if ev := h.outbox(); strings.Join(ev, ",") != account.EventCreated+","+account.EventActive {
 		t.Errorf("events = %v", ev)
 	}
+}
+
+// withCookies is a GET of u carrying a's cookies, for requests sent from
+// several goroutines at once.
+func withCookies(u string, a *agent) *http.Request {
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Cookie", a.cookieHeader())
+	return req
 }

@@ -59,6 +59,13 @@ type Options struct {
 	LinkTokenTTL time.Duration
 	// StateTTL is how long an OAuth state stays usable. Default 10 minutes.
 	StateTTL time.Duration
+	// SecretKeys are the gateway's secret keys (its encryption keys, the
+	// first current), from which the key that binds an OAuth state to the
+	// browser that started it is derived (HKDF-SHA256). Every instance
+	// serving the same public_url must have the same keys, as a cluster
+	// sharing one database does; keys after the first still verify, so a
+	// key rotation does not break flows in progress. Required.
+	SecretKeys [][]byte
 	// Client makes the token exchange, userinfo and validation calls.
 	// Default: a client with a 30 s timeout.
 	Client *http.Client
@@ -80,6 +87,8 @@ type Service struct {
 	publicOrigin string
 	origins      []string // normalised AllowedOrigins
 	log          *zap.Logger
+	binding      *binding
+	submits      *submitLimiter
 }
 
 // New returns a Service over store for the given integrations (by name).
@@ -121,6 +130,14 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
+	if s.binding, err = newBinding(opts.SecretKeys, pu, s.opts.StateTTL); err != nil {
+		return nil, err
+	}
+	if !s.binding.secure {
+		s.log.Warn("public_url is plain http on a host other than localhost: the browser binding of OAuth states uses a cookie without Secure, and the connect page does not work in an iframe of another site; serve public_url over https",
+			zap.String("public_url", s.publicURL))
+	}
+	s.submits = newSubmitLimiter()
 	return s, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrInvalidCursor is returned by listings given a cursor they did not make;
@@ -47,7 +48,8 @@ func decodeCursor(s string) (cursor, error) {
 		return cursor{}, ErrInvalidCursor
 	}
 	parts := strings.SplitN(string(b), ".", 3)
-	if len(parts) != 3 || parts[2] == "" {
+	// The id goes to the database as text: it must be text a database takes.
+	if len(parts) != 3 || parts[2] == "" || !utf8.ValidString(parts[2]) || strings.IndexByte(parts[2], 0) >= 0 {
 		return cursor{}, ErrInvalidCursor
 	}
 	rank, err1 := strconv.ParseInt(parts[0], 10, 64)

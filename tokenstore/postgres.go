@@ -283,3 +283,10 @@ func (p *Postgres) WithRefreshLock(ctx context.Context, id string, fn func(ctx c
 	}
 	return fn(detached)
 }
+
+// isDataException reports whether PostgreSQL refused a value itself
+// (SQLSTATE class 22, e.g. 22021 for a NUL or invalid UTF-8 in text).
+func isDataException(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22")
+}

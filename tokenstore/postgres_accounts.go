@@ -32,13 +32,9 @@ func (p *Postgres) encodeAccount(a *account.Account) (pgAccountRow, error) {
 	if a.ID == "" {
 		return r, errors.New("account has no id")
 	}
-	ctxJSON := []byte("{}")
-	if a.Context != nil {
-		b, err := json.Marshal(a.Context)
-		if err != nil {
-			return r, fmt.Errorf("encoding context of account %s: %w", a.ID, err)
-		}
-		ctxJSON = b
+	ctxJSON, creds, err := accountSecrets(a)
+	if err != nil {
+		return r, err
 	}
 	r.context = string(ctxJSON)
 	if a.LastError != nil {
@@ -48,10 +44,6 @@ func (p *Postgres) encodeAccount(a *account.Account) (pgAccountRow, error) {
 		}
 		s := string(b)
 		r.lastError = &s
-	}
-	creds, err := json.Marshal(a.Credentials)
-	if err != nil {
-		return r, fmt.Errorf("encoding credentials of account %s: %w", a.ID, err)
 	}
 	if r.credentials, err = p.sealer.Seal(creds, []byte(a.ID)); err != nil {
 		return r, fmt.Errorf("sealing credentials of account %s: %w", a.ID, err)
@@ -63,7 +55,8 @@ func (p *Postgres) encodeAccount(a *account.Account) (pgAccountRow, error) {
 }
 
 // scanPgAccount reads one row of accountColumns; credentials are unsealed
-// only when unseal is true, so listings never decrypt. pgx.ErrNoRows comes
+// only when unseal is true, so listings never decrypt (and show a
+// context's secrets redacted). pgx.ErrNoRows comes
 // back as is, other database errors as ErrUnavailable.
 func (p *Postgres) scanPgAccount(row pgx.Row, unseal bool) (*account.Account, error) {
 	var (
@@ -96,8 +89,8 @@ func (p *Postgres) scanPgAccount(row pgx.Row, unseal bool) (*account.Account, er
 		if err != nil {
 			return nil, fmt.Errorf("credentials of account %s: %w", a.ID, err)
 		}
-		if err := json.Unmarshal(pt, &a.Credentials); err != nil {
-			return nil, fmt.Errorf("decoding credentials of account %s: %w", a.ID, err)
+		if err := openAccountSecrets(&a, pt); err != nil {
+			return nil, err
 		}
 	}
 	return &a, nil

@@ -24,11 +24,9 @@ func (p *Postgres) CreateLinkToken(ctx context.Context, lt *LinkToken) error {
 	if err != nil {
 		return fmt.Errorf("encoding link token scopes: %w", err)
 	}
-	cx := []byte("{}")
-	if lt.Context != nil {
-		if cx, err = json.Marshal(lt.Context); err != nil {
-			return fmt.Errorf("encoding link token context: %w", err)
-		}
+	cx, err := encodeLinkContext(p.sealer, lt.Hash, lt.Context)
+	if err != nil {
+		return err
 	}
 	created := lt.CreatedAt
 	if created.IsZero() {
@@ -69,8 +67,8 @@ func (p *Postgres) GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, e
 	if err := json.Unmarshal([]byte(sc), &lt.Scopes); err != nil {
 		return nil, fmt.Errorf("decoding link token scopes: %w", err)
 	}
-	if err := json.Unmarshal([]byte(cx), &lt.Context); err != nil {
-		return nil, fmt.Errorf("decoding link token context: %w", err)
+	if lt.Context, err = decodeLinkContext(p.sealer, lt.Hash, cx); err != nil {
+		return nil, err
 	}
 	if len(lt.Scopes) == 0 {
 		lt.Scopes = nil
@@ -84,6 +82,7 @@ func (p *Postgres) GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, e
 
 // CreateConnectState stores an OAuth state; its verifier is sealed with the
 // state hash as associated data. The link token must exist (ErrNotFound).
+// Only the link token's newest ConnectStatesPerLinkToken states are kept.
 func (p *Postgres) CreateConnectState(ctx context.Context, cs *ConnectState) error {
 	if len(cs.Hash) == 0 {
 		return errors.New("creating connect state: empty hash")
@@ -92,17 +91,33 @@ func (p *Postgres) CreateConnectState(ctx context.Context, cs *ConnectState) err
 	if err != nil {
 		return fmt.Errorf("sealing connect state: %w", err)
 	}
-	_, err = p.pool.Exec(ctx, `INSERT INTO connect_states (hash, link_token_hash, verifier, redirect_uri, expires_at)
-		VALUES ($1, $2, $3, $4, $5)`, cs.Hash, cs.LinkTokenHash, sealed, cs.RedirectURI, nanos(cs.ExpiresAt))
-	switch {
-	case pgUniqueViolation(err):
-		return fmt.Errorf("creating connect state: %w", ErrExists)
-	case pgForeignKeyViolation(err):
-		return fmt.Errorf("creating connect state: link token: %w", ErrNotFound)
-	case err != nil:
-		return storeErr("creating connect state", err)
-	}
-	return nil
+	return p.write(ctx, "creating connect state", func(tx pgx.Tx) error {
+		// The link token's row lock orders the states of one link token,
+		// so that concurrent creations cannot each miss the other's state
+		// when they trim.
+		var one int
+		err := tx.QueryRow(ctx, "SELECT 1 FROM link_tokens WHERE hash = $1 FOR NO KEY UPDATE", cs.LinkTokenHash).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("creating connect state: link token: %w", ErrNotFound)
+		}
+		if err != nil {
+			return storeErr("creating connect state", err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO connect_states (hash, link_token_hash, verifier, redirect_uri, expires_at)
+			VALUES ($1, $2, $3, $4, $5)`, cs.Hash, cs.LinkTokenHash, sealed, cs.RedirectURI, nanos(cs.ExpiresAt))
+		switch {
+		case pgUniqueViolation(err):
+			return fmt.Errorf("creating connect state: %w", ErrExists)
+		case pgForeignKeyViolation(err):
+			return fmt.Errorf("creating connect state: link token: %w", ErrNotFound)
+		case err != nil:
+			return storeErr("creating connect state", err)
+		}
+		if _, err := tx.Exec(ctx, trimConnectStates, cs.LinkTokenHash, cs.Hash, ConnectStatesPerLinkToken); err != nil {
+			return storeErr("trimming connect states", err)
+		}
+		return nil
+	})
 }
 
 // TakeConnectState reads and deletes a state in one statement: of two

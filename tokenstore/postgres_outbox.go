@@ -348,6 +348,41 @@ func (p *Postgres) Reseal(ctx context.Context) (int, error) {
 				n++
 			}
 		}
+		// Link token contexts that hold a secret are sealed too.
+		rows, err := tx.Query(ctx, `SELECT hash, context FROM link_tokens WHERE context LIKE '"%' FOR UPDATE`)
+		if err != nil {
+			return storeErr("resealing", err)
+		}
+		type linkCtx struct {
+			hash []byte
+			col  string
+		}
+		var lcs []linkCtx
+		for rows.Next() {
+			var l linkCtx
+			if err := rows.Scan(&l.hash, &l.col); err != nil {
+				rows.Close()
+				return storeErr("resealing", err)
+			}
+			lcs = append(lcs, l)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return storeErr("resealing", err)
+		}
+		for _, l := range lcs {
+			col, changed, err := resealLinkContext(p.sealer, l.hash, l.col)
+			if err != nil {
+				return fmt.Errorf("resealing: %w", err)
+			}
+			if !changed {
+				continue
+			}
+			if _, err := tx.Exec(ctx, "UPDATE link_tokens SET context = $1 WHERE hash = $2", col, l.hash); err != nil {
+				return storeErr("resealing", err)
+			}
+			n++
+		}
 		return nil
 	})
 	if err != nil {

@@ -67,16 +67,21 @@ func TestPostgresNoSecretsInTheTables(t *testing.T) {
 	a := storetest.NewAccount("acc_secret")
 	a.Credentials.Password = "hunter2-password-value"
 	a.Credentials.APIKey = "sk_live_api_key_value"
+	// Secrets an application put in the context, at any depth.
+	a.Context = map[string]any{"region": "region-in-clear", "client_secret": "ctx-client-secret-value",
+		"nested": map[string]any{"refresh_token": "ctx-refresh-token-value", "api-key": "ctx-api-key-value"}}
 	if err := st.CreateAccount(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
 	firstAccess := a.Credentials.AccessToken
 	a.Credentials.AccessToken = "at-second-generation-value"
+	a.Context["session"] = "ctx-session-value"
 	if err := st.UpdateAccount(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	lt := &tokenstore.LinkToken{Hash: []byte("h"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	lt := &tokenstore.LinkToken{Hash: []byte("h"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+		Context: map[string]any{"api_key": "lt-api-key-value", "signing_key": "lt-signing-key-value", "plan": "pro"}}
 	if err := st.CreateLinkToken(ctx, lt); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +92,8 @@ func TestPostgresNoSecretsInTheTables(t *testing.T) {
 	secrets := []string{
 		firstAccess, a.Credentials.RefreshToken, "at-second-generation-value", "hunter2-password-value",
 		"sk_live_api_key_value", verifier, string(key), base64.StdEncoding.EncodeToString(key),
+		"ctx-client-secret-value", "ctx-refresh-token-value", "ctx-api-key-value", "ctx-session-value",
+		"lt-api-key-value", "lt-signing-key-value",
 	}
 
 	// Dump every table as the text PostgreSQL would print (bytea as hex, so
@@ -125,7 +132,7 @@ func TestPostgresNoSecretsInTheTables(t *testing.T) {
 		blobs = append(blobs, bs...)
 	}
 	all := append(dump.Bytes(), bytes.Join(blobs, []byte("\n"))...)
-	if !bytes.Contains(all, []byte("acc_secret")) {
+	if !bytes.Contains(all, []byte("acc_secret")) || !bytes.Contains(all, []byte("region-in-clear")) {
 		t.Fatal("the account id is not in the dump: the scan reads the wrong thing")
 	}
 	for _, s := range secrets {
@@ -554,7 +561,8 @@ func TestPostgresReseal(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	lt := &tokenstore.LinkToken{Hash: []byte("lt"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	lt := &tokenstore.LinkToken{Hash: []byte("lt"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+		Context: map[string]any{"api_key": "lt-key"}}
 	if err := st.CreateLinkToken(ctx, lt); err != nil {
 		t.Fatal(err)
 	}
@@ -565,8 +573,8 @@ func TestPostgresReseal(t *testing.T) {
 
 	both := openPostgres(t, dsn, newKeyV, oldKey)
 	n, err := both.Reseal(ctx)
-	if err != nil || n != 2 {
-		t.Fatalf("Reseal = %d, %v; want the account and the connect state", n, err)
+	if err != nil || n != 3 {
+		t.Fatalf("Reseal = %d, %v; want the account, the link token's context and the connect state", n, err)
 	}
 	if n, err := both.Reseal(ctx); err != nil || n != 0 {
 		t.Fatalf("second Reseal = %d, %v; want nothing left", n, err)
@@ -581,5 +589,8 @@ func TestPostgresReseal(t *testing.T) {
 	cs, err := only.TakeConnectState(ctx, []byte("st"))
 	if err != nil || cs.Verifier != "v-123" {
 		t.Fatalf("connect state under the new key alone: %v", err)
+	}
+	if got, err := only.GetLinkToken(ctx, lt.Hash); err != nil || got.Context["api_key"] != "lt-key" {
+		t.Fatalf("link token context under the new key alone: %v", err)
 	}
 }

@@ -175,10 +175,14 @@ func (s *SQLite) migrate(ctx context.Context) error {
 }
 
 // storeErr wraps a database failure for op. Cancellations keep their own
-// identity; anything else the database says is ErrUnavailable to callers.
+// identity; input the database refuses as such is ErrInvalid; anything else
+// the database says is ErrUnavailable to callers.
 func storeErr(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", op, err)
+	}
+	if isDataException(err) {
+		return fmt.Errorf("%s: %w: %w", op, ErrInvalid, err)
 	}
 	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
 }

@@ -20,7 +20,8 @@ const accountColumns = `id, tenant_id, integration, method, status, context, cre
 type rowScanner interface{ Scan(dest ...any) error }
 
 // scanAccount reads one row of accountColumns; credentials are unsealed only
-// when unseal is true, so listings never decrypt.
+// when unseal is true, so listings never decrypt (and show a context's
+// secrets redacted).
 func (s *SQLite) scanAccount(row rowScanner, unseal bool) (*account.Account, error) {
 	var (
 		a                      account.Account
@@ -52,8 +53,8 @@ func (s *SQLite) scanAccount(row rowScanner, unseal bool) (*account.Account, err
 		if err != nil {
 			return nil, fmt.Errorf("credentials of account %s: %w", a.ID, err)
 		}
-		if err := json.Unmarshal(pt, &a.Credentials); err != nil {
-			return nil, fmt.Errorf("decoding credentials of account %s: %w", a.ID, err)
+		if err := openAccountSecrets(&a, pt); err != nil {
+			return nil, err
 		}
 	}
 	return &a, nil
@@ -71,12 +72,9 @@ func (s *SQLite) encodeAccount(a *account.Account) (accountRow, error) {
 	if a.ID == "" {
 		return r, errors.New("account has no id")
 	}
-	ctxJSON, err := json.Marshal(a.Context)
+	ctxJSON, creds, err := accountSecrets(a)
 	if err != nil {
-		return r, fmt.Errorf("encoding context of account %s: %w", a.ID, err)
-	}
-	if a.Context == nil {
-		ctxJSON = []byte("{}")
+		return r, err
 	}
 	r.context = string(ctxJSON)
 	if a.LastError != nil {
@@ -85,10 +83,6 @@ func (s *SQLite) encodeAccount(a *account.Account) (accountRow, error) {
 			return r, fmt.Errorf("encoding last error of account %s: %w", a.ID, err)
 		}
 		r.lastError = string(b)
-	}
-	creds, err := json.Marshal(a.Credentials)
-	if err != nil {
-		return r, fmt.Errorf("encoding credentials of account %s: %w", a.ID, err)
 	}
 	if r.credentials, err = s.sealer.Seal(creds, []byte(a.ID)); err != nil {
 		return r, fmt.Errorf("sealing credentials of account %s: %w", a.ID, err)

@@ -23,11 +23,9 @@ func (s *SQLite) CreateLinkToken(ctx context.Context, lt *LinkToken) error {
 	if err != nil {
 		return fmt.Errorf("encoding link token scopes: %w", err)
 	}
-	cx := []byte("{}")
-	if lt.Context != nil {
-		if cx, err = json.Marshal(lt.Context); err != nil {
-			return fmt.Errorf("encoding link token context: %w", err)
-		}
+	cx, err := encodeLinkContext(s.sealer, lt.Hash, lt.Context)
+	if err != nil {
+		return err
 	}
 	created := lt.CreatedAt
 	if created.IsZero() {
@@ -70,8 +68,8 @@ func (s *SQLite) GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, err
 	if err := json.Unmarshal([]byte(sc), &lt.Scopes); err != nil {
 		return nil, fmt.Errorf("decoding link token scopes: %w", err)
 	}
-	if err := json.Unmarshal([]byte(cx), &lt.Context); err != nil {
-		return nil, fmt.Errorf("decoding link token context: %w", err)
+	if lt.Context, err = decodeLinkContext(s.sealer, lt.Hash, cx); err != nil {
+		return nil, err
 	}
 	if len(lt.Scopes) == 0 {
 		lt.Scopes = nil
@@ -83,8 +81,16 @@ func (s *SQLite) GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, err
 	return &lt, nil
 }
 
+// trimConnectStates deletes a link token's states beyond the newest
+// ConnectStatesPerLinkToken, keeping the state just created (keep) and the
+// ones that expire last. SQLite and PostgreSQL run it as written.
+const trimConnectStates = `DELETE FROM connect_states WHERE link_token_hash = $1 AND hash NOT IN (
+	SELECT hash FROM connect_states WHERE link_token_hash = $1
+	ORDER BY hash = $2 DESC, expires_at DESC, hash DESC LIMIT $3)`
+
 // CreateConnectState stores an OAuth state; its verifier is sealed with the
 // state hash as associated data. The link token must exist (ErrNotFound).
+// Only the link token's newest ConnectStatesPerLinkToken states are kept.
 func (s *SQLite) CreateConnectState(ctx context.Context, cs *ConnectState) error {
 	if len(cs.Hash) == 0 {
 		return errors.New("creating connect state: empty hash")
@@ -103,6 +109,10 @@ func (s *SQLite) CreateConnectState(ctx context.Context, cs *ConnectState) error
 			return fmt.Errorf("creating connect state: link token: %w", ErrNotFound)
 		case err != nil:
 			return storeErr("creating connect state", err)
+		}
+		// SQLite has one writer at a time: the trim sees every state.
+		if _, err := tx.ExecContext(ctx, trimConnectStates, cs.LinkTokenHash, cs.Hash, ConnectStatesPerLinkToken); err != nil {
+			return storeErr("trimming connect states", err)
 		}
 		return nil
 	})

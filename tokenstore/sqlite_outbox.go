@@ -396,6 +396,41 @@ func (s *SQLite) Reseal(ctx context.Context) (int, error) {
 				n++
 			}
 		}
+		// Link token contexts that hold a secret are sealed too.
+		rows, err := tx.QueryContext(ctx, `SELECT hash, context FROM link_tokens WHERE context LIKE '"%'`)
+		if err != nil {
+			return storeErr("resealing", err)
+		}
+		type linkCtx struct {
+			hash []byte
+			col  string
+		}
+		var lcs []linkCtx
+		for rows.Next() {
+			var l linkCtx
+			if err := rows.Scan(&l.hash, &l.col); err != nil {
+				rows.Close()
+				return storeErr("resealing", err)
+			}
+			lcs = append(lcs, l)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return storeErr("resealing", err)
+		}
+		for _, l := range lcs {
+			col, changed, err := resealLinkContext(s.sealer, l.hash, l.col)
+			if err != nil {
+				return fmt.Errorf("resealing: %w", err)
+			}
+			if !changed {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE link_tokens SET context = ? WHERE hash = ?", col, l.hash); err != nil {
+				return storeErr("resealing", err)
+			}
+			n++
+		}
 		return nil
 	})
 	if err != nil {

@@ -60,6 +60,9 @@ func TestSQLiteNoSecretsInTheFile(t *testing.T) {
 	a := storetest.NewAccount("acc_secret")
 	a.Credentials.Password = "hunter2-password-value"
 	a.Credentials.APIKey = "sk_live_api_key_value"
+	// Secrets an application put in the context, at any depth.
+	a.Context = map[string]any{"region": "region-in-clear", "client_secret": "ctx-client-secret-value",
+		"nested": map[string]any{"refresh_token": "ctx-refresh-token-value", "api-key": "ctx-api-key-value"}}
 	b := storetest.NewAccount("acc_basic")
 	b.Method = account.MethodBasic
 	b.Credentials = account.Credentials{Username: "someone", Password: "basic-password-value"}
@@ -71,11 +74,13 @@ func TestSQLiteNoSecretsInTheFile(t *testing.T) {
 	// An update leaves the old sealed blob in the WAL; that must be sealed too.
 	firstAccess := a.Credentials.AccessToken
 	a.Credentials.AccessToken = "at-second-generation-value"
+	a.Context["session"] = "ctx-session-value"
 	if err := st.UpdateAccount(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	lt := &tokenstore.LinkToken{Hash: []byte("h"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	lt := &tokenstore.LinkToken{Hash: []byte("h"), TenantID: "t", Integration: "x", CreatedAt: now, ExpiresAt: now.Add(time.Hour),
+		Context: map[string]any{"api_key": "lt-api-key-value", "signing_key": "lt-signing-key-value", "plan": "pro"}}
 	if err := st.CreateLinkToken(ctx, lt); err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +92,8 @@ func TestSQLiteNoSecretsInTheFile(t *testing.T) {
 		firstAccess, a.Credentials.RefreshToken,
 		"at-second-generation-value", "hunter2-password-value", "sk_live_api_key_value", "basic-password-value",
 		verifier, string(key), base64.StdEncoding.EncodeToString(key),
+		"ctx-client-secret-value", "ctx-refresh-token-value", "ctx-api-key-value", "ctx-session-value",
+		"lt-api-key-value", "lt-signing-key-value",
 	}
 	scan := func(when string) {
 		t.Helper()
@@ -105,7 +112,7 @@ func TestSQLiteNoSecretsInTheFile(t *testing.T) {
 				}
 			}
 			// The check can see: non-secret values are in the file.
-			if filepath.Base(f) == "linkgate.db" && when == "after checkpoint" && !bytes.Contains(raw, []byte("acc_secret")) {
+			if filepath.Base(f) == "linkgate.db" && when == "after checkpoint" && (!bytes.Contains(raw, []byte("acc_secret")) || !bytes.Contains(raw, []byte("region-in-clear"))) {
 				t.Fatal("the account id is not in the file: the scan reads the wrong thing")
 			}
 		}
@@ -176,7 +183,7 @@ func TestSQLiteReseal(t *testing.T) {
 		accounts = append(accounts, a)
 	}
 	now := time.Now()
-	lt := &tokenstore.LinkToken{Hash: []byte("lt"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	lt := &tokenstore.LinkToken{Hash: []byte("lt"), CreatedAt: now, ExpiresAt: now.Add(time.Hour), Context: map[string]any{"api_key": "lt-key"}}
 	if err := st.CreateLinkToken(ctx, lt); err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +194,8 @@ func TestSQLiteReseal(t *testing.T) {
 
 	st = openSQLite(t, path, newKeyB, oldKey)
 	n, err := st.Reseal(ctx)
-	if err != nil || n != 6 {
-		t.Fatalf("Reseal = %d, %v; want 6", n, err)
+	if err != nil || n != 7 {
+		t.Fatalf("Reseal = %d, %v; want 7 (5 accounts, a link token's context, a connect state)", n, err)
 	}
 	if n, err := st.Reseal(ctx); err != nil || n != 0 {
 		t.Fatalf("second Reseal = %d, %v; want 0", n, err)
@@ -206,6 +213,9 @@ func TestSQLiteReseal(t *testing.T) {
 	cs, err := st.TakeConnectState(ctx, []byte("st"))
 	if err != nil || cs.Verifier != "the-verifier" {
 		t.Fatalf("after rotation, connect state: %v", err)
+	}
+	if got, err := st.GetLinkToken(ctx, lt.Hash); err != nil || got.Context["api_key"] != "lt-key" {
+		t.Fatalf("after rotation, link token context: %v", err)
 	}
 }
 

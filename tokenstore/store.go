@@ -20,6 +20,10 @@ var (
 	ErrConflict    = errors.New("changed concurrently")
 	ErrUsed        = errors.New("already used")
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrInvalid is input the database refused as such (PostgreSQL's data
+	// exceptions: a NUL or invalid UTF-8 in a text value, a value out of
+	// range): the caller's fault, not the store's, so never a 503.
+	ErrInvalid = errors.New("input the store cannot hold")
 )
 
 // Store is everything linkgate persists.
@@ -48,7 +52,8 @@ type Accounts interface {
 	// DeleteAccount removes an account (ErrNotFound if there is none).
 	DeleteAccount(ctx context.Context, id string, events []Event) error
 	// ListAccounts returns one page of accounts, newest first, without
-	// credentials.
+	// credentials and with their context's secrets redacted (listings
+	// never decrypt): read an account with GetAccount before changing it.
 	ListAccounts(ctx context.Context, f Filter) (Page, error)
 	// ClaimExpiring returns the ids of up to limit active oauth2 accounts
 	// with a refresh token whose access token expires before the given
@@ -109,11 +114,22 @@ type ConnectState struct {
 	ExpiresAt     time.Time
 }
 
+// ConnectStatesPerLinkToken is how many OAuth states of one link token a
+// store keeps: the end user may press connect again (another tab, a closed
+// popup) and finish any of the last few, but a script looping on the
+// connect button cannot grow the store.
+const ConnectStatesPerLinkToken = 5
+
 // LinkTokens stores link tokens and connect states.
 type LinkTokens interface {
 	CreateLinkToken(ctx context.Context, lt *LinkToken) error
 	// GetLinkToken reads a link token by the hash of its value.
 	GetLinkToken(ctx context.Context, hash []byte) (*LinkToken, error)
+	// CreateConnectState stores a state of a link token (ErrNotFound if
+	// the link token does not exist) and, in the same transaction, deletes
+	// the link token's older states beyond the newest ConnectStatesPerLinkToken:
+	// it keeps the new state and those that expire last. However often a
+	// link token is used to start a flow, its states take bounded room.
 	CreateConnectState(ctx context.Context, s *ConnectState) error
 	// TakeConnectState reads and deletes a state in one step: of two callers
 	// with the same state exactly one gets it, the other ErrNotFound.

@@ -16,7 +16,8 @@ const ChromiumPath = "/usr/bin/chromium"
 // own network traffic (this machine reaches nothing but loopback), and
 // returns a chromedp context on its first tab, bounded by timeout. Without
 // Chromium the test skips saying what to install, or fails when CI is set.
-func NewBrowser(t testing.TB, timeout time.Duration) context.Context {
+// flags are added to the browser's command line.
+func NewBrowser(t testing.TB, timeout time.Duration, flags ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
 		// On a developer's fresh machine the page tests say what they need
@@ -26,7 +27,7 @@ func NewBrowser(t testing.TB, timeout time.Duration) context.Context {
 		}
 		t.Skipf("skipping a page test: it needs Chromium at %s (apt-get install -y chromium; .ci/run installs it)", ChromiumPath)
 	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+	opts := append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(ChromiumPath),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -38,7 +39,8 @@ func NewBrowser(t testing.TB, timeout time.Duration) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
-	)
+	}, flags...)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	ctx, cancelTimeout := context.WithTimeout(bctx, timeout)
 	t.Cleanup(func() {

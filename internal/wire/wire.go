@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // MaxBody is the largest request body the API reads.
@@ -85,7 +88,8 @@ func WriteErr(w http.ResponseWriter, err error) {
 }
 
 // DecodeJSON reads r's body into dst: at most MaxBody bytes, a JSON content
-// type if one is given, no unknown fields, nothing after the value. Its
+// type if one is given, valid UTF-8, no unknown fields, no key twice in one
+// object, no NUL character in any string, nothing after the value. Its
 // errors are *Error with status 400, 413 or 415 and say what was wrong.
 func DecodeJSON(r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
@@ -101,15 +105,110 @@ func DecodeJSON(r *http.Request, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Errorf(http.StatusBadRequest, "the body is empty: a JSON object is required")
 	}
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(body) {
+		return Errorf(http.StatusBadRequest, "malformed JSON body: it is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		return Errorf(http.StatusBadRequest, "malformed JSON body: %s", jsonProblem(err))
 	}
-	if dec.More() {
-		return Errorf(http.StatusBadRequest, "malformed JSON body: more than one JSON value")
+	// Decoder.More is false before a stray '}' or ']', so look at the rest.
+	if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
+		return Errorf(http.StatusBadRequest, "malformed JSON body: more than one JSON value, or a stray character after it")
 	}
-	return nil
+	return checkKeysAndStrings(body)
+}
+
+// checkKeysAndStrings walks a well-formed JSON value and refuses a key that
+// appears twice in one object (encoding/json keeps the last, which lets two
+// readers of the same body disagree) and a string holding NUL, which no
+// store keeps as it was sent.
+func checkKeysAndStrings(body []byte) error {
+	type frame struct {
+		keys      map[string]struct{} // nil in an array
+		expectKey bool
+		path      string
+	}
+	var stack []*frame
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var key string
+	// valueDone marks the end of a value in the enclosing object.
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].expectKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return Errorf(http.StatusBadRequest, "malformed JSON body: %s", jsonProblem(err))
+		}
+		var top *frame
+		if n := len(stack); n > 0 {
+			top = stack[n-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				p := ""
+				if top != nil {
+					p = top.path
+					if top.keys != nil {
+						p = joinPath(p, key)
+					} else {
+						p += "[]"
+					}
+				}
+				f := &frame{path: p}
+				if t == '{' {
+					f.keys, f.expectKey = map[string]struct{}{}, true
+				}
+				stack = append(stack, f)
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+				continue
+			}
+		case string:
+			if strings.ContainsRune(t, 0) {
+				where := "a string"
+				if top != nil && top.keys != nil && !top.expectKey {
+					where = "the value of " + strconv.Quote(joinPath(top.path, key))
+				} else if top != nil && top.keys != nil {
+					where = "a key in " + strconv.Quote(top.path)
+				}
+				return Errorf(http.StatusBadRequest, "malformed JSON body: %s holds a NUL character (\\u0000)", where)
+			}
+			if top != nil && top.keys != nil && top.expectKey {
+				if _, dup := top.keys[t]; dup {
+					return Errorf(http.StatusBadRequest, "malformed JSON body: key %s appears twice", strconv.Quote(joinPath(top.path, t)))
+				}
+				top.keys[t] = struct{}{}
+				top.expectKey, key = false, t
+				continue
+			}
+		}
+		valueDone()
+	}
+}
+
+// joinPath names key inside the object at path, as the error messages show it.
+func joinPath(path, key string) string {
+	if len(key) > 64 {
+		key = key[:64] + "…"
+	}
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // jsonProblem describes a decoding error without quoting the input, which
@@ -128,4 +227,42 @@ func jsonProblem(err error) string {
 		return "unexpected end of input"
 	}
 	return "not a valid JSON value of the expected shape"
+}
+
+// CheckRequestText refuses a request whose path or query is not text every
+// store can hold: invalid UTF-8 or a NUL (both arrive percent-encoded, as
+// %FF or %00), or a query string that does not decode. Ids, filters and
+// cursors come from there, and PostgreSQL refuses such text where SQLite
+// would merely find nothing: one answer, a 400, for both.
+func CheckRequestText(r *http.Request) error {
+	if !isText(r.URL.Path) {
+		return Errorf(http.StatusBadRequest, "the path is not valid text: it holds invalid UTF-8 or a NUL character")
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return Errorf(http.StatusBadRequest, "the query string is malformed: %s", queryProblem(err))
+	}
+	for k, vs := range q {
+		if !isText(k) {
+			return Errorf(http.StatusBadRequest, "a query parameter name is not valid text: it holds invalid UTF-8 or a NUL character")
+		}
+		for _, v := range vs {
+			if !isText(v) {
+				return Errorf(http.StatusBadRequest, "query parameter %s is not valid text: it holds invalid UTF-8 or a NUL character", strconv.Quote(k))
+			}
+		}
+	}
+	return nil
+}
+
+func isText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// queryProblem describes a query parsing error without quoting the query,
+// which may hold a secret.
+func queryProblem(err error) string {
+	var esc url.EscapeError
+	if errors.As(err, &esc) {
+		return "a bad percent-escape"
+	}
+	return "it cannot be parsed"
 }

@@ -40,7 +40,10 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"RefreshLockExclusion", testRefreshLockExclusion},
 		{"RefreshLockWaitBoundedByContext", testRefreshLockWait},
 		{"LinkTokens", testLinkTokens},
+		{"ContextSecrets", testContextSecrets},
 		{"TakeConnectStateRace", testTakeConnectStateRace},
+		{"ConnectStatesPerLinkToken", testConnectStatesPerLinkToken},
+		{"ConnectStatesPerLinkTokenConcurrent", testConnectStatesPerLinkTokenConcurrent},
 		{"CompleteLink", testCompleteLink},
 		{"CompleteLinkRace", testCompleteLinkRace},
 		{"OutboxRoundTrip", testOutboxRoundTrip},
@@ -635,6 +638,110 @@ func testTakeConnectStateRace(t *testing.T, s tokenstore.Store) {
 	}
 }
 
+// takeAll reports which of hashes a store still holds, taking each.
+func takeAll(t *testing.T, s tokenstore.Store, hashes [][]byte) []bool {
+	t.Helper()
+	out := make([]bool, len(hashes))
+	for i, h := range hashes {
+		_, err := s.TakeConnectState(ctx, h)
+		switch {
+		case err == nil:
+			out[i] = true
+		case !errors.Is(err, tokenstore.ErrNotFound):
+			t.Fatalf("taking state %d: %v", i, err)
+		}
+	}
+	return out
+}
+
+func testConnectStatesPerLinkToken(t *testing.T, s tokenstore.Store) {
+	now := time.Now()
+	max := tokenstore.ConnectStatesPerLinkToken
+	var lts [2]*tokenstore.LinkToken
+	for i := range lts {
+		lts[i] = &tokenstore.LinkToken{Hash: []byte(fmt.Sprintf("lt-cap-%d", i)), TenantID: "t", Integration: "hubspot", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if err := s.CreateLinkToken(ctx, lts[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The other link token's states are not its neighbour's to trim.
+	var others [][]byte
+	for i := range max {
+		h := []byte(fmt.Sprintf("other-%d", i))
+		others = append(others, h)
+		if err := s.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: h, LinkTokenHash: lts[1].Hash, Verifier: "v", ExpiresAt: now.Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Twice the cap of states, each expiring later than the one before.
+	var hashes [][]byte
+	for i := range 2 * max {
+		h := []byte(fmt.Sprintf("cap-%02d", i))
+		hashes = append(hashes, h)
+		if err := s.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: h, LinkTokenHash: lts[0].Hash, Verifier: "v", ExpiresAt: now.Add(time.Minute + time.Duration(i)*time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A state that expires sooner than those kept is still kept when it is
+	// the one just made (a shorter state lifetime after a reload).
+	short := []byte("cap-short")
+	if err := s.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: short, LinkTokenHash: lts[0].Hash, Verifier: "v", ExpiresAt: now.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	got := takeAll(t, s, append(hashes, short))
+	for i, ok := range got[:len(hashes)] {
+		// The short one displaced the oldest of the newest five.
+		if want := i > len(hashes)-max; ok != want {
+			t.Errorf("state %d stored = %v, want %v", i, ok, want)
+		}
+	}
+	if !got[len(hashes)] {
+		t.Error("the state just created was trimmed")
+	}
+	for i, ok := range takeAll(t, s, others) {
+		if !ok {
+			t.Errorf("another link token's state %d was trimmed", i)
+		}
+	}
+	if err := s.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: []byte("orphan"), LinkTokenHash: []byte("no-such-link"), Verifier: "v", ExpiresAt: now.Add(time.Minute)}); !errors.Is(err, tokenstore.ErrNotFound) {
+		t.Errorf("a state of an unknown link token: %v, want ErrNotFound", err)
+	}
+}
+
+func testConnectStatesPerLinkTokenConcurrent(t *testing.T, s tokenstore.Store) {
+	now := time.Now()
+	lt := &tokenstore.LinkToken{Hash: []byte("lt-cap-race"), TenantID: "t", Integration: "hubspot", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	hashes := make([][]byte, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		hashes[i] = []byte(fmt.Sprintf("cap-race-%02d", i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := s.CreateConnectState(ctx, &tokenstore.ConnectState{Hash: hashes[i], LinkTokenHash: lt.Hash, Verifier: "v", ExpiresAt: now.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	kept := 0
+	for _, ok := range takeAll(t, s, hashes) {
+		if ok {
+			kept++
+		}
+	}
+	if kept != tokenstore.ConnectStatesPerLinkToken {
+		t.Fatalf("%d of %d concurrently created states kept, want %d", kept, n, tokenstore.ConnectStatesPerLinkToken)
+	}
+}
+
 func testCompleteLink(t *testing.T, s tokenstore.Store) {
 	now := time.Now()
 	newLT := &tokenstore.LinkToken{Hash: []byte("lt-new"), TenantID: "t", Integration: "hubspot", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
@@ -1054,5 +1161,71 @@ func testClaimDeliveriesConcurrent(t *testing.T, s tokenstore.Store) {
 		if n != 1 {
 			t.Fatalf("delivery %s claimed %d times", id, n)
 		}
+	}
+}
+
+// testContextSecrets: values under secret-looking context keys come back
+// whole from GetAccount and GetLinkToken (they are sealed at rest) and
+// redacted from listings, which never decrypt.
+func testContextSecrets(t *testing.T, s tokenstore.Store) {
+	a := NewAccount("acc_ctx_secrets")
+	a.Context = map[string]any{
+		"region":        "eu",
+		"client_secret": "ctx-client-secret",
+		"nested":        map[string]any{"api-key": "ctx-nested-key", "author": "ann", "list": []any{map[string]any{"pwd": "p"}}},
+	}
+	mustCreate(t, s, a)
+	got, err := s.GetAccount(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAccount(t, got, a)
+
+	// An update without the secret drops it; one with a new secret keeps it.
+	up := got.Clone()
+	delete(up.Context, "client_secret")
+	up.Context["session"] = "ctx-session"
+	if err := s.UpdateAccount(ctx, up, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.GetAccount(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAccount(t, got, up)
+
+	page, err := s.ListAccounts(ctx, tokenstore.Filter{TenantID: a.TenantID})
+	if err != nil || len(page.Accounts) != 1 {
+		t.Fatalf("ListAccounts: %v, %d accounts", err, len(page.Accounts))
+	}
+	want := account.RedactContext(up.Context)
+	if !reflect.DeepEqual(page.Accounts[0].Context, want) {
+		t.Fatalf("listed context = %#v, want it redacted: %#v", page.Accounts[0].Context, want)
+	}
+
+	// Dropping every secret leaves a plain context.
+	plain := got.Clone()
+	plain.Context = map[string]any{"region": "us"}
+	if err := s.UpdateAccount(ctx, plain, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.GetAccount(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	sameAccount(t, got, plain)
+
+	now := time.Now().Truncate(time.Microsecond).UTC()
+	lt := &tokenstore.LinkToken{Hash: []byte("hash-of-secret-context-token"), TenantID: "t1", Integration: "hubspot",
+		Context:   map[string]any{"api_key": "lt-api-key", "signing_key": "lt-signing-key", "note": "visible"},
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateLinkToken(ctx, lt); err != nil {
+		t.Fatal(err)
+	}
+	gotLT, err := s.GetLinkToken(ctx, lt.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotLT.Context, lt.Context) {
+		t.Fatalf("link token context = %#v, want %#v", gotLT.Context, lt.Context)
 	}
 }
