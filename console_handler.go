@@ -238,7 +238,7 @@ func (h *Console) console() (*console.Console, error) {
 			rt.dispatcher.Notify()
 			return nil
 		},
-		Authenticate: h.app.authorized,
+		Authenticate: func(r *http.Request, token string) bool { return h.app.authorize(r, token) == nil },
 		Users:        h.Users,
 		Integrations: names,
 		Prefix:       h.Prefix,

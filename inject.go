@@ -110,6 +110,13 @@ type call struct {
 	sent atomic.Bool
 }
 
+// proxied is what inject_credentials allocates for one proxied request.
+type proxied struct {
+	call    call
+	sw      statusWriter
+	wrapper caddyhttp.ResponseWriterWrapper
+}
+
 // String keeps the credentials out of a placeholder that names the
 // variable ({http.vars.linkgate.call}).
 func (c *call) String() string { return "integrated account call" }
@@ -170,7 +177,10 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	delete(r.Header, "Proxy-Authorization")
 	// Where this request goes: the one place that decides it. Every
 	// account of an integration shares the integration's target today.
-	c := &call{up: up, target: up.target}
+	// The call and the writers that watch its answer come in one
+	// allocation.
+	p := &proxied{call: call{up: up, target: up.target}}
+	c := &p.call
 	caddyhttp.SetVar(ctx, callVar, c)
 
 	repl := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -195,8 +205,9 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		if body != nil {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, call: c,
-			hold401: canRetry && attempt == 0}
+		p.wrapper = caddyhttp.ResponseWriterWrapper{ResponseWriter: w}
+		p.sw = statusWriter{ResponseWriterWrapper: &p.wrapper, call: c, hold401: canRetry && attempt == 0}
+		sw := &p.sw
 		err := next.ServeHTTP(sw, r)
 		switch {
 		case sw.bypassed:

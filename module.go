@@ -418,11 +418,6 @@ func (a *App) authorize(r *http.Request, bearer string) error {
 	return nil
 }
 
-// authorized reports whether the bearer token is one of the API tokens.
-func (a *App) authorized(bearer string) bool {
-	return a.tokenIndex(bearer) >= 0
-}
-
 // tokenIndex returns which API token bearer is, or -1, in constant time
 // whatever the token's length and whichever token it is.
 func (a *App) tokenIndex(bearer string) int {
