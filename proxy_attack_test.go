@@ -194,6 +194,23 @@ func TestCallerCannotStripOrShadowCredentials(t *testing.T) {
 		}
 	})
 
+	t.Run("a bearer token in the query", func(t *testing.T) {
+		// RFC 6750's query parameter for bearer tokens: an upstream may
+		// prefer it to the header, so a caller's would be checked instead
+		// of the account's.
+		for _, q := range []string{"access_token=evil", "access%5Ftoken=evil", "x=1;access_token=evil"} {
+			w.oauth.Reset()
+			status, out := w.do("GET", "/proxy/echo/x?limit=2&"+q+"&integrated_account_id="+w.accountOAuth, nil)
+			if status != http.StatusOK {
+				t.Fatalf("%s: status %d: %s", q, status, out)
+			}
+			r, _ := w.oauth.Last()
+			if r.RawQuery != "limit=2" || r.Header.Get("Authorization") != "Bearer "+w.accessToken {
+				t.Errorf("%s: the upstream got the query %q", q, r.RawQuery)
+			}
+		}
+	})
+
 	if w.as.TokenCalls("refresh_token") != 0 {
 		t.Errorf("%d refreshes: a 401 was provoked", w.as.TokenCalls("refresh_token"))
 	}

@@ -219,6 +219,11 @@ func (up *upstream) setCredentials(out *http.Request, c account.Credentials) {
 			typ = "Bearer"
 		}
 		out.Header["Authorization"] = []string{typ + " " + c.AccessToken}
+		// access_token is where RFC 6750 lets a bearer token ride in the
+		// query: a caller's one there would compete with the account's.
+		if q, _, n, _ := cutQueryParam(out.URL.RawQuery, "access_token"); n > 0 {
+			out.URL.RawQuery = q
+		}
 	}
 }
 
