@@ -34,8 +34,10 @@ func init() {
 // server name and the base path come from the integration's base_url: an
 // https integration is always reached over TLS, an http one in plain HTTP,
 // one transport serving both. The caller's Authorization and
-// Proxy-Authorization, and the Forwarded and X-Forwarded-* headers that
-// describe the caller's hop, never reach the upstream.
+// Proxy-Authorization, its values where the account's credentials go (and,
+// for OAuth, in the access_token query parameter), and the Forwarded and
+// X-Forwarded-* headers that describe the caller's hop never reach the
+// upstream; of protocol upgrades only WebSocket passes.
 //
 // It takes every option of Caddy's http transport (timeouts, keep-alive,
 // HTTP versions, the trust pool for https upstreams, a network proxy),
