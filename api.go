@@ -53,6 +53,7 @@ func (h *API) Provision(ctx caddy.Context) error {
 	m.HandleFunc("GET /integrated-account", h.list)
 	m.HandleFunc("POST /integrated-account", h.create)
 	m.HandleFunc("POST /integrated-account/refresh-credentials", h.refreshCredentials)
+	m.HandleFunc("POST /integrated-account/bulk", h.bulkImport)
 	m.HandleFunc("GET /integrated-account/{id}", h.get)
 	m.HandleFunc("PATCH /integrated-account/{id}", h.patch)
 	m.HandleFunc("PATCH /integrated-account/{id}/credentials", h.patchCredentials)
@@ -109,51 +110,56 @@ type importRequest struct {
 	Context              map[string]any `json:"context,omitempty"`
 }
 
+// newImport checks an import request and builds its account and creation
+// change; its errors are *wire.Error (400) that say what is wrong. The
+// single and bulk imports share it.
+func (a *App) newImport(req importRequest, now time.Time) (*account.Account, account.Change, error) {
+	if !tenantIDPattern.MatchString(req.TenantID) {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "tenant_id is required: 1 to 256 of A-Z a-z 0-9 . _ : @ + -")
+	}
+	in, err := a.integration(req.Integration)
+	if err != nil {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "integration: %s", err)
+	}
+	if req.AuthenticationMethod == "" {
+		req.AuthenticationMethod = in.Auth
+	}
+	if req.AuthenticationMethod != in.Auth {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "authentication_method %q does not match integration %s, which uses %s", req.AuthenticationMethod, in.Name, in.Auth)
+	}
+	if req.ID == "" {
+		req.ID = uuid.NewString()
+	} else if _, err := uuid.Parse(req.ID); err != nil {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "id must be a UUID when given")
+	}
+	meta, creds, err := splitCredentials(req.Context, now)
+	if err != nil {
+		return nil, account.Change{}, err
+	}
+	if err := requireCredentials(in.Auth, creds); err != nil {
+		return nil, account.Change{}, err
+	}
+	acc := &account.Account{
+		ID: req.ID, TenantID: req.TenantID, Integration: in.Name, Method: in.Auth,
+		Context: meta, Credentials: creds, CreatedAt: now, UpdatedAt: now,
+	}
+	c, err := acc.Apply(account.Created, nil, now)
+	if err != nil {
+		return nil, account.Change{}, wire.Errorf(http.StatusBadRequest, "%s", err)
+	}
+	return acc, c, nil
+}
+
 func (h *API) create(w http.ResponseWriter, r *http.Request) {
 	var req importRequest
 	if err := wire.DecodeJSON(r, &req); err != nil {
 		wire.WriteErr(w, err)
 		return
 	}
-	if !tenantIDPattern.MatchString(req.TenantID) {
-		wire.WriteError(w, http.StatusBadRequest, "tenant_id is required: 1 to 256 of A-Z a-z 0-9 . _ : @ + -")
-		return
-	}
-	in, err := h.app.integration(req.Integration)
-	if err != nil {
-		wire.WriteError(w, http.StatusBadRequest, "integration: "+err.Error())
-		return
-	}
-	if req.AuthenticationMethod == "" {
-		req.AuthenticationMethod = in.Auth
-	}
-	if req.AuthenticationMethod != in.Auth {
-		wire.WriteError(w, http.StatusBadRequest, fmt.Sprintf("authentication_method %q does not match integration %s, which uses %s", req.AuthenticationMethod, in.Name, in.Auth))
-		return
-	}
-	if req.ID == "" {
-		req.ID = uuid.NewString()
-	} else if _, err := uuid.Parse(req.ID); err != nil {
-		wire.WriteError(w, http.StatusBadRequest, "id must be a UUID when given")
-		return
-	}
 	now := time.Now().UTC()
-	meta, creds, err := splitCredentials(req.Context, now)
+	a, c, err := h.app.newImport(req, now)
 	if err != nil {
 		wire.WriteErr(w, err)
-		return
-	}
-	if err := requireCredentials(in.Auth, creds); err != nil {
-		wire.WriteErr(w, err)
-		return
-	}
-	a := &account.Account{
-		ID: req.ID, TenantID: req.TenantID, Integration: in.Name, Method: in.Auth,
-		Context: meta, Credentials: creds, CreatedAt: now, UpdatedAt: now,
-	}
-	c, err := a.Apply(account.Created, nil, now)
-	if err != nil {
-		wire.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	rt, ok := h.rt(w)

@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+
+	"github.com/linkgate/linkgate/tokenstore"
 )
 
 func init() {
@@ -77,31 +79,49 @@ type resealer interface {
 }
 
 // resealConfig provisions the integrated_accounts app of a Caddy JSON config
-// and re-seals its store. The app is provisioned by Caddy exactly as the
-// gateway provisions it, so placeholders, key parsing, validation and the
-// generated SQLite key all behave as they do when serving. Only that app is
-// loaded: nothing else in the config is started or needs to be valid.
+// and re-seals its store.
 func resealConfig(ctx context.Context, cfgJSON []byte) (n int, err error) {
+	err = withConfiguredStore(cfgJSON, "re-seal", func(app *App, st *tokenstore.Cached) error {
+		rs, ok := st.Inner().(resealer)
+		if !ok {
+			return fmt.Errorf("storage %s cannot re-seal", app.Storage.Driver)
+		}
+		n, err = rs.Reseal(ctx)
+		if err != nil {
+			return fmt.Errorf("re-sealing storage %s (nothing was changed): %w", app.Storage.Driver, err)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// withConfiguredStore provisions the integrated_accounts app of a Caddy
+// JSON config and runs fn with its store. The app is provisioned by Caddy
+// exactly as the gateway provisions it, so placeholders, key parsing,
+// validation and the generated SQLite key all behave as they do when
+// serving. Only that app is loaded: nothing else in the config is started
+// or needs to be valid. what names the command's work in errors.
+func withConfiguredStore(cfgJSON []byte, what string, fn func(app *App, st *tokenstore.Cached) error) (err error) {
 	var cfg struct {
 		Apps map[string]json.RawMessage `json:"apps"`
 	}
 	if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
-		return 0, fmt.Errorf("reading the config: %w", err)
+		return fmt.Errorf("reading the config: %w", err)
 	}
 	raw := cfg.Apps["integrated_accounts"]
 	if len(raw) == 0 || string(raw) == "null" {
-		return 0, errors.New("the config has no integrated_accounts app: nothing to re-seal")
+		return fmt.Errorf("the config has no integrated_accounts app: nothing to %s", what)
 	}
 	cctx, err := caddy.ProvisionContext(&caddy.Config{
 		AppsRaw: caddy.ModuleMap{"integrated_accounts": raw},
 	})
 	if err != nil {
 		// Caddy has already cleaned up what it provisioned.
-		return 0, err
+		return err
 	}
 	mod, err := cctx.AppIfConfigured("integrated_accounts")
 	if err != nil {
-		return 0, err
+		return err
 	}
 	app := mod.(*App)
 	// Releasing the app's store closes it; nothing else was opened.
@@ -110,18 +130,9 @@ func resealConfig(ctx context.Context, cfgJSON []byte) (n int, err error) {
 			err = fmt.Errorf("closing storage %s: %w", app.Storage.Driver, cerr)
 		}
 	}()
-
 	st, err := app.storeHold.open(app.logger)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	rs, ok := st.Inner().(resealer)
-	if !ok {
-		return 0, fmt.Errorf("storage %s cannot re-seal", app.Storage.Driver)
-	}
-	n, err = rs.Reseal(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("re-sealing storage %s (nothing was changed): %w", app.Storage.Driver, err)
-	}
-	return n, nil
+	return fn(app, st)
 }

@@ -96,8 +96,10 @@ type App struct {
 	// Refresh tunes token refresh.
 	Refresh *RefreshConfig `json:"refresh,omitempty"`
 
-	// CacheSize bounds the cache of unsealed credentials, in bytes of
-	// estimated cost. Default 64 MiB.
+	// CacheSize bounds the heap the cache of unsealed credentials holds,
+	// in bytes (within about 10 %: each account's cost counts its strings,
+	// context and the cache's own bookkeeping). Default 64 MiB, room for
+	// about 50,000 OAuth accounts.
 	CacheSize int64 `json:"cache_size,omitempty"`
 
 	// RetryBodyLimit is the largest request body inject_credentials keeps so

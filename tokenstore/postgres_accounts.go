@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/linkgate/linkgate/account"
@@ -100,7 +99,7 @@ func (p *Postgres) insertEvents(ctx context.Context, tx pgx.Tx, events []Event) 
 	for i := range events {
 		e := &events[i]
 		if e.ID == "" {
-			e.ID = "evt_" + uuid.NewString()
+			e.ID = newEventID()
 		}
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = p.now().UTC()
@@ -273,40 +272,10 @@ func (p *Postgres) DeleteAccount(ctx context.Context, id string, events []Event)
 // credentials.
 func (p *Postgres) ListAccounts(ctx context.Context, f Filter) (Page, error) {
 	limit := pageSize(f.Limit)
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
+	q, args, err := pgListAccountsQuery(f, limit)
+	if err != nil {
+		return Page{}, err
 	}
-	if f.Status != "" {
-		where = append(where, "status = "+arg(string(f.Status)))
-	}
-	if f.TenantID != "" {
-		where = append(where, "tenant_id = "+arg(f.TenantID))
-	}
-	if f.Integration != "" {
-		where = append(where, "integration = "+arg(f.Integration))
-	}
-	if f.Search != "" {
-		s := arg(f.Search)
-		where = append(where, "(starts_with(id, "+s+") OR starts_with(tenant_id, "+s+"))")
-	}
-	if f.Cursor != "" {
-		c, err := decodeCursor(f.Cursor)
-		if err != nil {
-			return Page{}, err
-		}
-		at, id := arg(c.at), arg(c.id)
-		where = append(where, "(created_at < "+at+" OR (created_at = "+at+" AND id < "+id+"))")
-	}
-	q := "SELECT " + accountColumns + " FROM accounts"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY created_at DESC, id DESC LIMIT " + arg(limit+1)
 	rows, err := p.pool.Query(ctx, q, args...)
 	if err != nil {
 		return Page{}, storeErr("listing accounts", err)
@@ -331,6 +300,63 @@ func (p *Postgres) ListAccounts(ctx context.Context, f Filter) (Page, error) {
 	return pg, nil
 }
 
+// pgListAccountsQuery builds the keyset query of one page (limit+1 rows).
+// The cursor is a row comparison, which PostgreSQL turns into an index
+// bound: an OR of the two halves would be a filter over every row before
+// the page. Each equality filter has an index that leads with it and then
+// walks (created_at, id) in page order.
+func pgListAccountsQuery(f Filter, limit int) (string, []any, error) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+arg(string(f.Status)))
+	}
+	if f.TenantID != "" {
+		where = append(where, "tenant_id = "+arg(f.TenantID))
+	}
+	if f.Integration != "" {
+		where = append(where, "integration = "+arg(f.Integration))
+	}
+	if f.Search != "" {
+		s := arg(f.Search)
+		where = append(where, "(starts_with(id, "+s+") OR starts_with(tenant_id, "+s+"))")
+	}
+	// Listings with an equality filter order by created_at itself, which
+	// only their own indexes give; the others by created_at + 0, which only
+	// accounts_newest gives.
+	at := "created_at"
+	if f.Status == "" && f.TenantID == "" && f.Integration == "" {
+		at = "(created_at + 0)"
+	}
+	if f.Cursor != "" {
+		c, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return "", nil, err
+		}
+		where = append(where, "("+at+", id) < ("+arg(c.at)+"::bigint, "+arg(c.id)+"::text)")
+	}
+	q := "SELECT " + accountColumns + " FROM accounts"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY " + at + " DESC, id DESC LIMIT " + arg(limit+1)
+	return q, args, nil
+}
+
+// pgClaimExpiringQuery leases the accounts ClaimExpiring returns.
+const pgClaimExpiringQuery = `UPDATE accounts SET sweep_lease_until = $1
+	WHERE id IN (SELECT id FROM accounts
+		WHERE status = 'active' AND method = 'oauth2' AND has_refresh AND expires_at > 0
+		AND expires_at < $2 AND sweep_lease_until <= $3
+		ORDER BY expires_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+	RETURNING id, expires_at`
+
 // ClaimExpiring leases up to limit active oauth2 accounts with a refresh
 // token whose access token expires before before, soonest first. Rows
 // another instance is claiming at the same moment are skipped, not waited
@@ -340,12 +366,7 @@ func (p *Postgres) ClaimExpiring(ctx context.Context, before time.Time, lease ti
 		return nil, nil
 	}
 	now := p.now()
-	rows, err := p.pool.Query(ctx, `UPDATE accounts SET sweep_lease_until = $1
-		WHERE id IN (SELECT id FROM accounts
-			WHERE status = 'active' AND method = 'oauth2' AND has_refresh AND expires_at > 0
-			AND expires_at < $2 AND sweep_lease_until <= $3
-			ORDER BY expires_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
-		RETURNING id, expires_at`, now.Add(lease).UnixNano(), nanos(before), now.UnixNano(), limit)
+	rows, err := p.pool.Query(ctx, pgClaimExpiringQuery, now.Add(lease).UnixNano(), nanos(before), now.UnixNano(), limit)
 	if err != nil {
 		return nil, storeErr("claiming expiring accounts", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -117,6 +118,93 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 	}
 	if err := rows.Err(); err != nil {
 		return nil, storeErr("claiming deliveries", err)
+	}
+	return out, nil
+}
+
+// ClaimEndpointDeliveries leases every endpoint's due deliveries in one
+// statement: a lateral seek into deliveries_endpoint_due per endpoint, rows
+// other dispatchers are claiming skipped.
+func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error) {
+	var (
+		eps     []string
+		limits  []int64
+		befores []int64
+	)
+	for _, c := range claims {
+		if c.Limit <= 0 {
+			continue
+		}
+		before := int64(math.MaxInt64)
+		if !c.CreatedBefore.IsZero() {
+			before = c.CreatedBefore.UnixNano()
+		}
+		eps, limits, befores = append(eps, c.Endpoint), append(limits, int64(c.Limit)), append(befores, before)
+	}
+	if len(eps) == 0 {
+		return nil, nil
+	}
+	at := now.UnixNano()
+	until := now.Add(lease).UnixNano()
+	rows, err := p.pool.Query(ctx, pgClaimEndpointQuery, until, at, eps, limits, befores)
+	if err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, storeErr("claiming deliveries", err)
+		}
+		d.LeaseUntil = fromNanos(until)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	return out, nil
+}
+
+// pgClaimEndpointQuery leases, for each (endpoint, limit, created before)
+// of its arrays, that endpoint's soonest due deliveries.
+const pgClaimEndpointQuery = `WITH want AS (
+		SELECT * FROM unnest($3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS w (endpoint, n, before, ord)),
+	picked AS (
+		SELECT p.id, want.ord FROM want, LATERAL (
+			SELECT id FROM deliveries
+			WHERE status = 'pending' AND endpoint = want.endpoint AND next_attempt_at <= $2 AND lease_until <= $2
+				AND created_at < want.before
+			ORDER BY next_attempt_at, id LIMIT want.n FOR UPDATE SKIP LOCKED) p),
+	claimed AS (
+		UPDATE deliveries SET lease_until = $1 WHERE id IN (SELECT id FROM picked) RETURNING *)
+	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id JOIN picked ON picked.id = d.id
+	ORDER BY picked.ord, d.next_attempt_at, d.id`
+
+// PendingEndpoints walks deliveries_endpoint_due from one endpoint to the
+// next (a recursive seek), rather than reading every pending delivery.
+func (p *Postgres) PendingEndpoints(ctx context.Context) ([]string, error) {
+	rows, err := p.pool.Query(ctx, `WITH RECURSIVE eps (endpoint) AS (
+			(SELECT endpoint FROM deliveries WHERE status = 'pending' ORDER BY endpoint LIMIT 1)
+			UNION ALL
+			SELECT (SELECT d.endpoint FROM deliveries d WHERE d.status = 'pending' AND d.endpoint > eps.endpoint
+				ORDER BY d.endpoint LIMIT 1)
+			FROM eps WHERE eps.endpoint IS NOT NULL)
+		SELECT endpoint FROM eps WHERE endpoint IS NOT NULL`)
+	if err != nil {
+		return nil, storeErr("reading pending endpoints", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var ep string
+		if err := rows.Scan(&ep); err != nil {
+			return nil, storeErr("reading pending endpoints", err)
+		}
+		out = append(out, ep)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeErr("reading pending endpoints", err)
 	}
 	return out, nil
 }

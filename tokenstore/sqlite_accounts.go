@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/linkgate/linkgate/account"
 )
 
@@ -99,7 +97,7 @@ func (s *SQLite) insertEvents(ctx context.Context, tx *sql.Tx, events []Event) e
 	for i := range events {
 		e := &events[i]
 		if e.ID == "" {
-			e.ID = "evt_" + uuid.NewString()
+			e.ID = newEventID()
 		}
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = s.now().UTC()
@@ -284,6 +282,14 @@ func (s *SQLite) ListAccounts(ctx context.Context, f Filter) (Page, error) {
 	return p, nil
 }
 
+// claimExpiringQuery selects the accounts ClaimExpiring leases. INDEXED BY
+// pins its plan: without statistics (nothing runs ANALYZE) SQLite prefers
+// the status index and reads every active account on every claim.
+const claimExpiringQuery = `SELECT id FROM accounts INDEXED BY accounts_expiring
+	WHERE status = 'active' AND method = 'oauth2' AND has_refresh = 1 AND expires_at > 0
+	AND expires_at < ? AND sweep_lease_until <= ?
+	ORDER BY expires_at, id LIMIT ?`
+
 // ClaimExpiring leases up to limit active oauth2 accounts with a refresh
 // token whose access token expires before before, soonest first.
 func (s *SQLite) ClaimExpiring(ctx context.Context, before time.Time, lease time.Duration, limit int) ([]string, error) {
@@ -293,10 +299,7 @@ func (s *SQLite) ClaimExpiring(ctx context.Context, before time.Time, lease time
 	var ids []string
 	err := s.write(ctx, "claiming expiring accounts", func(tx *sql.Tx) error {
 		now := s.now()
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM accounts
-			WHERE status = 'active' AND method = 'oauth2' AND has_refresh = 1 AND expires_at > 0
-			AND expires_at < ? AND sweep_lease_until <= ?
-			ORDER BY expires_at, id LIMIT ?`, nanos(before), now.UnixNano(), limit)
+		rows, err := tx.QueryContext(ctx, claimExpiringQuery, nanos(before), now.UnixNano(), limit)
 		if err != nil {
 			return storeErr("claiming expiring accounts", err)
 		}
@@ -327,8 +330,11 @@ func (s *SQLite) ClaimExpiring(ctx context.Context, before time.Time, lease time
 }
 
 // listAccountsQuery builds the keyset query of one page (limit+1 rows, the
-// extra one telling whether there is a next page). Every filter leads with
-// an indexed column so that a page stays fast at 100,000 accounts.
+// extra one telling whether there is a next page). Each filter combination
+// names the index that seeks to the cursor and walks in page order, so that
+// any page costs the same at any depth and size, with or without the
+// planner's statistics. A search is an OR of two prefix ranges and is left
+// to the planner.
 func listAccountsQuery(f Filter, limit int) (string, []any, error) {
 	var (
 		where []string
@@ -356,6 +362,9 @@ func listAccountsQuery(f Filter, limit int) (string, []any, error) {
 		args = append(args, c.at, c.id)
 	}
 	q := "SELECT " + accountColumns + " FROM accounts"
+	if f.Search == "" {
+		q += " INDEXED BY " + listIndex(f)
+	}
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -46,10 +47,19 @@ func (s *SQLite) FanOut(ctx context.Context, limit int, endpoints func(Event) []
 	if limit <= 0 {
 		return nil, nil
 	}
+	// Dispatchers poll every second: when there is nothing to fan out,
+	// say so from a read, without taking the write lock.
+	var one int
+	switch err := s.r.QueryRowContext(ctx, "SELECT 1 FROM events INDEXED BY events_unfanned WHERE fanned_out = 0 LIMIT 1").Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, storeErr("fanning out events", err)
+	}
 	var out []Event
 	err := s.write(ctx, "fanning out events", func(tx *sql.Tx) error {
 		out = out[:0]
-		rows, err := tx.QueryContext(ctx, `SELECT seq, id, name, account_id, payload, created_at FROM events
+		rows, err := tx.QueryContext(ctx, `SELECT seq, id, name, account_id, payload, created_at FROM events INDEXED BY events_unfanned
 			WHERE fanned_out = 0 ORDER BY seq LIMIT ?`, limit)
 		if err != nil {
 			return storeErr("fanning out events", err)
@@ -109,53 +119,118 @@ func (s *SQLite) ClaimDeliveries(ctx context.Context, now time.Time, lease time.
 	}
 	var out []Delivery
 	err := s.write(ctx, "claiming deliveries", func(tx *sql.Tx) error {
-		out = out[:0]
 		at := now.UnixNano()
-		until := now.Add(lease).UnixNano()
-		rows, err := tx.QueryContext(ctx, `UPDATE deliveries SET lease_until = ?
-			WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? AND lease_until <= ?
-				ORDER BY next_attempt_at, id LIMIT ?)
-			RETURNING id`, until, at, at, limit)
-		if err != nil {
-			return storeErr("claiming deliveries", err)
-		}
-		var ids []any
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return storeErr("claiming deliveries", err)
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return storeErr("claiming deliveries", err)
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		q := "SELECT " + deliveryColumns + deliveryFrom + " WHERE d.id IN (?" + strings.Repeat(", ?", len(ids)-1) +
-			") ORDER BY d.next_attempt_at, d.id"
-		rows, err = tx.QueryContext(ctx, q, ids...)
-		if err != nil {
-			return storeErr("claiming deliveries", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := scanDelivery(rows)
-			if err != nil {
-				return storeErr("claiming deliveries", err)
-			}
-			d.LeaseUntil = fromNanos(until)
-			out = append(out, d)
-		}
-		return rows.Err()
+		var err error
+		out, err = s.claim(ctx, tx, now, lease, `SELECT id FROM deliveries
+			WHERE status = 'pending' AND next_attempt_at <= ? AND lease_until <= ?
+			ORDER BY next_attempt_at, id LIMIT ?`, at, at, limit)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// ClaimEndpointDeliveries leases each endpoint's due deliveries by a seek
+// in its own part of deliveries_endpoint_due (named, so that the plan does
+// not depend on statistics).
+func (s *SQLite) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error) {
+	var out []Delivery
+	err := s.write(ctx, "claiming deliveries", func(tx *sql.Tx) error {
+		out = out[:0]
+		at := now.UnixNano()
+		for _, c := range claims {
+			if c.Limit <= 0 {
+				continue
+			}
+			before := int64(math.MaxInt64)
+			if !c.CreatedBefore.IsZero() {
+				before = c.CreatedBefore.UnixNano()
+			}
+			got, err := s.claim(ctx, tx, now, lease, sqliteClaimEndpointQuery, c.Endpoint, at, at, before, c.Limit)
+			if err != nil {
+				return err
+			}
+			out = append(out, got...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// sqliteClaimEndpointQuery selects one endpoint's due deliveries.
+const sqliteClaimEndpointQuery = `SELECT id FROM deliveries INDEXED BY deliveries_endpoint_due
+	WHERE status = 'pending' AND endpoint = ? AND next_attempt_at <= ? AND lease_until <= ? AND created_at < ?
+	ORDER BY next_attempt_at, id LIMIT ?`
+
+// claim leases the deliveries pick selects and reads them with their
+// events, soonest due first.
+func (s *SQLite) claim(ctx context.Context, tx *sql.Tx, now time.Time, lease time.Duration, pick string, args ...any) ([]Delivery, error) {
+	until := now.Add(lease).UnixNano()
+	rows, err := tx.QueryContext(ctx, `UPDATE deliveries SET lease_until = ? WHERE id IN (`+pick+`) RETURNING id`,
+		append([]any{until}, args...)...)
+	if err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	var ids []any
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, storeErr("claiming deliveries", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	q := "SELECT " + deliveryColumns + deliveryFrom + " WHERE d.id IN (?" + strings.Repeat(", ?", len(ids)-1) +
+		") ORDER BY d.next_attempt_at, d.id"
+	rows, err = tx.QueryContext(ctx, q, ids...)
+	if err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, storeErr("claiming deliveries", err)
+		}
+		d.LeaseUntil = fromNanos(until)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	return out, nil
+}
+
+// PendingEndpoints walks deliveries_endpoint_due from one endpoint to the
+// next, a seek each, rather than reading every pending delivery.
+func (s *SQLite) PendingEndpoints(ctx context.Context) ([]string, error) {
+	var out []string
+	last := ""
+	for {
+		var ep string
+		err := s.r.QueryRowContext(ctx, `SELECT endpoint FROM deliveries INDEXED BY deliveries_endpoint_due
+			WHERE status = 'pending' AND endpoint > ? ORDER BY endpoint LIMIT 1`, last).Scan(&ep)
+		if errors.Is(err, sql.ErrNoRows) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, storeErr("reading pending endpoints", err)
+		}
+		out, last = append(out, ep), ep
+	}
 }
 
 // FinishAttempt records an attempt's outcome and drops the lease.

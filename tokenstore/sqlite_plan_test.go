@@ -2,6 +2,7 @@ package tokenstore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,10 @@ func openPlanStore(t testing.TB) *SQLite {
 }
 
 // fillAccounts inserts n accounts in one transaction, bypassing sealing:
-// listings never unseal, so one sealed blob serves every row.
+// listings never unseal, so one sealed blob serves every row. Every other
+// account is an oauth2 account with a refresh token expiring in a day. The
+// database is left without statistics, as a gateway's is: nothing runs
+// ANALYZE.
 func fillAccounts(t testing.TB, st *SQLite, n int) {
 	t.Helper()
 	blob, err := st.sealer.Seal([]byte("{}"), []byte("x"))
@@ -40,7 +44,8 @@ func fillAccounts(t testing.TB, st *SQLite, n int) {
 	}
 	defer tx.Rollback()
 	ins, err := tx.PrepareContext(ctx, `INSERT INTO accounts (id, tenant_id, integration, method, status, context,
-		credentials, version, created_at, updated_at) VALUES (?, ?, ?, 'oauth2', ?, '{}', ?, 1, ?, ?)`)
+		credentials, version, created_at, updated_at, expires_at, has_refresh)
+		VALUES (?, ?, ?, 'oauth2', ?, '{}', ?, 1, ?, ?, ?, ?)`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,61 +54,120 @@ func fillAccounts(t testing.TB, st *SQLite, n int) {
 	for i := range n {
 		at := base + int64(i)*int64(time.Second)
 		if _, err := ins.ExecContext(ctx, fmt.Sprintf("acc_%07d", i), fmt.Sprintf("tenant_%05d", i%5000),
-			[]string{"hubspot", "salesforce", "google"}[i%3], string(statuses[i%4]), blob, at, at); err != nil {
+			[]string{"hubspot", "salesforce", "google"}[i%3], string(statuses[i%4]), blob, at, at,
+			base+int64(24*time.Hour)+int64(i), i%2); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := tx.ExecContext(ctx, "ANALYZE"); err != nil {
-		t.Fatal(err)
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestListAccountsUsesIndexes checks the query plans of the listing: no
-// filter may need a full table scan with a sort, which at 100,000 accounts
-// would read every row for every page.
+// queryPlan is SQLite's plan of q, its steps joined by "; ".
+func queryPlan(t testing.TB, db interface {
+	Query(string, ...any) (*sql.Rows, error)
+}, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "; ")
+}
+
+// analyzed runs check on a database without statistics (as every gateway's
+// is: nothing runs ANALYZE) and again once ANALYZE has run, so that a plan
+// holds either way.
+func analyzed(t *testing.T, st *SQLite, check func(t *testing.T)) {
+	t.Run("no_statistics", check)
+	if _, err := st.w.Exec("ANALYZE"); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("analyzed", check)
+}
+
+// TestListAccountsUsesIndexes checks the query plans of the listing: every
+// filter combination seeks in the index that matches its equalities and
+// walks it in page order, the cursor included in the seek, so that a page
+// a million rows deep reads no more rows than the first.
 func TestListAccountsUsesIndexes(t *testing.T) {
 	st := openPlanStore(t)
 	fillAccounts(t, st, 2000)
 	cur := cursor{at: time.Now().UnixNano(), id: "acc_x"}.encode()
-	for name, f := range map[string]Filter{
-		"none":               {},
-		"cursor":             {Cursor: cur},
-		"status":             {Status: account.StatusNeedsReauth, Cursor: cur},
-		"tenant":             {TenantID: "tenant_00042", Cursor: cur},
-		"integration":        {Integration: "hubspot"},
-		"status+integration": {Status: account.StatusActive, Integration: "hubspot", Cursor: cur},
-		"search":             {Search: "acc_00001", Cursor: cur},
-	} {
-		q, args, err := listAccountsQuery(f, 100)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rows, err := st.r.Query("EXPLAIN QUERY PLAN "+q, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+	cases := []struct {
+		name string
+		f    Filter
+		want string // the SEARCH step expected, empty for a search
+	}{
+		{"none", Filter{}, "SCAN accounts USING INDEX accounts_newest"},
+		{"cursor", Filter{Cursor: cur}, "SEARCH accounts USING INDEX accounts_newest ((created_at,id)<(?,?))"},
+		{"status", Filter{Status: account.StatusNeedsReauth, Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_status_newest (status=? AND (created_at,id)<(?,?))"},
+		{"tenant", Filter{TenantID: "tenant_00042", Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_tenant_newest (tenant_id=? AND (created_at,id)<(?,?))"},
+		{"integration", Filter{Integration: "hubspot", Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_integration_newest (integration=? AND (created_at,id)<(?,?))"},
+		{"status+integration", Filter{Status: account.StatusActive, Integration: "hubspot", Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_status_integration_newest (status=? AND integration=? AND (created_at,id)<(?,?))"},
+		{"status+tenant", Filter{Status: account.StatusActive, TenantID: "tenant_00042", Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_tenant_newest (tenant_id=? AND (created_at,id)<(?,?))"},
+		{"tenant+integration", Filter{TenantID: "tenant_00042", Integration: "hubspot", Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_tenant_newest (tenant_id=? AND (created_at,id)<(?,?))"},
+		{"all", Filter{Status: account.StatusActive, TenantID: "tenant_00042", Integration: "hubspot", Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_tenant_newest (tenant_id=? AND (created_at,id)<(?,?))"},
+		{"search", Filter{Search: "acc_00001", Cursor: cur}, ""},
+	}
+	analyzed(t, st, func(t *testing.T) {
+		for _, c := range cases {
+			q, args, err := listAccountsQuery(c.f, 100)
+			if err != nil {
 				t.Fatal(err)
 			}
-			plan = append(plan, detail)
+			p := queryPlan(t, st.r, q, args...)
+			t.Logf("%s: %s", c.name, p)
+			if strings.Contains(p, "SCAN accounts") && !strings.Contains(p, "USING") {
+				t.Errorf("%s: full table scan: %s", c.name, p)
+			}
+			if c.want == "" {
+				continue
+			}
+			if strings.Contains(p, "TEMP B-TREE") {
+				t.Errorf("%s: sorts instead of walking an index: %s", c.name, p)
+			}
+			if !strings.HasPrefix(p, c.want) {
+				t.Errorf("%s: plan %q, want %q", c.name, p, c.want)
+			}
 		}
-		rows.Close()
-		p := strings.Join(plan, "; ")
-		t.Logf("%s: %s", name, p)
-		if strings.Contains(p, "SCAN accounts") && !strings.Contains(p, "USING") {
-			t.Errorf("%s: full table scan: %s", name, p)
+	})
+}
+
+// TestClaimExpiringSeeksTheExpiringIndex checks the sweeper's claim: it
+// must seek the expiring-tokens index in claim order, never walk the
+// active accounts, whether or not statistics exist.
+func TestClaimExpiringSeeksTheExpiringIndex(t *testing.T) {
+	st := openPlanStore(t)
+	fillAccounts(t, st, 2000)
+	analyzed(t, st, func(t *testing.T) {
+		p := queryPlan(t, st.w, claimExpiringQuery, time.Now().UnixNano(), time.Now().UnixNano(), 100)
+		t.Log(p)
+		if want := "SEARCH accounts USING INDEX accounts_expiring (expires_at>? AND expires_at<?)"; p != want {
+			t.Errorf("claim plan %q, want %q", p, want)
 		}
-		if f.Search == "" && strings.Contains(p, "TEMP B-TREE") {
-			t.Errorf("%s: sorts instead of walking an index: %s", name, p)
-		}
-	}
+	})
 }
 
 // BenchmarkSQLiteListAccounts100k reads a deep page of a filtered listing of

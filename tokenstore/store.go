@@ -143,7 +143,7 @@ type LinkTokens interface {
 // Event is one outbox row: something that happened, to be delivered to every
 // webhook endpoint whose filter matches it.
 type Event struct {
-	// ID is "evt_" and a random UUID; it is the webhook-id receivers dedupe on.
+	// ID is "evt_" and a UUID (time-ordered, version 7); it is the webhook-id receivers dedupe on.
 	ID        string
 	Name      string
 	AccountID string
@@ -179,6 +179,14 @@ type Delivery struct {
 	LeaseUntil time.Time
 }
 
+// EndpointClaim asks ClaimEndpointDeliveries for up to Limit deliveries to
+// Endpoint; a non-zero CreatedBefore takes only deliveries created before it.
+type EndpointClaim struct {
+	Endpoint      string
+	Limit         int
+	CreatedBefore time.Time
+}
+
 // DeliveryFilter selects deliveries for ListDeliveries.
 type DeliveryFilter struct {
 	Status    DeliveryStatus
@@ -208,6 +216,15 @@ type Outbox interface {
 	// lease, so that no other dispatcher takes them meanwhile; a crashed
 	// dispatcher's leases run out and the deliveries are claimed again.
 	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Delivery, error)
+	// ClaimEndpointDeliveries leases, for each claim, up to its Limit of
+	// the pending deliveries to its Endpoint due at now (created before
+	// CreatedBefore, when set), soonest due first, in one transaction. Each
+	// endpoint's deliveries are read on their own, so one endpoint's
+	// backlog is never read while another's are claimed. The deliveries
+	// come back in the order of the claims.
+	ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error)
+	// PendingEndpoints returns the endpoints that have pending deliveries.
+	PendingEndpoints(ctx context.Context) ([]string, error)
 	// FinishAttempt records an attempt's outcome on a claimed delivery and
 	// drops its lease: d.Status, d.Attempts, d.NextAttemptAt, d.LastStatus
 	// and d.LastError are written — only while the lease d.LeaseUntil that

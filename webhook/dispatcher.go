@@ -103,13 +103,18 @@ type Dispatcher struct {
 	log       *zap.Logger
 	metrics   *metrics
 
-	mu          sync.Mutex
-	state       int // stateNew, stateRunning, stateStopped
-	targets     map[string]*target
-	order       []*target
-	disabled    map[string]string
-	disabledAt  time.Time
-	wake        chan struct{}
+	mu         sync.Mutex
+	state      int // stateNew, stateRunning, stateStopped
+	targets    map[string]*target
+	order      []*target
+	disabled   map[string]string
+	disabledAt time.Time
+	wake       chan struct{}
+	// slot wakes the loop to claim only: a worker finished a send.
+	slot chan struct{}
+	// strayAt is when the loop last looked for deliveries to endpoints it
+	// does not have; only the loop touches it.
+	strayAt     time.Time
 	quit        chan struct{}
 	loopCtx     context.Context
 	cancelLoop  context.CancelFunc
@@ -194,6 +199,7 @@ func NewDispatcher(store tokenstore.Outbox, endpoints []Endpoint, opts Options) 
 		log:       opts.Logger,
 		metrics:   newMetrics(opts.Registerer),
 		wake:      make(chan struct{}, 1),
+		slot:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
 	}
 }
@@ -308,13 +314,15 @@ func (d *Dispatcher) loop() {
 	defer d.wg.Done()
 	tick := time.NewTicker(d.opts.PollInterval)
 	defer tick.Stop()
+	fanOut := true
 	for {
-		more := d.cycle(d.loopCtx)
+		more := d.cycle(d.loopCtx, fanOut)
 		if more {
 			select {
 			case <-d.quit:
 				return
 			default:
+				fanOut = true
 				continue
 			}
 		}
@@ -322,68 +330,99 @@ func (d *Dispatcher) loop() {
 		case <-d.quit:
 			return
 		case <-d.wake:
+			fanOut = true
 		case <-tick.C:
+			fanOut = true
+		case <-d.slot:
+			// A send finished: its endpoint can take another delivery.
+			// New events come with Notify or the next poll, so this
+			// wake-up claims without reading the events.
+			fanOut = false
 		}
 	}
 }
 
-// cycle fans out one batch of events and claims one batch of deliveries. It
-// reports whether there is probably more to do at once.
-func (d *Dispatcher) cycle(ctx context.Context) bool {
+// cycle fans out one batch of events (when fanOut is set) and claims what
+// the endpoints' queues can take. It reports whether there is probably more
+// to do at once.
+func (d *Dispatcher) cycle(ctx context.Context, fanOut bool) bool {
 	now := d.opts.Now()
 	d.refreshDisabled(ctx, now, false)
 
-	events, err := d.store.FanOut(ctx, d.opts.BatchSize, d.endpointsFor)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Error("fanning out webhook events", zap.Error(err))
-		}
-		return false
-	}
-	for _, e := range events {
-		d.metrics.events.Inc()
-		if d.opts.Emit != nil {
-			d.opts.Emit(e)
-		}
-	}
-	more := len(events) == d.opts.BatchSize
-
-	free := d.freeSlots()
-	if free == 0 {
-		return more
-	}
-	// Claim only what the endpoints' queues can take. When a busy
-	// endpoint's deliveries come first in the outbox and have to be handed
-	// back, sweep whole batches so that they are pushed behind the other
-	// endpoints' deliveries at once rather than a few per wake-up; a
-	// bounded number of sweeps keeps a stuck endpoint with a huge backlog
-	// from keeping the store busy.
-	limit := min(free, d.opts.BatchSize)
-	for sweep := 0; ; sweep++ {
-		claimedAt := d.opts.Now()
-		claimed, err := d.store.ClaimDeliveries(ctx, claimedAt, d.opts.Lease, limit)
+	more := false
+	if fanOut {
+		events, err := d.store.FanOut(ctx, d.opts.BatchSize, d.endpointsFor)
 		if err != nil {
 			if ctx.Err() == nil {
-				d.log.Error("claiming webhook deliveries", zap.Error(err))
+				d.log.Error("fanning out webhook events", zap.Error(err))
 			}
-			return more
+			return false
 		}
-		queued, deferred := d.dispatch(ctx, claimed, claimedAt)
-		full := len(claimed) == limit
-		if !full || deferred == 0 || sweep >= maxSweeps || d.freeSlots() == 0 {
-			return more || (full && queued > 0)
+		for _, e := range events {
+			d.metrics.events.Inc()
+			if d.opts.Emit != nil {
+				d.opts.Emit(e)
+			}
 		}
-		limit = d.opts.BatchSize
+		more = len(events) == d.opts.BatchSize
 	}
+
+	// Each endpoint claims what its queue can take, so a busy endpoint
+	// claims nothing (its backlog waits in the store at no cost) and never
+	// stands in the way of the others.
+	claims := make([]tokenstore.EndpointClaim, 0, len(d.order))
+	for _, t := range d.order {
+		if free := cap(t.queue) - len(t.queue); free > 0 {
+			claims = append(claims, tokenstore.EndpointClaim{Endpoint: t.ep.URL, Limit: min(free, d.opts.BatchSize)})
+		}
+	}
+	claims = append(claims, d.strayClaims(ctx, now)...)
+	if len(claims) == 0 {
+		return more
+	}
+	claimedAt := d.opts.Now()
+	claimed, err := d.store.ClaimEndpointDeliveries(ctx, claimedAt, d.opts.Lease, claims)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("claiming webhook deliveries", zap.Error(err))
+		}
+		return more
+	}
+	// Deliveries failed at once (a disabled endpoint) left their queue's
+	// room free: claim again without waiting for the next poll.
+	return d.dispatch(ctx, claimed, claimedAt) > 0 || more
 }
 
-// maxSweeps bounds the batches handed back in one cycle.
-const maxSweeps = 10
+// strayClaims asks, at most once per lease, for the deliveries to
+// endpoints this dispatcher does not have that are older than the whole
+// retry schedule: nobody has delivered them, and they are failed. Younger
+// ones are left alone: during a config reload, or with instances
+// configured differently, another dispatcher may have the endpoint.
+func (d *Dispatcher) strayClaims(ctx context.Context, now time.Time) []tokenstore.EndpointClaim {
+	if !d.strayAt.IsZero() && now.Sub(d.strayAt) < d.opts.Lease {
+		return nil
+	}
+	d.strayAt = now
+	eps, err := d.store.PendingEndpoints(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("reading webhook endpoints with pending deliveries", zap.Error(err))
+		}
+		return nil
+	}
+	var claims []tokenstore.EndpointClaim
+	for _, ep := range eps {
+		if d.targets[ep] == nil {
+			claims = append(claims, tokenstore.EndpointClaim{Endpoint: ep, Limit: d.opts.BatchSize, CreatedBefore: now.Add(-d.horizon())})
+		}
+	}
+	return claims
+}
 
-// dispatch hands claimed deliveries to their endpoints' workers. It returns
-// how many were queued and how many were handed back because their
-// endpoint was busy.
-func (d *Dispatcher) dispatch(ctx context.Context, claimed []tokenstore.Delivery, claimedAt time.Time) (queued, deferred int) {
+// dispatch hands claimed deliveries to their endpoints' workers; each
+// endpoint claimed no more than its queue has room for. It returns how many
+// deliveries to configured endpoints it failed without sending.
+func (d *Dispatcher) dispatch(ctx context.Context, claimed []tokenstore.Delivery, claimedAt time.Time) (failed int) {
 	// An endpoint may have been enabled since the disabled set was read
 	// (the API, another instance); read it again before failing anything.
 	for _, dl := range claimed {
@@ -396,37 +435,25 @@ func (d *Dispatcher) dispatch(ctx context.Context, claimed []tokenstore.Delivery
 		dl := claimed[i]
 		t := d.targets[dl.Endpoint]
 		if t == nil {
-			d.unknownEndpoint(&dl, claimedAt)
+			d.fail(&dl, "endpoint is no longer configured; redeliver once it is")
 			continue
 		}
 		if reason, off := d.isDisabled(dl.Endpoint); off {
 			d.fail(&dl, "endpoint disabled: "+reason)
 			d.metrics.deliveries.WithLabelValues(t.label, "failed").Inc()
+			failed++
 			continue
 		}
 		select {
 		case t.queue <- job{d: dl, claimedAt: claimedAt}:
-			queued++
 		default:
-			// The endpoint is busy: hand the delivery back for a little
-			// while so other endpoints' deliveries get claimed meanwhile.
-			d.release(&dl, claimedAt.Add(d.busyDelay()))
-			deferred++
+			// Only this loop fills the queues, and it claimed no more
+			// than they had room for: this does not happen. Should it,
+			// the delivery goes back, due at once.
+			d.release(&dl, claimedAt)
 		}
 	}
-	return queued, deferred
-}
-
-// unknownEndpoint handles a delivery to an endpoint this dispatcher does not
-// have. During a config reload, or with instances configured differently,
-// another dispatcher may have it: hand the delivery back for a while. Once it
-// is older than the whole retry schedule nobody has delivered it, and it fails.
-func (d *Dispatcher) unknownEndpoint(dl *tokenstore.Delivery, now time.Time) {
-	if now.Sub(dl.CreatedAt) > d.horizon() {
-		d.fail(dl, "endpoint is no longer configured; redeliver once it is")
-		return
-	}
-	d.release(dl, now.Add(d.opts.Lease))
+	return failed
 }
 
 // horizon is how long a delivery may be retried: the whole schedule, at
@@ -437,18 +464,6 @@ func (d *Dispatcher) horizon() time.Duration {
 		h += w
 	}
 	return max(h, time.Hour)
-}
-
-func (d *Dispatcher) busyDelay() time.Duration {
-	return min(max(2*d.opts.PollInterval, time.Second), 30*time.Second)
-}
-
-func (d *Dispatcher) freeSlots() int {
-	n := 0
-	for _, t := range d.order {
-		n += cap(t.queue) - len(t.queue)
-	}
-	return n
 }
 
 // endpointsFor is the fan-out filter: the enabled endpoints that want e.
@@ -513,7 +528,10 @@ func (d *Dispatcher) worker(t *target) {
 			return
 		case j := <-t.queue:
 			d.attempt(t, j)
-			d.Notify() // a slot is free
+			select { // a slot is free
+			case d.slot <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

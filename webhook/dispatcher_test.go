@@ -391,7 +391,30 @@ func TestStopGivesUpAndLeaseReturnsDelivery(t *testing.T) {
 }
 
 func TestSlowEndpointDoesNotDelayOthers(t *testing.T) {
-	st := openStore(t)
+	slowEndpointDoesNotDelayOthers(t, openStore(t))
+}
+
+// TestSlowEndpointDoesNotDelayOthersPostgres is the same on PostgreSQL,
+// whose claims skip rows other claimers hold.
+func TestSlowEndpointDoesNotDelayOthersPostgres(t *testing.T) {
+	dsn, _ := testenv.PostgresSchema(t)
+	key, err := tokenstore.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := tokenstore.NewSealer(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tokenstore.OpenPostgres(context.Background(), dsn, sealer, tokenstore.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	slowEndpointDoesNotDelayOthers(t, st)
+}
+
+func slowEndpointDoesNotDelayOthers(t *testing.T, st tokenstore.Store) {
 	slow, fast := newReceiver(t), newReceiver(t)
 	unblock := make(chan struct{})
 	slow.setAnswer(func(_ int, _ http.ResponseWriter, r *http.Request) int {
@@ -438,10 +461,12 @@ func (l *limitRecorder) FanOut(ctx context.Context, limit int, f func(tokenstore
 	return l.Outbox.FanOut(ctx, limit, f)
 }
 
-func (l *limitRecorder) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]tokenstore.Delivery, error) {
-	ds, err := l.Outbox.ClaimDeliveries(ctx, now, lease, limit)
+func (l *limitRecorder) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []tokenstore.EndpointClaim) ([]tokenstore.Delivery, error) {
+	ds, err := l.Outbox.ClaimEndpointDeliveries(ctx, now, lease, claims)
 	l.mu.Lock()
-	l.maxClaim = max(l.maxClaim, limit)
+	for _, c := range claims {
+		l.maxClaim = max(l.maxClaim, c.Limit)
+	}
 	l.unfinished += len(ds)
 	l.maxUnfinished = max(l.maxUnfinished, l.unfinished)
 	l.mu.Unlock()
@@ -595,7 +620,7 @@ func TestRedirectIsAFailureNotFollowed(t *testing.T) {
 	}
 }
 
-func TestUnknownEndpointIsHandedBack(t *testing.T) {
+func TestUnknownEndpointIsLeftToOthers(t *testing.T) {
 	st := openStore(t)
 	old := testenv.NewWebhookReceiver(t)
 	oldEPs := []Endpoint{{URL: old.URL(), Secrets: []string{newSecret(t)}}}
@@ -616,27 +641,63 @@ func TestUnknownEndpointIsHandedBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := deliveriesOf(t, st, tokenstore.DeliveryFilter{})[0]
-
-	// An instance without that endpoint must not fail it: the old
-	// instance may still deliver it.
-	other := testenv.NewWebhookReceiver(t)
-	opts := fastOptions(t)
-	opts.Schedule = []time.Duration{0, time.Millisecond}
-	d := NewDispatcher(st, []Endpoint{{URL: other.URL(), Secrets: []string{newSecret(t)}}}, opts)
-	startDispatcher(t, d)
-	dl := before
-	if err := st.Redeliver(context.Background(), dl.ID, time.Now()); err != nil {
+	if err := st.Redeliver(context.Background(), before.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	d.Notify()
-	waitFor(t, "the delivery handed back", 10*time.Second, func() bool {
-		g, err := st.GetDelivery(context.Background(), dl.ID)
-		return err == nil && g.NextAttemptAt.After(time.Now().Add(opts.Lease/2))
-	})
-	g, _ := st.GetDelivery(context.Background(), dl.ID)
-	if g.Status != tokenstore.DeliveryPending || g.Attempts != before.Attempts || len(other.Deliveries()) != 0 {
-		t.Fatalf("a delivery for an endpoint another instance has was changed: %+v", g)
+	if g, err := st.GetDelivery(context.Background(), before.ID); err == nil {
+		before = *g
 	}
+
+	// An instance without that endpoint must not touch it: the old
+	// instance may still deliver it. Its own endpoint's deliveries, fanned
+	// out after, prove it ran past it.
+	other := testenv.NewWebhookReceiver(t)
+	opts := fastOptions(t)
+	d := NewDispatcher(st, []Endpoint{{URL: other.URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	addTestEvents(t, st, 3)
+	d.Notify()
+	other.WaitFor(t, 3, 10*time.Second)
+	d.Notify()
+	other.WaitFor(t, 3, 10*time.Second)
+	g, err := st.GetDelivery(context.Background(), before.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Status != tokenstore.DeliveryPending || g.Attempts != before.Attempts || !g.NextAttemptAt.Equal(before.NextAttemptAt) ||
+		!g.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Fatalf("a delivery for an endpoint another instance has was changed:\n%+v\nwas\n%+v", g, before)
+	}
+}
+
+func TestUnknownEndpointFailsPastTheSchedule(t *testing.T) {
+	st := openStore(t)
+	gone := testenv.NewWebhookReceiver(t)
+	gone.Down()
+	fanner := NewDispatcher(st, []Endpoint{{URL: gone.URL(), Secrets: []string{newSecret(t)}}}, fastOptions(t))
+	addTestEvents(t, st, 1)
+	if err := fanner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fanner.Notify()
+	waitFor(t, "the delivery created", 10*time.Second, func() bool {
+		ds := deliveriesOf(t, st, tokenstore.DeliveryFilter{})
+		return len(ds) == 1 && ds[0].Attempts >= 1
+	})
+	if err := fanner.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Two hours on (past the whole schedule, at least an hour), an
+	// instance that has never had the endpoint fails the delivery: nobody
+	// delivered it.
+	opts := fastOptions(t)
+	opts.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	d := NewDispatcher(st, []Endpoint{{URL: testenv.NewWebhookReceiver(t).URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	waitFor(t, "the stray delivery failed", 10*time.Second, func() bool {
+		ds := deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed})
+		return len(ds) == 1 && strings.Contains(ds[0].LastError, "no longer configured")
+	})
 }
 
 func TestNoSecretInLogsOrDeliveryLog(t *testing.T) {
@@ -729,5 +790,91 @@ func TestBusyEndpointBacklogDoesNotStarveOthers(t *testing.T) {
 	got := fast.WaitFor(t, 1, 10*time.Second)
 	if got[0].Header.Get(HeaderID) == "" {
 		t.Fatal("no webhook-id")
+	}
+}
+
+// callCounter is a real store that counts the dispatcher's calls.
+type callCounter struct {
+	tokenstore.Outbox
+	mu                              sync.Mutex
+	fanOuts, finishes, claimsOfSlow int
+	slow                            string
+}
+
+func (c *callCounter) FanOut(ctx context.Context, limit int, f func(tokenstore.Event) []string) ([]tokenstore.Event, error) {
+	c.mu.Lock()
+	c.fanOuts++
+	c.mu.Unlock()
+	return c.Outbox.FanOut(ctx, limit, f)
+}
+
+func (c *callCounter) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []tokenstore.EndpointClaim) ([]tokenstore.Delivery, error) {
+	c.mu.Lock()
+	for _, cl := range claims {
+		if cl.Endpoint == c.slow {
+			c.claimsOfSlow++
+		}
+	}
+	c.mu.Unlock()
+	return c.Outbox.ClaimEndpointDeliveries(ctx, now, lease, claims)
+}
+
+func (c *callCounter) FinishAttempt(ctx context.Context, d *tokenstore.Delivery) error {
+	c.mu.Lock()
+	c.finishes++
+	c.mu.Unlock()
+	return c.Outbox.FinishAttempt(ctx, d)
+}
+
+func (c *callCounter) counts() (fanOuts, finishes, claimsOfSlow int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fanOuts, c.finishes, c.claimsOfSlow
+}
+
+// TestBusyEndpointBacklogWaitsInTheStore checks that a backlog behind a
+// busy endpoint costs nothing while it waits: the dispatcher neither reads
+// it again nor hands deliveries back, poll after poll.
+func TestBusyEndpointBacklogWaitsInTheStore(t *testing.T) {
+	st := openStore(t)
+	slow := newReceiver(t)
+	unblock := make(chan struct{})
+	slow.setAnswer(func(_ int, _ http.ResponseWriter, r *http.Request) int {
+		select {
+		case <-unblock:
+		case <-r.Context().Done():
+		}
+		return http.StatusOK
+	})
+	cc := &callCounter{Outbox: st, slow: slow.URL()}
+	opts := fastOptions(t)
+	opts.Concurrency = 2
+	opts.Timeout, opts.Lease = 30*time.Second, time.Minute
+	d := NewDispatcher(cc, []Endpoint{{URL: slow.URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	t.Cleanup(func() { close(unblock) })
+
+	addTestEvents(t, st, 300)
+	d.Notify()
+	waitFor(t, "the slow endpoint busy", 10*time.Second, func() bool { return slow.count() == opts.Concurrency })
+	// Its workers are busy and its queue is full once claims stop: four
+	// polls in a row without a claim.
+	f0, fin0, c0 := cc.counts()
+	waitFor(t, "the queue full", 10*time.Second, func() bool {
+		f, fin, c := cc.counts()
+		if c != c0 {
+			f0, fin0, c0 = f, fin, c
+			return false
+		}
+		return f >= f0+4
+	})
+	f0, fin0, c0 = cc.counts()
+	waitFor(t, "fifty more polls", 20*time.Second, func() bool {
+		f, _, _ := cc.counts()
+		return f >= f0+50
+	})
+	_, fin, c := cc.counts()
+	if fin != fin0 || c != c0 {
+		t.Fatalf("over fifty polls the waiting backlog cost %d claims and %d hand-backs, want none", c-c0, fin-fin0)
 	}
 }

@@ -105,20 +105,28 @@ func DecodeJSON(r *http.Request, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return Errorf(http.StatusBadRequest, "the body is empty: a JSON object is required")
 	}
+	return DecodeJSONValue(body, dst, "body")
+}
+
+// DecodeJSONValue decodes the one JSON value of b into dst with the checks
+// of DecodeJSON (valid UTF-8, no unknown fields, nothing after the value,
+// keys and strings every store can hold); what names b in the errors ("body",
+// "row"). A bulk import decodes each of its rows with it.
+func DecodeJSONValue(b []byte, dst any, what string) error {
 	// encoding/json would quietly turn invalid UTF-8 into U+FFFD.
-	if !utf8.Valid(body) {
-		return Errorf(http.StatusBadRequest, "malformed JSON body: it is not valid UTF-8")
+	if !utf8.Valid(b) {
+		return Errorf(http.StatusBadRequest, "malformed JSON %s: it is not valid UTF-8", what)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return Errorf(http.StatusBadRequest, "malformed JSON body: %s", jsonProblem(err))
+		return Errorf(http.StatusBadRequest, "malformed JSON %s: %s", what, jsonProblem(err))
 	}
 	// Decoder.More is false before a stray '}' or ']', so look at the rest.
-	if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
-		return Errorf(http.StatusBadRequest, "malformed JSON body: more than one JSON value, or a stray character after it")
+	if len(bytes.TrimSpace(b[dec.InputOffset():])) != 0 {
+		return Errorf(http.StatusBadRequest, "malformed JSON %s: more than one JSON value, or a stray character after it", what)
 	}
-	return checkKeysAndStrings(body)
+	return checkKeysAndStrings(b)
 }
 
 // checkKeysAndStrings walks a well-formed JSON value and refuses a key that
@@ -228,6 +236,10 @@ func jsonProblem(err error) string {
 	}
 	return "not a valid JSON value of the expected shape"
 }
+
+// DescribeJSONError says what is wrong with a JSON document without quoting
+// it (it may hold a secret).
+func DescribeJSONError(err error) string { return jsonProblem(err) }
 
 // CheckRequestText refuses a request whose path or query is not text every
 // store can hold: invalid UTF-8 or a NUL (both arrive percent-encoded, as

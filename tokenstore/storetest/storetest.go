@@ -50,6 +50,8 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"ListDeliveries", testListDeliveries},
 		{"ClaimDeliveriesNeverTwice", testClaimDeliveriesConcurrent},
 		{"Purge", testPurge},
+		{"ImportAccounts", testImportAccounts},
+		{"ClaimEndpointDeliveries", testClaimEndpointDeliveries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Instructions per request of linkgate against plain Caddy, counted by
+# callgrind: Caddy, the Go upstream and the Go client run in one process
+# (bench/callgrind), in phases of equal request counts (plain, placeholder,
+# linkgate, repeated), each its own callgrind dump (--dump-before on the
+# phase marker). Every instruction of the process counts: Caddy's, the
+# client's and the upstream's, the runtime's and the GC's.
+#
+#   bench/callgrind.sh [rounds] [requests a phase]     (needs valgrind: apt-get install -y valgrind)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-3}"
+requests="${2:-1000}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Without cgo, no thread starts with a signal mask callgrind cannot follow;
+# asynchronous preemption (signals) and RDTSCP (which valgrind 3.19 does not
+# decode) are off: neither changes the work of a request.
+CGO_ENABLED=0 go build -o "$work/bench" ./bench/callgrind
+GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --dump-before=main.phaseMarker --callgrind-out-file="$work/cg.out" \
+	"$work/bench" -rounds "$rounds" -requests "$requests" 2>"$work/stderr" >/dev/null || {
+	tail -20 "$work/stderr"
+	exit 1
+}
+phases=$(sed -n 's/^phases \([^ ]*\) requests.*/\1/p' "$work/stderr")
+
+# The dumps in order: cg.out.1, cg.out.2, ... (one before each marker call),
+# then cg.out (at exit). Dump k+1 holds what ran between marker calls k and
+# k+1: dump 1 is the set-up, dumps 2.. the phases, the last the tear-down.
+# A marker call that grows the goroutine's stack runs twice and splits one
+# dump in two: a dump far smaller than the others is merged into the next.
+for f in $(ls "$work"/cg.out.* | sort -t. -k3 -n); do
+	sed -n 's/^totals: *\([0-9]*\).*/\1/p; s/^summary: *\([0-9]*\).*/\1/p' "$f" | head -1
+done >"$work/dumps"
+python3 - "$work/dumps" "$phases" "$requests" <<'PY'
+import sys, statistics
+dumps = [int(x) for x in open(sys.argv[1]) if x.strip()]
+phases = sys.argv[2].split(",")
+requests = int(sys.argv[3])
+body = dumps[1:]  # drop the set-up
+median = statistics.median(body)
+merged, carry = [], 0
+for d in body:
+    if d < median / 20:
+        carry += d
+        continue
+    merged.append(d + carry)
+    carry = 0
+if len(merged) < len(phases):
+    sys.exit(f"{len(merged)} dumps for {len(phases)} phases: {dumps}")
+per = {}
+rows = []
+for name, ir in zip(phases, merged):
+    per.setdefault(name, []).append(ir / requests)
+    rows.append((name, ir / requests))
+for i in range(0, len(rows), 3):
+    r = dict(rows[i:i + 3])
+    print(f"round {i // 3 + 1}: plain {r['plain']:,.0f}  placeholder {r['placeholder']:,.0f}  linkgate {r['linkgate']:,.0f} instr/request"
+          f"  linkgate/plain {r['linkgate'] / r['plain']:.3f}  linkgate/placeholder {r['linkgate'] / r['placeholder']:.3f}")
+m = {k: statistics.median(v) for k, v in per.items()}
+print(f"median: plain {m['plain']:,.0f}  placeholder {m['placeholder']:,.0f}  linkgate {m['linkgate']:,.0f} instr/request")
+print(f"linkgate/plain {m['linkgate'] / m['plain']:.3f}  placeholder/plain {m['placeholder'] / m['plain']:.3f}  linkgate/placeholder {m['linkgate'] / m['placeholder']:.3f}")
+PY

@@ -1,0 +1,204 @@
+// Command callgrind runs Caddy with linkgate, a Go upstream and a Go client
+// in one process, in phases of equal request counts: plain (reverse_proxy
+// with a static header_up Authorization), placeholder (the same, dialing
+// {vars.upstream}) and linkgate (inject_credentials, then reverse_proxy
+// {integrated_account.upstream}). Before each phase it calls phaseMarker,
+// so that under
+//
+//	valgrind --tool=callgrind --dump-before=main.phaseMarker
+//
+// every phase is a dump of its own and nothing of the set-up needs to be
+// subtracted. bench/callgrind.sh runs it and reads the dumps; the order of
+// the phases is printed on standard error.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/linkgate/linkgate"
+)
+
+// markerSink keeps phaseMarker from being optimised away.
+var markerSink int
+
+// phaseMarker marks the start of a phase (or, with -1, the end of the
+// last). callgrind dumps its counters before each call.
+//
+//go:noinline
+func phaseMarker(phase int) { markerSink += phase }
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func main() {
+	log.SetFlags(0)
+	rounds := flag.Int("rounds", 5, "rounds of the three phases")
+	requests := flag.Int("requests", 2000, "requests a phase")
+	warmup := flag.Int("warmup", 500, "requests of each kind before the first phase")
+	flag.Parse()
+
+	dir, err := os.MkdirTemp("", "linkgate-callgrind")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "xdg"))
+
+	// The upstream: a small JSON answer, like a typical API read.
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	body := []byte(`{"results":[{"id":"1","properties":{"email":"ada@example.com","firstname":"Ada"}}],"paging":null}` + "\n")
+	upSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" && r.Header.Get("X-Api-Key") == "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})}
+	go func() { _ = upSrv.Serve(up) }()
+	defer upSrv.Close()
+	upstream := up.Addr().String()
+
+	ports := [4]int{freePort(), freePort(), freePort(), freePort()}
+	cfg := fmt.Sprintf(`{
+	admin off
+	log default {
+		level ERROR
+	}
+	integrated_accounts {
+		storage sqlite %[6]s/linkgate.db
+		api_token bench-token
+		public_url http://127.0.0.1:%[1]d
+		integration crm {
+			auth api_key
+			base_url http://%[5]s
+		}
+	}
+}
+http://127.0.0.1:%[1]d {
+	inject_credentials
+	reverse_proxy {integrated_account.upstream} {
+		transport http {
+			keepalive_idle_conns_per_host 16
+		}
+	}
+}
+http://127.0.0.1:%[2]d {
+	reverse_proxy %[5]s {
+		header_up Authorization "Bearer static-key"
+		transport http {
+			keepalive_idle_conns_per_host 16
+		}
+	}
+}
+http://127.0.0.1:%[3]d {
+	vars upstream %[5]s
+	reverse_proxy {vars.upstream} {
+		header_up Authorization "Bearer static-key"
+		transport http {
+			keepalive_idle_conns_per_host 16
+		}
+	}
+}
+http://127.0.0.1:%[4]d {
+	accounts_api
+}
+`, ports[0], ports[1], ports[2], ports[3], upstream, dir)
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := caddy.Load(adapted, true); err != nil {
+		log.Fatal(err)
+	}
+	defer func() { _ = caddy.Stop() }()
+
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	id := importAccount(client, ports[3])
+	phases := []struct {
+		name string
+		url  string
+		auth string
+	}{
+		{"plain", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10", ports[1]), ""},
+		{"placeholder", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10", ports[2]), ""},
+		{"linkgate", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10&integrated_account_id=%s", ports[0], id), "Bearer bench-token"},
+	}
+	get := func(url, auth string) {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			log.Fatalf("%s: %d", url, resp.StatusCode)
+		}
+	}
+	for _, p := range phases {
+		for range *warmup {
+			get(p.url, p.auth)
+		}
+	}
+	var order []string
+	for range *rounds {
+		for i, p := range phases {
+			phaseMarker(i)
+			for range *requests {
+				get(p.url, p.auth)
+			}
+			order = append(order, p.name)
+		}
+	}
+	phaseMarker(-1)
+	fmt.Fprintf(os.Stderr, "phases %s requests %d\n", strings.Join(order, ","), *requests)
+}
+
+// importAccount creates the api_key account the linkgate phase uses.
+func importAccount(client *http.Client, apiPort int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/integrated-account", apiPort),
+		strings.NewReader(`{"tenant_id":"bench","integration":"crm","context":{"api_key":"k"}}`))
+	req.Header.Set("Authorization", "Bearer bench-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		log.Fatalf("import: %d %s", resp.StatusCode, b)
+	}
+	i := strings.Index(string(b), `"id":"`)
+	return string(b[i+6 : i+6+36])
+}

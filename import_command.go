@@ -1,0 +1,240 @@
+package linkgate
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/linkgate/linkgate/tokenstore"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "linkgate-import",
+		Usage: "--config <path> [--adapter <name>] [--input <file>] [--events all|none]",
+		Short: "Imports integrated accounts in bulk from JSON lines",
+		Long: `
+Imports integrated accounts with existing credentials into the store of the
+integrated_accounts app, for a migration from another vendor. The input
+(--input, default standard input) holds one JSON object a line, each of the
+shape POST /integrated-account takes:
+
+  {"id": "…", "tenant_id": "…", "integration": "…", "context": {…}}
+
+Rows are checked exactly as the API checks them and written a thousand to a
+transaction. Each row is atomic: it is written with its events or not at
+all. A row that is invalid, or whose id is taken, is reported and skipped;
+the others are imported. Give every row its id (a UUID) to make an import
+that was interrupted safe to run again: rows already written then report
+409 and nothing is written twice.
+
+--events all (the default) writes the integrated_account:created and
+:active events a single import writes, so their webhooks go out once a
+gateway runs; --events none writes none, for accounts the application
+already knows.
+
+Every row that was not imported is printed on standard output as a JSON
+line {"line", "id", "statusCode", "error", "message"}; a summary goes to
+standard error. The exit status is 0 when every row was imported, 1 when
+some were not. The command may run while the gateway is serving.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.Flags().StringP("config", "c", "", "Configuration file with the integrated_accounts app (required)")
+			cmd.Flags().StringP("adapter", "a", "", "Name of config adapter, e.g. caddyfile")
+			cmd.Flags().StringP("input", "i", "-", "JSON lines file to import, - for standard input")
+			cmd.Flags().String("events", "all", "Events to write for imported accounts: all or none")
+			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdImport)
+		},
+	})
+}
+
+// cmdImport is the linkgate-import command.
+func cmdImport(fl caddycmd.Flags) (int, error) {
+	// Ctrl-C stops between transactions: every row is written whole or
+	// not at all.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var in io.Reader = os.Stdin
+	if p := fl.String("input"); p != "" && p != "-" {
+		f, err := os.Open(p)
+		if err != nil {
+			return caddy.ExitCodeFailedStartup, err
+		}
+		defer f.Close()
+		in = f
+	}
+	events, err := importEvents(fl.String("events"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	if fl.String("config") == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--config is required: the configuration the gateway runs with")
+	}
+	cfgJSON, _, _, err := caddycmd.LoadConfig(fl.String("config"), fl.String("adapter"))
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, fmt.Errorf("loading %s: %w", fl.String("config"), err)
+	}
+	var sum importSummary
+	err = withConfiguredStore(cfgJSON, "import into", func(app *App, st *tokenstore.Cached) error {
+		sum, err = app.importLines(ctx, st, in, events, os.Stdout)
+		return err
+	})
+	if sum.rows > 0 || err == nil {
+		fmt.Fprintln(os.Stderr, sum)
+	}
+	if err != nil {
+		return caddy.ExitCodeFailedStartup, err
+	}
+	if sum.failed > 0 {
+		return 1, fmt.Errorf("%d rows were not imported: they are listed on standard output", sum.failed)
+	}
+	return caddy.ExitCodeSuccess, nil
+}
+
+// importSummary counts the rows of an import.
+type importSummary struct {
+	rows, imported, failed int
+	took                   time.Duration
+}
+
+func (s importSummary) String() string {
+	rate := 0.0
+	if s.took > 0 {
+		rate = float64(s.imported) / s.took.Seconds()
+	}
+	return fmt.Sprintf("imported %d of %d accounts (%d not imported) in %s, %.0f accounts/s",
+		s.imported, s.rows, s.failed, s.took.Round(time.Millisecond), rate)
+}
+
+// importLine is a failed row as the command reports it.
+type importLine struct {
+	Line       int    `json:"line"`
+	ID         string `json:"id,omitempty"`
+	StatusCode int    `json:"statusCode"`
+	Error      string `json:"error"`
+	Message    string `json:"message"`
+}
+
+// importLines imports JSON lines from in, chunk by chunk, and writes every
+// row that was not imported to report. Two chunks are in flight at once, so
+// that one is checked and sealed while the other is written. It stops at
+// the first error of the store or of reading the input (rows already
+// written stay written, and are counted).
+func (a *App) importLines(ctx context.Context, st tokenstore.Importer, in io.Reader, events bool, report io.Writer) (importSummary, error) {
+	start := time.Now()
+	type chunk struct {
+		rows  []bulkRow
+		lines []int
+		res   []bulkResult
+		err   error
+		done  chan struct{}
+	}
+	var (
+		sum     importSummary
+		queue   = make(chan *chunk, 2)
+		workers sync.WaitGroup
+		sem     = make(chan struct{}, 2)
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), wireMaxLine)
+		cur := &chunk{done: make(chan struct{})}
+		send := func() bool {
+			c := cur
+			cur = &chunk{done: make(chan struct{})}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return false
+			}
+			workers.Add(1)
+			go func() {
+				defer workers.Done()
+				defer func() { <-sem }()
+				c.res, c.err = a.importRows(ctx, st, c.rows, 0, events)
+				close(c.done)
+			}()
+			select {
+			case queue <- c:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		n := 0
+		for sc.Scan() {
+			n++
+			line := bytes.TrimSpace(sc.Bytes())
+			if len(line) == 0 {
+				continue
+			}
+			cur.rows = append(cur.rows, decodeImportRow(line))
+			cur.lines = append(cur.lines, n)
+			if len(cur.rows) == importChunk && !send() {
+				readErr <- ctx.Err()
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			readErr <- fmt.Errorf("reading line %d: %w", n+1, err)
+			return
+		}
+		if len(cur.rows) > 0 && !send() {
+			readErr <- ctx.Err()
+			return
+		}
+		readErr <- nil
+	}()
+	enc := json.NewEncoder(report)
+	var storeErr error
+	for c := range queue {
+		<-c.done
+		for k, r := range c.res {
+			sum.rows++
+			if r.StatusCode == http.StatusCreated {
+				sum.imported++
+				continue
+			}
+			sum.failed++
+			if err := enc.Encode(importLine{Line: c.lines[k], ID: r.ID, StatusCode: r.StatusCode, Error: r.Error, Message: r.Message}); err != nil && storeErr == nil {
+				storeErr = fmt.Errorf("writing the report: %w", err)
+				cancel()
+			}
+		}
+		if c.err != nil && storeErr == nil {
+			what := "the store failed"
+			if errors.Is(c.err, context.Canceled) {
+				what = "interrupted"
+			}
+			storeErr = fmt.Errorf("%s; rows from line %d on were not imported: %w", what, c.lines[0], c.err)
+			cancel()
+		}
+	}
+	workers.Wait()
+	sum.took = time.Since(start)
+	if storeErr != nil {
+		return sum, storeErr
+	}
+	return sum, <-readErr
+}
+
+// wireMaxLine is the longest line linkgate-import reads: one account's
+// import object, far below it.
+const wireMaxLine = 1 << 20
