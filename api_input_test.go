@@ -371,9 +371,24 @@ func TestContextSecretsAreRedactedAndSealedOnBothStores(t *testing.T) {
 			}
 		}
 
+		// The bulk import path seals them as well.
+		status, out = w.do("POST", "/integrated-account/bulk", []map[string]any{{"tenant_id": "bulk-tenant", "integration": "keyed",
+			"context": map[string]any{"api_key": "bulk-credential-key", "webhook_secret": "bulk-webhook-secret", "team": "team-in-clear"}}})
+		if status != http.StatusOK || !bytes.Contains(out, []byte(`"imported":1`)) {
+			t.Fatalf("bulk import: %d %s", status, out)
+		}
+		answers = append(answers, out)
+		secrets = append(secrets, "bulk-credential-key", "bulk-webhook-secret")
+		_, out = w.do("GET", "/integrated-account?tenant_id=bulk-tenant", nil)
+		if !bytes.Contains(out, []byte(`"webhook_secret":"[REDACTED]"`)) || !bytes.Contains(out, []byte(`"team":"team-in-clear"`)) {
+			t.Fatalf("the bulk-imported account: %s", out)
+		}
+		answers = append(answers, out)
+
 		// Webhook payloads: created, active, updated for the import and the
-		// patch, created and active for the new connection.
-		deliveries := w.hooks.WaitFor(t, 5, 30e9)
+		// patch, created and active for the new connection and the bulk
+		// import.
+		deliveries := w.hooks.WaitFor(t, 7, 30e9)
 		for _, d := range deliveries {
 			answers = append(answers, d.Body)
 		}
@@ -393,7 +408,7 @@ func TestContextSecretsAreRedactedAndSealedOnBothStores(t *testing.T) {
 		// The store: the non-secret values are there (the dump reads the
 		// right thing), the secrets are not.
 		dump := w.dump()
-		for _, want := range []string{"region-in-clear", "author-in-clear", "plan-in-clear"} {
+		for _, want := range []string{"region-in-clear", "author-in-clear", "plan-in-clear", "team-in-clear"} {
 			if !bytes.Contains(dump, []byte(want)) {
 				t.Fatalf("the dump lacks %q: it does not read the store", want)
 			}

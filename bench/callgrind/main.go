@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -171,6 +172,10 @@ http://127.0.0.1:%[4]d {
 	var order []string
 	for range *rounds {
 		for i, p := range phases {
+			// Each phase pays for collecting its own garbage: a full GC
+			// before each marker ends the previous phase's cycle inside
+			// that phase's dump, instead of in whichever phase it falls.
+			runtime.GC()
 			phaseMarker(i)
 			for range *requests {
 				get(p.url, p.auth)
@@ -178,6 +183,7 @@ http://127.0.0.1:%[4]d {
 			order = append(order, p.name)
 		}
 	}
+	runtime.GC()
 	phaseMarker(-1)
 	fmt.Fprintf(os.Stderr, "phases %s requests %d\n", strings.Join(order, ","), *requests)
 }
