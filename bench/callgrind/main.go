@@ -2,8 +2,8 @@
 // in one process, in phases of equal request counts: plain (reverse_proxy
 // with a static header_up Authorization), placeholder (the same, dialing
 // {vars.upstream}) and linkgate (inject_credentials, then reverse_proxy
-// {integrated_account.upstream} with the linkgate transport). Before each phase it calls phaseMarker,
-// so that under
+// {integrated_account.upstream} with the linkgate transport). Before each
+// phase it calls phaseMarker, so that under
 //
 //	valgrind --tool=callgrind --dump-before=main.phaseMarker
 //
