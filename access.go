@@ -9,9 +9,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/linkgate/linkgate/internal/wire"
 )
 
 // TenantAPIToken is an API token restricted to one tenant: every route
@@ -55,32 +58,9 @@ func callerOf(ctx context.Context) caller {
 type hashedToken struct {
 	sum    [sha256.Size]byte
 	tenant string
-}
-
-// identify returns the caller an API token belongs to. Every configured
-// token is compared, in constant time whatever the token's length, so the
-// time taken tells nothing of which matched.
-func (a *App) identify(bearer string) (caller, bool) {
-	if bearer == "" {
-		return caller{}, false
-	}
-	got := sha256.Sum256([]byte(bearer))
-	found, tenant := 0, ""
-	for i := range a.tokens {
-		m := subtle.ConstantTimeCompare(got[:], a.tokens[i].sum[:])
-		found |= m
-		if m == 1 {
-			tenant = a.tokens[i].tenant
-		}
-	}
-	return caller{tenant: tenant}, found == 1
-}
-
-// authorized reports whether the bearer token is an unrestricted API token:
-// the console and the routes about the whole gateway take only those.
-func (a *App) authorized(bearer string) bool {
-	c, ok := a.identify(bearer)
-	return ok && c.tenant == ""
+	// example marks a published example token, accepted from loopback
+	// clients only.
+	example bool
 }
 
 // Integrated account tokens: a short-lived bearer token that authorizes
@@ -176,18 +156,25 @@ type proxyGrant struct {
 	account string
 }
 
-// proxyGrant identifies the bearer token of a proxied call.
-func (a *App) proxyGrant(rt *runtime, bearer string) (proxyGrant, bool) {
+// proxyGrant identifies the bearer token of a proxied call: an
+// integrated account token, or an API token as authorize checks it.
+func (a *App) proxyGrant(r *http.Request, rt *runtime, bearer string) (proxyGrant, error) {
 	if isAccountToken(bearer) {
-		if rt == nil || rt.tokens == nil {
-			return proxyGrant{}, false
+		if rt != nil && rt.tokens != nil {
+			if id, ok := rt.tokens.check(bearer); ok {
+				return proxyGrant{account: id}, nil
+			}
 		}
-		id, ok := rt.tokens.check(bearer)
-		return proxyGrant{account: id}, ok
+		return proxyGrant{}, errBadAccountToken
 	}
-	c, ok := a.identify(bearer)
-	return proxyGrant{caller: c}, ok
+	c, err := a.authorize(r, bearer)
+	return proxyGrant{caller: c}, err
 }
+
+// errBadAccountToken answers an integrated account token that is not
+// genuine or has expired.
+var errBadAccountToken = &wire.Error{Status: http.StatusUnauthorized,
+	Message: "invalid or expired integrated account token: ask the application for a new one (POST /integrated-account/token)"}
 
 // allows reports whether the grant covers acct.
 func (g proxyGrant) allows(acctID, tenant string) bool {

@@ -3,6 +3,7 @@ package linkgate
 import (
 	"bytes"
 	"crypto/sha256"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -63,15 +64,15 @@ func TestAccountTokens(t *testing.T) {
 func TestIdentifyTenantTokens(t *testing.T) {
 	a := &App{APITokens: []string{"full-token-0123456789"}, TenantAPITokens: []TenantAPIToken{{Token: "acme-token-0123456789", Tenant: "acme"}}}
 	a.tokens = []hashedToken{{sum: sha("full-token-0123456789")}, {sum: sha("acme-token-0123456789"), tenant: "acme"}}
-	if c, ok := a.identify("acme-token-0123456789"); !ok || c.tenant != "acme" || !c.allows("acme") || c.allows("globex") {
-		t.Fatalf("tenant token: %+v %v", c, ok)
+	r := httptest.NewRequest("GET", "/", nil)
+	if c, err := a.authorize(r, "acme-token-0123456789"); err != nil || c.tenant != "acme" || !c.allows("acme") || c.allows("globex") {
+		t.Fatalf("tenant token: %+v %v", c, err)
 	}
-	if c, ok := a.identify("full-token-0123456789"); !ok || c.tenant != "" || !c.allows("globex") {
-		t.Fatalf("full token: %+v %v", c, ok)
+	if c, err := a.authorize(r, "full-token-0123456789"); err != nil || c.tenant != "" || !c.allows("globex") {
+		t.Fatalf("full token: %+v %v", c, err)
 	}
-	// The console (authorized) takes unrestricted tokens only.
-	if a.authorized("acme-token-0123456789") || !a.authorized("full-token-0123456789") || a.authorized("nope") {
-		t.Fatal("authorized accepts a tenant token, or refuses the full one")
+	if _, err := a.authorize(r, "nope"); err == nil {
+		t.Fatal("an unknown token is authorized")
 	}
 	// A request context that skipped authentication allows no tenant.
 	if callerOf(t.Context()).allows("acme") {

@@ -85,13 +85,12 @@ func (h *API) Provision(ctx caddy.Context) error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *API) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	bearer := bearerToken(r)
-	c, ok := h.app.identify(bearer)
-	if !ok {
-		msg := "missing or invalid API token: send Authorization: Bearer <api token>"
+	c, err := h.app.authorize(r, bearer)
+	if err != nil {
 		if isAccountToken(bearer) {
-			msg = "an integrated account token authorizes proxied calls of its account only, not the API: send an API token"
+			err = wire.Errorf(http.StatusUnauthorized, "an integrated account token authorizes proxied calls of its account only, not the API: send an API token")
 		}
-		wire.WriteError(w, http.StatusUnauthorized, msg)
+		wire.WriteErr(w, err)
 		return nil
 	}
 	r = r.WithContext(withCaller(r.Context(), c))

@@ -20,8 +20,9 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("inject_credentials", parseHandler(func() caddyhttp.MiddlewareHandler { return new(Inject) }))
 	httpcaddyfile.RegisterHandlerDirective("accounts_api", parseHandler(func() caddyhttp.MiddlewareHandler { return new(API) }))
 	httpcaddyfile.RegisterHandlerDirective("connect_account", parseHandler(func() caddyhttp.MiddlewareHandler { return new(Connect) }))
-	// inject_credentials rewrites the request for reverse_proxy: after the
-	// URI is rewritten and the usual auth runs, before any responder.
+	// inject_credentials prepares the request for reverse_proxy's linkgate
+	// transport: after the URI is rewritten and the usual auth runs, before
+	// any responder.
 	httpcaddyfile.RegisterDirectiveOrder("inject_credentials", httpcaddyfile.After, "forward_auth")
 	// The responders end up in this order before respond: the console
 	// first, since accounts_api answers every path it is given.

@@ -242,7 +242,11 @@ func (h *Console) console() (*console.Console, error) {
 			rt.dispatcher.Notify()
 			return nil
 		},
-		Authenticate: h.app.authorized,
+		// The console shows every tenant: unrestricted API tokens only.
+		Authenticate: func(r *http.Request, token string) bool {
+			c, err := h.app.authorize(r, token)
+			return err == nil && c.tenant == ""
+		},
 		Users:        h.Users,
 		Integrations: names,
 		Prefix:       h.Prefix,

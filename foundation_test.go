@@ -95,17 +95,13 @@ http://{{GATEWAY}} {
 	handle /proxy/* {
 		uri strip_prefix /proxy
 		inject_credentials
-		@https expression ` + "`{integrated_account.scheme} == \"https\"`" + `
-		reverse_proxy @https {integrated_account.upstream} {
-			transport http {
-				tls
+		reverse_proxy {integrated_account.upstream} {
+			flush_interval -1
+			transport linkgate {
 				tls_trust_pool inline {
 					trust_der {{TRUST}}
 				}
 			}
-		}
-		reverse_proxy {integrated_account.upstream} {
-			flush_interval -1
 		}
 	}
 	handle /connect-account* {
@@ -117,9 +113,14 @@ http://{{GATEWAY}} {
 }
 `
 
-// newWorld starts the gateway of worldCaddyfile; edits, when given, change
-// the Caddyfile before it is loaded.
-func newWorld(t *testing.T, edits ...func(caddyfile string) string) *world {
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldWith(t, nil)
+}
+
+// newWorldWith is newWorld with its Caddyfile edited first (its {{…}}
+// markers still in place), for tests that need another route or option.
+func newWorldWith(t *testing.T, edit func(caddyfile string) string) *world {
 	t.Helper()
 	g := newGateway(t)
 	w := &world{gateway: g}
@@ -139,7 +140,11 @@ func newWorld(t *testing.T, edits ...func(caddyfile string) string) *world {
 	t.Cleanup(func() { ln.Close() })
 	w.appListener = ln
 	w.appOrigin = fmt.Sprintf("http://localhost:%d", ln.Addr().(*net.TCPAddr).Port)
-	w.caddyfile = g.expand(worldCaddyfile,
+	cfg := worldCaddyfile
+	if edit != nil {
+		cfg = edit(cfg)
+	}
+	w.caddyfile = g.expand(cfg,
 		"{{UPSTREAM_KEYED}}", w.keyed.URL(),
 		"{{UPSTREAM_QUERIED}}", w.queried.URL(),
 		"{{UPSTREAM_BASIC}}", w.basic.URL(),
@@ -150,9 +155,6 @@ func newWorld(t *testing.T, edits ...func(caddyfile string) string) *world {
 		"{{HOOK}}", w.hooks.URL(),
 		"{{APP}}", w.appOrigin,
 	)
-	for _, edit := range edits {
-		w.caddyfile = edit(w.caddyfile)
-	}
 	if err := loadCaddyfile(t, w.caddyfile); err != nil {
 		t.Fatalf("loading Caddy: %v", err)
 	}
@@ -558,6 +560,8 @@ http://{{GATEWAY}} {
 		{"bad webhook secret", "webhook http://127.0.0.1:1/h {\n secret plain\n }", "webhook"},
 		{"lease shorter than timeout", "webhook_timeout 30s\n webhook_lease 10s", "webhook_lease"},
 		{"bad allowed origin", "allowed_origins https://app.example.com/path", "allowed_origins"},
+		{"key in a hop-by-hop header", "integration x {\n auth api_key\n base_url http://127.0.0.1:1\n api_key_header Connection\n }", "api_key_header"},
+		{"base_url with a query", "integration x {\n auth api_key\n base_url http://127.0.0.1:1/?v=1\n }", "base_url"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -72,10 +72,12 @@ func newGateway(t testing.TB) *gateway {
 	}
 }
 
-// expand fills in {{GATEWAY}}, {{DATA}} and the given old, new pairs, in
-// one pass so that no filled-in value is scanned again.
+// expand fills in {{GATEWAY}} (host:port), {{PORT}}, {{DATA}} and the given
+// old, new pairs, in one pass so that no filled-in value is scanned again.
 func (g *gateway) expand(caddyfile string, pairs ...string) string {
-	pairs = append(pairs, "{{GATEWAY}}", strings.TrimPrefix(g.base, "http://"), "{{DATA}}", g.dir)
+	hostPort := strings.TrimPrefix(g.base, "http://")
+	_, port, _ := strings.Cut(hostPort, ":")
+	pairs = append(pairs, "{{GATEWAY}}", hostPort, "{{PORT}}", port, "{{DATA}}", g.dir)
 	return strings.NewReplacer(pairs...).Replace(caddyfile)
 }
 

@@ -3,14 +3,14 @@ package linkgate
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -28,17 +28,30 @@ func init() {
 
 // Inject is the inject_credentials handler: it authenticates the product's
 // backend by its API token, finds the integrated account named by the
-// request, replaces the caller's Authorization with the account's
-// credentials, points the request at the integration's base URL and watches
-// the upstream's answer for 401s. It is followed by reverse_proxy, whose
-// upstream is the placeholder {integrated_account.upstream}.
+// request, gets the account's credentials and watches the upstream's answer
+// for 401s. The request goes on to reverse_proxy with the linkgate
+// transport, which sends it to the integration's base URL with the
+// credentials:
+//
+//	inject_credentials
+//	reverse_proxy {integrated_account.upstream} {
+//		transport linkgate
+//	}
+//
+// The credentials are never put on the request itself: a route whose
+// reverse_proxy lacks the linkgate transport sends none, and its caller gets
+// 502 with the fix in the log.
 //
 // Placeholders set: {integrated_account.id}, {integrated_account.tenant_id},
 // {integrated_account.integration}, {integrated_account.upstream} (host:port
-// of the integration's base URL) and {integrated_account.scheme}.
+// of the integration's base URL, the address reverse_proxy must dial) and
+// {integrated_account.scheme}.
 type Inject struct {
 	app    *App
 	logger *zap.Logger
+	// bypassed logs a misconfigured route once per loaded config; a
+	// pointer, because the module value is copied by CaddyModule.
+	bypassed *sync.Once
 }
 
 // CaddyModule returns the Caddy module information.
@@ -52,6 +65,7 @@ func (Inject) CaddyModule() caddy.ModuleInfo {
 // Provision finds the integrated_accounts app.
 func (h *Inject) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.bypassed = new(sync.Once)
 	app, err := loadApp(ctx)
 	if err != nil {
 		return err
@@ -72,16 +86,65 @@ func loadApp(ctx caddy.Context) (*App, error) {
 // accountIDHeader names the account when the query does not (canonical form).
 const accountIDHeader = "X-Integrated-Account-Id"
 
+// accountIDParam names the account in the query.
+const accountIDParam = "integrated_account_id"
+
+// callVar is the request variable (in the request context's vars, which
+// reverse_proxy's copies of the request share) that holds a proxied
+// request's *call.
+const callVar = "linkgate.call"
+
+// call is one proxied request as inject_credentials and the linkgate
+// transport share it, through the request's context: inject_credentials
+// decides where it goes and with which credentials, the transport reports
+// whether it sent them.
+type call struct {
+	up     *upstream
+	target *target
+	// creds are the credentials of the current attempt; inject_credentials
+	// sets them before handing the request on.
+	creds account.Credentials
+	// sent: the transport sent this attempt with creds. An answer written
+	// before it did is not the upstream's answer to them: it came by
+	// another route, and a 401 in it is no verdict on the credentials.
+	sent atomic.Bool
+}
+
+// proxied is what inject_credentials allocates for one proxied request.
+type proxied struct {
+	call    call
+	sw      statusWriter
+	wrapper caddyhttp.ResponseWriterWrapper
+}
+
+// String keeps the credentials out of a placeholder that names the
+// variable ({http.vars.linkgate.call}).
+func (c *call) String() string { return "integrated account call" }
+
+// GoString does the same for %#v.
+func (c *call) GoString() string { return c.String() }
+
+// callOf returns the call inject_credentials attached to a request.
+func callOf(r *http.Request) *call {
+	c, _ := caddyhttp.GetVar(r.Context(), callVar).(*call)
+	return c
+}
+
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if refusedMethod(r.Method) {
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		wire.WriteError(w, http.StatusMethodNotAllowed, "TRACE, TRACK and CONNECT are not forwarded to upstream APIs")
+		return nil
+	}
 	a := h.app
 	// An API token (any, or one tenant's) or an integrated account token
 	// (one account's, checked against the account once it is known).
 	rt, _ := a.runtime()
-	grant, ok := a.proxyGrant(rt, bearerToken(r))
-	if !ok {
+	grant, err := a.proxyGrant(r, rt, bearerToken(r))
+	if err != nil {
 		a.metrics.count(outcomeUnauthorized)
-		wire.WriteError(w, http.StatusUnauthorized, "missing or invalid API token: send Authorization: Bearer <api token> or an integrated account token")
+		wire.WriteErr(w, err)
 		return nil
 	}
 	id, err := takeAccountID(r)
@@ -89,7 +152,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		wire.WriteErr(w, err)
 		return nil
 	}
-	rt, ok = a.runtimeOr503(w, h.logger)
+	rt, ok := a.runtimeOr503(w, h.logger)
 	if !ok {
 		return nil
 	}
@@ -111,7 +174,6 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 			Message: fmt.Sprintf("integration %q is not configured in this gateway", acct.Integration)})
 		return nil
 	}
-	in := up.integration
 	creds, err := rt.refresher.Credentials(ctx, acct)
 	if err != nil {
 		a.metrics.count(outcomeCredentialsError)
@@ -119,25 +181,23 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return nil
 	}
 
-	// The upstream is the integration's, never the caller's choice.
+	// The caller's credentials stay here, whatever route follows.
 	delete(r.Header, "Authorization")
 	delete(r.Header, "Proxy-Authorization")
-	r.URL.Scheme = up.scheme
-	r.URL.Host = up.host
-	if up.path != "" {
-		r.URL.Path = up.path + "/" + strings.TrimLeft(r.URL.Path, "/")
-		if r.URL.RawPath != "" {
-			r.URL.RawPath = up.rawPath + "/" + strings.TrimLeft(r.URL.RawPath, "/")
-		}
-	}
-	r.Host = up.host
+	// Where this request goes: the one place that decides it. Every
+	// account of an integration shares the integration's target today.
+	// The call and the writers that watch its answer come in one
+	// allocation.
+	p := &proxied{call: call{up: up, target: up.target}}
+	c := &p.call
+	caddyhttp.SetVar(ctx, callVar, c)
 
-	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("integrated_account.id", acct.ID)
 	repl.Set("integrated_account.tenant_id", acct.TenantID)
 	repl.Set("integrated_account.integration", up.name)
-	repl.Set("integrated_account.upstream", up.dial)
-	repl.Set("integrated_account.scheme", up.schemeValue)
+	repl.Set("integrated_account.upstream", c.target.dialValue)
+	repl.Set("integrated_account.scheme", c.target.schemeValue)
 
 	// A 401 from an OAuth upstream may be a token revoked early: refresh and
 	// retry once, if the request can be sent again.
@@ -149,13 +209,26 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 
 	for attempt := 0; ; attempt++ {
-		setCredentials(r, in, creds)
+		c.creds = creds
+		c.sent.Store(false)
 		if body != nil {
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
-		sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, hold401: canRetry && attempt == 0}
+		p.wrapper = caddyhttp.ResponseWriterWrapper{ResponseWriter: w}
+		p.sw = statusWriter{ResponseWriterWrapper: &p.wrapper, call: c, hold401: canRetry && attempt == 0}
+		sw := &p.sw
 		err := next.ServeHTTP(sw, r)
 		switch {
+		case sw.bypassed:
+			a.metrics.count(outcomeNoTransport)
+			h.bypassed.Do(func() {
+				h.logger.Error("a proxied request answered without the linkgate transport, so it went out without the account's credentials and its answer was replaced with 502: "+
+					"proxy with reverse_proxy {integrated_account.upstream} { transport linkgate }",
+					zap.String("integrated_account_id", id), zap.String("integration", acct.Integration))
+			})
+			wire.WriteErr(w, &wire.Error{Status: http.StatusBadGateway, AccountID: id,
+				Message: "this gateway's proxy route is misconfigured (its reverse_proxy lacks transport linkgate); no credentials were sent: see the gateway's log"})
+			return err
 		case sw.status == http.StatusUnauthorized:
 			var newCreds account.Credentials
 			var retry bool
@@ -196,47 +269,91 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 }
 
-// takeAccountID reads the account id from the query (removing it, so the
-// upstream does not see it) or from the X-Integrated-Account-Id header. The
-// rest of the query is forwarded byte for byte, in its order: some APIs sign
-// their query strings.
+// refusedMethod reports the methods never forwarded with credentials: TRACE
+// (and IIS's TRACK) would echo them back, CONNECT would open a tunnel.
+// Methods are case-sensitive, but some servers are not.
+func refusedMethod(m string) bool {
+	switch len(m) {
+	case 5:
+		return strings.EqualFold(m, http.MethodTrace) || strings.EqualFold(m, "TRACK")
+	case 7:
+		return strings.EqualFold(m, http.MethodConnect)
+	}
+	return false
+}
+
+// takeAccountID reads the account id from the integrated_account_id query
+// parameter (removing it, so the upstream does not see it) and from the
+// X-Integrated-Account-Id header. Either may name the account; when both do
+// they must agree, and neither may repeat, so that a backend that pins the
+// account in the header cannot be overridden through a query string it
+// passes on. The rest of the query is forwarded byte for byte, in its
+// order: some APIs sign their query strings.
 func takeAccountID(r *http.Request) (string, error) {
 	// Header keys here are canonical constants: index the map directly and
 	// skip canonicalizing them on every request.
 	var id string
-	if v := r.Header[accountIDHeader]; len(v) > 0 {
-		id = v[0]
+	hv, inHeader := r.Header[accountIDHeader]
+	if inHeader {
+		if len(hv) != 1 {
+			return "", wire.Errorf(http.StatusBadRequest, "the %s header is sent more than once: send it once", accountIDHeader)
+		}
+		id = hv[0]
+		if id == "" {
+			return "", wire.Errorf(http.StatusBadRequest, "the %s header is empty", accountIDHeader)
+		}
 		delete(r.Header, accountIDHeader)
 	}
-	if q, v, found := cutQueryParam(r.URL.RawQuery, "integrated_account_id"); found {
-		r.URL.RawQuery = q
-		if v != "" {
-			id = v
+	q, v, n, joined := cutQueryParam(r.URL.RawQuery, accountIDParam)
+	switch {
+	case n > 1:
+		return "", wire.Errorf(http.StatusBadRequest, "%s is given more than once in the query: give it once", accountIDParam)
+	case joined:
+		return "", wire.Errorf(http.StatusBadRequest, "%s shares a query parameter with ';': separate parameters with '&'", accountIDParam)
+	case n == 1:
+		u, err := url.QueryUnescape(v)
+		if err != nil {
+			return "", wire.Errorf(http.StatusBadRequest, "%s is not properly percent-encoded", accountIDParam)
 		}
+		if u == "" {
+			return "", wire.Errorf(http.StatusBadRequest, "%s is empty", accountIDParam)
+		}
+		if inHeader && u != id {
+			return "", wire.Errorf(http.StatusBadRequest, "the %s query parameter and the %s header name different accounts: name it once", accountIDParam, accountIDHeader)
+		}
+		id = u
+		r.URL.RawQuery = q
 	}
 	if id == "" {
-		return "", wire.Errorf(http.StatusBadRequest, "no integrated account: pass ?integrated_account_id=<id> or the %s header", accountIDHeader)
+		return "", wire.Errorf(http.StatusBadRequest, "no integrated account: pass ?%s=<id> or the %s header", accountIDParam, accountIDHeader)
 	}
 	if len(id) > 256 {
-		return "", wire.Errorf(http.StatusBadRequest, "integrated_account_id is too long")
+		return "", wire.Errorf(http.StatusBadRequest, "%s is too long", accountIDParam)
 	}
 	return id, nil
 }
 
-// cutQueryParam removes every name=value pair named name from a raw query
-// and returns the rest unchanged, with the last value, unescaped.
-func cutQueryParam(raw, name string) (rest, value string, found bool) {
-	if !strings.Contains(raw, name) {
-		return raw, "", false
+// cutQueryParam removes from a raw query every parameter named name and
+// returns the rest byte for byte, the raw (still escaped) value of the last
+// one, and how many there were. Names are compared percent-decoded, as the
+// upstream will read them (api%5Fkey is api_key), and inside parameters
+// joined by ';', which some servers also take as a separator: such a
+// parameter is removed whole and reported as joined.
+func cutQueryParam(raw, name string) (rest, value string, n int, joined bool) {
+	if !strings.Contains(raw, name) && !strings.Contains(raw, "%") {
+		return raw, "", 0, false
 	}
 	var b strings.Builder
 	for pair := range strings.SplitSeq(raw, "&") {
 		k, v, _ := strings.Cut(pair, "=")
-		if k == name {
-			found = true
-			if u, err := url.QueryUnescape(v); err == nil {
-				value = u
-			}
+		switch {
+		case paramNamed(k, name):
+			n++
+			value = v
+			continue
+		case strings.IndexByte(pair, ';') >= 0 && joinedNames(pair, name):
+			n++
+			joined = true
 			continue
 		}
 		if b.Len() > 0 {
@@ -244,10 +361,34 @@ func cutQueryParam(raw, name string) (rest, value string, found bool) {
 		}
 		b.WriteString(pair)
 	}
-	if !found {
-		return raw, "", false
+	if n == 0 {
+		return raw, "", 0, false
 	}
-	return b.String(), value, true
+	return b.String(), value, n, joined
+}
+
+// paramNamed reports whether the raw parameter name k decodes to name.
+func paramNamed(k, name string) bool {
+	if k == name {
+		return true
+	}
+	if strings.IndexByte(k, '%') < 0 {
+		return false
+	}
+	u, err := url.QueryUnescape(k)
+	return err == nil && u == name
+}
+
+// joinedNames reports whether a parameter that holds ';' names name in one
+// of its ';'-separated parts.
+func joinedNames(pair, name string) bool {
+	for part := range strings.SplitSeq(pair, ";") {
+		k, _, _ := strings.Cut(part, "=")
+		if paramNamed(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header.
@@ -261,38 +402,6 @@ func bearerToken(r *http.Request) string {
 		return strings.TrimSpace(h[7:])
 	}
 	return ""
-}
-
-// setCredentials puts the account's credentials where the integration wants them.
-func setCredentials(r *http.Request, in *account.Integration, c account.Credentials) {
-	switch in.Auth {
-	case account.MethodAPIKey:
-		if in.APIKeyQuery != "" {
-			// Replace any caller-sent value; keep the rest of the query as sent.
-			q, _, _ := cutQueryParam(r.URL.RawQuery, in.APIKeyQuery)
-			if q != "" {
-				q += "&"
-			}
-			r.URL.RawQuery = q + url.QueryEscape(in.APIKeyQuery) + "=" + url.QueryEscape(c.APIKey)
-			return
-		}
-		header, prefix := in.APIKeyHeader, in.APIKeyPrefix
-		if header == "" {
-			header = "Authorization"
-			if prefix == "" {
-				prefix = "Bearer "
-			}
-		}
-		r.Header.Set(header, prefix+c.APIKey)
-	case account.MethodBasic:
-		r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password)))
-	default:
-		typ := c.TokenType
-		if typ == "" || strings.EqualFold(typ, "bearer") {
-			typ = "Bearer"
-		}
-		r.Header.Set("Authorization", typ+" "+c.AccessToken)
-	}
 }
 
 // replayableBody reads a request body of at most limit bytes so it can be
@@ -319,68 +428,34 @@ type readCloser struct {
 	io.Closer
 }
 
-// upstream is an integration's base URL, taken apart once when the config
-// loads so that the proxy path does no parsing. The placeholder values are
-// kept as interface values, boxed once.
-type upstream struct {
-	integration *account.Integration
-	scheme      string
-	host        string
-	path        string // without a trailing slash
-	rawPath     string
-	name        any
-	dial        any
-	schemeValue any
-}
-
-func newUpstream(in *account.Integration) (*upstream, error) {
-	base, err := url.Parse(in.BaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("integration %s: base_url: %w", in.Name, err)
-	}
-	return &upstream{
-		integration: in,
-		scheme:      base.Scheme,
-		host:        base.Host,
-		path:        strings.TrimRight(base.Path, "/"),
-		rawPath:     strings.TrimRight(base.EscapedPath(), "/"),
-		name:        in.Name,
-		dial:        hostPort(base),
-		schemeValue: base.Scheme,
-	}, nil
-}
-
-// hostPort is the dial address of a base URL, with the scheme's port.
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	port := "80"
-	if u.Scheme == "https" {
-		port = "443"
-	}
-	return net.JoinHostPort(u.Hostname(), port)
-}
-
 // statusWriter records the upstream's status. With hold401 it holds back a
-// 401 answer (headers and body) so the request can be retried with fresh
-// credentials; every other answer streams through untouched.
+// 401 answer (headers and body), so the request can be retried with fresh
+// credentials. An answer written before the linkgate transport sent the
+// request did not come from the upstream with the account's credentials: it
+// is held back too, and marked bypassed. Every other answer streams through
+// untouched.
 type statusWriter struct {
 	*caddyhttp.ResponseWriterWrapper
-	hold401 bool
-	held    bool
-	status  int
-	// header collects the response headers while a 401 may still be held
-	// back, so that a held answer's headers never reach the client.
+	call     *call
+	hold401  bool
+	held     bool
+	bypassed bool
+	status   int
+	// header collects the response headers while the answer may still be
+	// held back, so that a held answer's headers never reach the client.
 	header http.Header
 }
 
 func (sw *statusWriter) WriteHeader(code int) {
-	if code >= 100 && code < 200 {
-		sw.ResponseWriter.WriteHeader(code)
+	if sw.status != 0 {
 		return
 	}
-	if sw.status != 0 {
+	if !sw.call.sent.Load() {
+		sw.status, sw.held, sw.bypassed = code, true, true
+		return
+	}
+	if code >= 100 && code < 200 {
+		sw.ResponseWriter.WriteHeader(code)
 		return
 	}
 	sw.status = code
@@ -433,17 +508,18 @@ func (sw *statusWriter) FlushError() error {
 	return http.NewResponseController(sw.ResponseWriter).Flush()
 }
 
-// Header hides the held 401's headers from the client's response.
+// Header hides the headers of an answer that may be held back from the
+// client's response until it is known not to be.
 func (sw *statusWriter) Header() http.Header {
-	if sw.hold401 && sw.status == 0 {
-		if sw.header == nil {
-			sw.header = sw.ResponseWriter.Header().Clone()
-		}
-		return sw.header
-	}
 	if sw.held {
 		if sw.header == nil {
 			sw.header = http.Header{}
+		}
+		return sw.header
+	}
+	if sw.status == 0 && (sw.header != nil || sw.hold401 || !sw.call.sent.Load()) {
+		if sw.header == nil {
+			sw.header = sw.ResponseWriter.Header().Clone()
 		}
 		return sw.header
 	}

@@ -1,22 +1,204 @@
 package linkgate
 
-import "testing"
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+
+	"github.com/linkgate/linkgate/account"
+)
 
 func TestCutQueryParam(t *testing.T) {
 	tests := []struct {
 		raw, rest, value string
-		found            bool
+		n                int
+		joined           bool
 	}{
-		{"a=1&integrated_account_id=x%2Fy&b=2", "a=1&b=2", "x/y", true},
-		{"integrated_account_id=x", "", "x", true},
-		{"z=9&a=1", "z=9&a=1", "", false},
-		{"not_integrated_account_id=x&b=2", "not_integrated_account_id=x&b=2", "", false},
-		{"b=2&integrated_account_id=1&integrated_account_id=2", "b=2", "2", true},
+		{"a=1&integrated_account_id=x%2Fy&b=2", "a=1&b=2", "x%2Fy", 1, false},
+		{"integrated_account_id=x", "", "x", 1, false},
+		{"z=9&a=1", "z=9&a=1", "", 0, false},
+		{"z=%41&a=1", "z=%41&a=1", "", 0, false},
+		{"not_integrated_account_id=x&b=2", "not_integrated_account_id=x&b=2", "", 0, false},
+		{"q=integrated_account_id", "q=integrated_account_id", "", 0, false},
+		{"b=2&integrated_account_id=1&integrated_account_id=2", "b=2", "2", 2, false},
+		// Names are compared decoded, as the upstream reads them.
+		{"integrated%5Faccount%5Fid=x&b=2", "b=2", "x", 1, false},
+		{"%69ntegrated_account_id=x", "", "x", 1, false},
+		{"integrated_account_id%00=x", "integrated_account_id%00=x", "", 0, false},
+		// A ';' inside a parameter is a separator to some servers.
+		{"a=1;integrated_account_id=x&b=2", "b=2", "", 1, true},
+		{"a=1;b=2&c=3", "a=1;b=2&c=3", "", 0, false},
 	}
 	for _, tt := range tests {
-		rest, v, found := cutQueryParam(tt.raw, "integrated_account_id")
-		if rest != tt.rest || v != tt.value || found != tt.found {
-			t.Errorf("cutQueryParam(%q) = %q %q %v, want %q %q %v", tt.raw, rest, v, found, tt.rest, tt.value, tt.found)
+		rest, v, n, joined := cutQueryParam(tt.raw, "integrated_account_id")
+		if rest != tt.rest || v != tt.value || n != tt.n || joined != tt.joined {
+			t.Errorf("cutQueryParam(%q) = %q %q %d %v, want %q %q %d %v", tt.raw, rest, v, n, joined, tt.rest, tt.value, tt.n, tt.joined)
+		}
+	}
+}
+
+func TestTakeAccountID(t *testing.T) {
+	tests := []struct {
+		name, query string
+		header      []string
+		want        string // the id, or "400" for a refusal
+		wantQuery   string
+	}{
+		{"query", "a=1&integrated_account_id=acc-1", nil, "acc-1", "a=1"},
+		{"header", "a=1", []string{"acc-1"}, "acc-1", "a=1"},
+		{"both agree", "integrated_account_id=acc-1&a=1", []string{"acc-1"}, "acc-1", "a=1"},
+		{"escaped value", "integrated_account_id=acc%2D1", nil, "acc-1", ""},
+		{"encoded name", "integrated%5Faccount_id=acc-1", nil, "acc-1", ""},
+		{"both disagree", "integrated_account_id=acc-2", []string{"acc-1"}, "400", ""},
+		{"encoded name disagrees with the header", "integrated%5faccount%5fid=acc-2", []string{"acc-1"}, "400", ""},
+		{"query repeated", "integrated_account_id=acc-1&integrated_account_id=acc-1", nil, "400", ""},
+		{"query repeated, once encoded", "integrated_account_id=acc-1&integrated%5Faccount_id=acc-2", nil, "400", ""},
+		{"header repeated", "", []string{"acc-1", "acc-1"}, "400", ""},
+		{"header repeated with the query", "integrated_account_id=acc-1", []string{"acc-1", "acc-2"}, "400", ""},
+		{"empty query value", "integrated_account_id=", nil, "400", ""},
+		{"empty query value beside the header", "integrated_account_id=", []string{"acc-1"}, "400", ""},
+		{"empty header", "", []string{""}, "400", ""},
+		{"joined by a semicolon", "a=1;integrated_account_id=acc-1", nil, "400", ""},
+		{"bad escape", "integrated_account_id=acc%zz", nil, "400", ""},
+		{"none", "a=1", nil, "400", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/x?"+tt.query, nil)
+			for _, v := range tt.header {
+				r.Header.Add(accountIDHeader, v)
+			}
+			id, err := takeAccountID(r)
+			if tt.want == "400" {
+				if err == nil {
+					t.Fatalf("id %q, want a 400", id)
+				}
+				return
+			}
+			if err != nil || id != tt.want {
+				t.Fatalf("id %q, err %v; want %q", id, err, tt.want)
+			}
+			if r.URL.RawQuery != tt.wantQuery || r.Header.Get(accountIDHeader) != "" {
+				t.Errorf("left query %q and header %q", r.URL.RawQuery, r.Header.Get(accountIDHeader))
+			}
+		})
+	}
+}
+
+func TestTargetDirect(t *testing.T) {
+	tests := []struct {
+		base, path, want string
+	}{
+		{"https://api.example.com", "/contacts", "https://api.example.com/contacts"},
+		{"https://api.example.com/v1/", "/contacts", "https://api.example.com/v1/contacts"},
+		// A base path with an escaped slash keeps it whether or not the
+		// request's path has escapes of its own.
+		{"https://api.example.com/b%2Fx", "/contacts", "https://api.example.com/b%2Fx/contacts"},
+		{"https://api.example.com/b%2Fx", "/a%2Fb/c", "https://api.example.com/b%2Fx/a%2Fb/c"},
+		{"https://api.example.com/v1", "/a%2Fb/c", "https://api.example.com/v1/a%2Fb/c"},
+		{"https://api.example.com/v1", "/a%20b", "https://api.example.com/v1/a%20b"},
+		// Leading slashes never make an authority.
+		{"https://api.example.com", "//evil.example/x", "https://api.example.com/evil.example/x"},
+		{"https://api.example.com/v1", "///evil.example", "https://api.example.com/v1/evil.example"},
+		{"http://127.0.0.1:9090", "/", "http://127.0.0.1:9090/"},
+	}
+	for _, tt := range tests {
+		tg, err := newTarget(tt.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u, err := url.ParseRequestURI(tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg.direct(u)
+		if got := u.String(); got != tt.want {
+			t.Errorf("%s + %s = %s, want %s", tt.base, tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestNewTargetRefusesWhatItCannotHonour(t *testing.T) {
+	for _, base := range []string{"ftp://x.example", "https://user:pw@x.example", "https://x.example/?a=1", "https://x.example/#f", "/relative"} {
+		if _, err := newTarget(base); err == nil {
+			t.Errorf("newTarget(%q): no error", base)
+		}
+	}
+	tg, err := newTarget("https://api.example.com")
+	if err != nil || tg.dial != "api.example.com:443" || tg.host != "api.example.com" || tg.scheme != "https" {
+		t.Errorf("target %+v, %v", tg, err)
+	}
+}
+
+func TestRefusedMethod(t *testing.T) {
+	for m, want := range map[string]bool{"TRACE": true, "trace": true, "Track": true, "CONNECT": true, "connect": true,
+		"GET": false, "POST": false, "OPTIONS": false, "PATCH": false, "TRACES": false} {
+		if refusedMethod(m) != want {
+			t.Errorf("refusedMethod(%q) = %v", m, !want)
+		}
+	}
+}
+
+func TestLoopbackClient(t *testing.T) {
+	tests := []struct {
+		remote string
+		want   bool
+	}{
+		{"127.0.0.1:5000", true},
+		{"[::1]:5000", true},
+		{"127.8.9.10:1", true},
+		{"[::ffff:127.0.0.1]:5000", true},
+		{"@", true},
+		{"10.0.0.5:5000", false},
+		{"[2001:db8::1]:5000", false},
+		{"garbage", false},
+	}
+	for _, tt := range tests {
+		r := &http.Request{RemoteAddr: tt.remote}
+		r = r.WithContext(t.Context())
+		if got := loopbackClient(r); got != tt.want {
+			t.Errorf("loopbackClient(%s) = %v", tt.remote, got)
+		}
+	}
+	// A proxy on this machine that Caddy does not trust: the addresses it
+	// forwards count too.
+	headers := []struct {
+		name, value string
+		want        bool
+	}{
+		{"X-Forwarded-For", "127.0.0.1", true},
+		{"X-Forwarded-For", "127.0.0.1, ::1", true},
+		{"X-Forwarded-For", "203.0.113.7", false},
+		{"X-Forwarded-For", "127.0.0.1, 203.0.113.7", false},
+		{"X-Real-Ip", "203.0.113.7", false},
+		{"Forwarded", "for=127.0.0.1;proto=http", true},
+		{"Forwarded", `for="[::1]:4711"`, true},
+		{"Forwarded", "proto=https", true},
+		{"Forwarded", "for=203.0.113.7", false},
+		{"Forwarded", `for=127.0.0.1, for="[2001:db8::7]"`, false},
+		{"Forwarded", "for=unknown", false},
+	}
+	for _, tt := range headers {
+		r := &http.Request{RemoteAddr: "127.0.0.1:5000", Header: http.Header{tt.name: {tt.value}}}
+		r = r.WithContext(t.Context())
+		if got := loopbackClient(r); got != tt.want {
+			t.Errorf("loopbackClient with %s: %s = %v", tt.name, tt.value, got)
+		}
+	}
+}
+
+func TestUnfitCredentialHeadersRefused(t *testing.T) {
+	for _, h := range []string{"Connection", "connection", "Upgrade", "Host", "Transfer-Encoding", "Te", "X-Forwarded-For", "Proxy-Authorization"} {
+		in := &account.Integration{Name: "x", Auth: account.MethodAPIKey, BaseURL: "https://x.example", APIKeyHeader: h}
+		if _, err := newUpstream(in); err == nil {
+			t.Errorf("api_key_header %s: accepted", h)
+		}
+	}
+	for _, h := range []string{"X-Api-Key", "Authorization", "Cookie", "Api-Key"} {
+		in := &account.Integration{Name: "x", Auth: account.MethodAPIKey, BaseURL: "https://x.example", APIKeyHeader: h}
+		if _, err := newUpstream(in); err != nil {
+			t.Errorf("api_key_header %s: %v", h, err)
 		}
 	}
 }

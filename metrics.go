@@ -25,10 +25,13 @@ const (
 	outcomeCredentialsError
 	outcomeRetried
 	outcomeUpstream401
+	// outcomeNoTransport: the route answered without the linkgate
+	// transport, so no credentials went out.
+	outcomeNoTransport
 	outcomeCount
 )
 
-var outcomeLabels = [outcomeCount]string{"ok", "unauthorized", "no_integration", "credentials_error", "retried", "upstream_401"}
+var outcomeLabels = [outcomeCount]string{"ok", "unauthorized", "no_integration", "credentials_error", "retried", "upstream_401", "no_transport"}
 
 func (m *metrics) count(o outcome) { m.byOutcome[o].Inc() }
 

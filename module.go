@@ -1,17 +1,20 @@
 // Package linkgate is the Caddy glue of linkgate: the integrated_accounts app,
-// which owns the store, the refresher and the webhook dispatcher, and the HTTP
+// which owns the store, the refresher and the webhook dispatcher, the HTTP
 // handlers inject_credentials, accounts_api, connect_account and
-// accounts_console. The work itself is done by the packages below it
-// (account, tokenstore, refresh, webhook, linkflow, console), which know
-// nothing of Caddy.
+// accounts_console, and reverse_proxy's linkgate transport. The work itself
+// is done by the packages below it (account, tokenstore, refresh, webhook,
+// linkflow, console), which know nothing of Caddy.
 package linkgate
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/linkgate/linkgate/account"
@@ -193,7 +197,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		sum := sha256.Sum256([]byte(t))
 		seen[sum] = true
-		a.tokens = append(a.tokens, hashedToken{sum: sum})
+		example := slices.Contains(exampleAPITokens, t)
+		a.tokens = append(a.tokens, hashedToken{sum: sum, example: example})
+		if example {
+			a.logger.Warn("api_token is a published example token: it is accepted only from clients on this machine (loopback); configure a token of your own, e.g. from openssl rand -hex 32")
+		}
 	}
 	for i, t := range a.TenantAPITokens {
 		tok := repl.ReplaceAll(t.Token, "")
@@ -203,6 +211,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		if isAccountToken(tok) {
 			return fmt.Errorf("tenant api_token #%d: an API token must not start with %q", i+1, accountTokenPrefix)
+		}
+		if slices.Contains(exampleAPITokens, tok) {
+			return fmt.Errorf("tenant api_token #%d: a published example token cannot be restricted to a tenant; configure a token of your own", i+1)
 		}
 		sum := sha256.Sum256([]byte(tok))
 		if seen[sum] {
@@ -415,6 +426,109 @@ func (a *App) runtimeOr503(w http.ResponseWriter, logger *zap.Logger) (*runtime,
 	}
 	return rt, true
 }
+
+// exampleAPITokens are the API tokens published in linkgate's README and
+// example configurations. The gateway accepts them only from clients on its
+// own machine (loopback), so that a configuration copied from an example
+// never opens the accounts to the network.
+var exampleAPITokens = []string{"dev-api-token"}
+
+// authorize checks the API token a request presents and returns whom it
+// belongs to: it must be one of the configured tokens, compared in constant
+// time, and a published example token only counts when the client is on
+// this machine. The error is a *wire.Error to answer with.
+func (a *App) authorize(r *http.Request, bearer string) (caller, error) {
+	i := a.tokenIndex(bearer)
+	if i < 0 {
+		return caller{}, errBadAPIToken
+	}
+	if a.tokens[i].example && !loopbackClient(r) {
+		return caller{}, errExampleAPIToken
+	}
+	return caller{tenant: a.tokens[i].tenant}, nil
+}
+
+// tokenIndex returns which API token bearer is, or -1, in constant time
+// whatever the token's length and whichever token it is.
+func (a *App) tokenIndex(bearer string) int {
+	if bearer == "" {
+		return -1
+	}
+	got := sha256.Sum256([]byte(bearer))
+	idx := -1
+	for i := range a.tokens {
+		idx = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(got[:], a.tokens[i].sum[:]), i, idx)
+	}
+	return idx
+}
+
+// loopbackClient reports whether a request comes from this machine: its
+// connection's peer is a loopback address (or a Unix socket's), and so is
+// the client address Caddy determined, which differs when the server
+// trusts a proxy in front of it. A proxy on this machine that Caddy does
+// not trust would make every client look local, so any client address a
+// forwarding header names must be loopback too.
+func loopbackClient(r *http.Request) bool {
+	if r.RemoteAddr != "@" && !loopbackAddr(r.RemoteAddr) {
+		return false
+	}
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" && ip != "@" && !loopbackAddr(ip) {
+		return false
+	}
+	for _, name := range []string{"X-Forwarded-For", "X-Real-Ip", "Forwarded"} {
+		for _, v := range r.Header[name] {
+			for elem := range strings.SplitSeq(v, ",") {
+				if name == "Forwarded" {
+					elem = forwardedFor(elem)
+					if elem == "" {
+						continue
+					}
+				}
+				if !loopbackAddr(strings.Trim(strings.TrimSpace(elem), `"[]`)) {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+// forwardedFor returns the for= node of one element of a Forwarded header
+// (RFC 7239), without quotes, or "".
+func forwardedFor(elem string) string {
+	for pair := range strings.SplitSeq(elem, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+		if strings.EqualFold(k, "for") {
+			v = strings.Trim(v, `"`)
+			if strings.HasPrefix(v, "[") {
+				if end := strings.IndexByte(v, ']'); end > 0 {
+					return v[1:end]
+				}
+			}
+			if h, _, err := net.SplitHostPort(v); err == nil {
+				return h
+			}
+			return v
+		}
+	}
+	return ""
+}
+
+// loopbackAddr reports whether an address, with or without a port, is a
+// loopback IP address.
+func loopbackAddr(s string) bool {
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		s = h
+	}
+	ip, err := netip.ParseAddr(s)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// The answers to a refused API token.
+var (
+	errBadAPIToken     = &wire.Error{Status: http.StatusUnauthorized, Message: "missing or invalid API token: send Authorization: Bearer <api token>"}
+	errExampleAPIToken = &wire.Error{Status: http.StatusUnauthorized, Message: "this API token is a published example, accepted only from clients on the gateway's machine: configure an api_token of your own"}
+)
 
 // integration returns the configured integration name, or an error that names it.
 func (a *App) integration(name string) (*account.Integration, error) {

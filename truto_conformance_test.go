@@ -164,7 +164,7 @@ const tenantToken = "tenant-token-acme-0123456789"
 // conformanceWorld is the test world with a tenant-restricted token and an
 // integration category.
 func conformanceWorld(t *testing.T) *world {
-	return newWorld(t, func(c string) string {
+	return newWorldWith(t, func(c string) string {
 		c = strings.Replace(c, "api_token test-api-token-0123456789",
 			"api_token test-api-token-0123456789\n\t\tapi_token "+tenantToken+" {\n\t\t\ttenant acme-1\n\t\t}", 1)
 		return strings.Replace(c, "integration oauth {\n\t\t\tauth oauth2", "integration oauth {\n\t\t\tauth oauth2\n\t\t\tcategory crm", 1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: plain Caddy reverse_proxy with a static Authorization header
 # (to a fixed upstream, and to a placeholder upstream) against
-# inject_credentials + reverse_proxy, same binary, same transport, interleaved
+# inject_credentials + reverse_proxy with the linkgate transport (Caddy's http
+# transport with the same settings underneath), same binary, interleaved
 # runs. Caddy and the upstream share core 0, wrk runs on core 1.
 #
 #   bench/load.sh [rounds] [seconds]        (needs wrk: apt-get install -y wrk)
@@ -35,7 +36,7 @@ cat > "$work/Caddyfile" <<CADDY
 http://127.0.0.1:9500 {
 	inject_credentials
 	reverse_proxy {integrated_account.upstream} {
-		transport http {
+		transport linkgate {
 			keepalive_idle_conns_per_host 128
 		}
 	}

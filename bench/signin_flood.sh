@@ -44,7 +44,7 @@ cat > "$work/Caddyfile" <<CADDY
 http://127.0.0.1:9500 {
 	inject_credentials
 	reverse_proxy {integrated_account.upstream} {
-		transport http {
+		transport linkgate {
 			keepalive_idle_conns_per_host 128
 		}
 	}

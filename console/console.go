@@ -66,9 +66,10 @@ type Options struct {
 	// store's Redeliver, due now; the Caddy wrapper also wakes the
 	// dispatcher.
 	Redeliver func(ctx context.Context, id string) error
-	// Authenticate reports whether token is an API token, in constant
-	// time. Nil disables sign-in with an API token.
-	Authenticate func(token string) bool
+	// Authenticate reports whether token is an API token that the client
+	// sending r may use, in constant time. Nil disables sign-in with an
+	// API token.
+	Authenticate func(r *http.Request, token string) bool
 	// Users are the operators who may sign in with a password: user name
 	// to bcrypt hash.
 	Users map[string]string

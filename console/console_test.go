@@ -536,7 +536,7 @@ func TestSessionsAreBounded(t *testing.T) {
 	small, err := console.New(console.Options{
 		Store:        h.store,
 		Links:        h.links,
-		Authenticate: func(tok string) bool { return tok == apiToken },
+		Authenticate: func(_ *http.Request, tok string) bool { return tok == apiToken },
 		Sessions:     console.NewSessions(2, time.Hour, time.Hour),
 		Now:          h.clock.Now,
 	})

@@ -81,7 +81,7 @@ func newWatchedConsole(t *testing.T, g *Guard, hold chan struct{}) *watchedConso
 	w := &watchedConsole{clock: &guardClock{t: time.Now().UTC()}, hold: hold}
 	c, err := New(Options{
 		Store: st, Links: noLinks{},
-		Authenticate: func(tok string) bool { return tok == guardToken },
+		Authenticate: func(_ *http.Request, tok string) bool { return tok == guardToken },
 		Users:        map[string]string{guardUser: string(hash)},
 		Guard:        g,
 		Now:          w.clock.now,

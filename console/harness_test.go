@@ -146,10 +146,12 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		prefix = console.DefaultPrefix
 	}
 	h.console, err = console.New(console.Options{
-		Store:        h.store,
-		Links:        h.links,
-		Refresh:      h.refr.Refresh,
-		Authenticate: func(tok string) bool { return subtle.ConstantTimeCompare([]byte(tok), []byte(apiToken)) == 1 },
+		Store:   h.store,
+		Links:   h.links,
+		Refresh: h.refr.Refresh,
+		Authenticate: func(_ *http.Request, tok string) bool {
+			return subtle.ConstantTimeCompare([]byte(tok), []byte(apiToken)) == 1
+		},
 		Users:        map[string]string{userName: string(hash)},
 		Integrations: []string{"acme", "keyco"},
 		Prefix:       prefix,

@@ -255,7 +255,7 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		ok   bool
 	)
 	if username == "" {
-		user, ok = c.verifyToken(secret)
+		user, ok = c.verifyToken(r, secret)
 	} else {
 		var refused *loginRefusal
 		user, ok, refused = c.verifyPassword(r.Context(), username, secret, now)
@@ -307,11 +307,11 @@ type loginRefusal struct {
 
 // verifyToken checks an API token; it is cheap (one hash), so it draws on
 // no server-wide budget.
-func (c *Console) verifyToken(secret string) (string, bool) {
+func (c *Console) verifyToken(r *http.Request, secret string) (string, bool) {
 	if secret == "" || len(secret) > 4096 || c.opts.Authenticate == nil {
 		return "", false
 	}
-	return "API token", c.opts.Authenticate(secret)
+	return "API token", c.opts.Authenticate(r, secret)
 }
 
 // verifyPassword checks a user's password. A bcrypt compare costs up to a

@@ -66,6 +66,13 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("opening sqlite database %s: %s is not a directory", path, dir)
 	}
+	// SQLite would create the file with the umask's mode (often 0644), and
+	// its -wal and -shm files after it: create it private first.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		_ = f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
 
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")

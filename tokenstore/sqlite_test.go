@@ -501,3 +501,29 @@ func TestSQLiteAppliesAnEarlierMigrationAddedLater(t *testing.T) {
 		t.Fatalf("migration 2 missing below applied ones: recorded %d, its index there %d; want it applied", applied, index)
 	}
 }
+
+// TestSQLiteFilesArePrivate: a database created in a directory that already
+// exists (and is readable by others) is readable by its owner alone, and so
+// are the write-ahead log and shared-memory files SQLite creates beside it.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "linkgate.db")
+	st := openSQLite(t, path, newKey(t))
+	defer st.Close()
+	// A write, so that the -wal and -shm files exist.
+	if err := st.CreateAccount(ctx, storetest.NewAccount("acc_private"), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(f), fi.Mode().Perm())
+		}
+	}
+}

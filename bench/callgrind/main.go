@@ -2,8 +2,8 @@
 // in one process, in phases of equal request counts: plain (reverse_proxy
 // with a static header_up Authorization), placeholder (the same, dialing
 // {vars.upstream}) and linkgate (inject_credentials, then reverse_proxy
-// {integrated_account.upstream}). Before each phase it calls phaseMarker,
-// so that under
+// {integrated_account.upstream} with the linkgate transport). Before each
+// phase it calls phaseMarker, so that under
 //
 //	valgrind --tool=callgrind --dump-before=main.phaseMarker
 //
@@ -103,7 +103,7 @@ func main() {
 http://127.0.0.1:%[1]d {
 	inject_credentials
 	reverse_proxy {integrated_account.upstream} {
-		transport http {
+		transport linkgate {
 			keepalive_idle_conns_per_host 16
 		}
 	}

@@ -124,7 +124,7 @@ const nodeCaddyfile = `{
 		uri strip_prefix /proxy
 		inject_credentials
 		reverse_proxy {integrated_account.upstream} {
-			transport http {
+			transport linkgate {
 				keepalive_idle_conns_per_host 128
 			}
 		}

@@ -42,14 +42,20 @@ type UpstreamOptions struct {
 type RecordedRequest struct {
 	// Method is the HTTP method.
 	Method string
+	// Host is the Host header the request named.
+	Host string
 	// Path is the URL path, unescaped.
 	Path string
+	// RawPath is the URL path as sent, escapes kept.
+	RawPath string
 	// RawQuery is the query string as sent, without "?".
 	RawQuery string
 	// Header holds every request header, credentials included.
 	Header http.Header
 	// Body is the whole request body.
 	Body []byte
+	// Trailer holds the trailer fields sent after the body.
+	Trailer http.Header
 	// Time is when the request arrived.
 	Time time.Time
 }
@@ -187,10 +193,13 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	if !u.opts.Discard {
 		u.requests = append(u.requests, RecordedRequest{
 			Method:   r.Method,
+			Host:     r.Host,
 			Path:     r.URL.Path,
+			RawPath:  r.URL.EscapedPath(),
 			RawQuery: r.URL.RawQuery,
 			Header:   r.Header.Clone(),
 			Body:     body,
+			Trailer:  r.Trailer.Clone(),
 			Time:     time.Now(),
 		})
 	}

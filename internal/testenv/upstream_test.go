@@ -131,6 +131,24 @@ func TestUpstreamRoutes(t *testing.T) {
 		t.Fatalf("recorded %s %q %q", last.Method, last.RawQuery, last.Body)
 	}
 
+	// Host, the path as sent and trailers are recorded too.
+	req = newReq(t, http.MethodGet, up.URL()+"/a%2Fb/c", "")
+	req.Host = "api.example.test"
+	getJSON(t, http.DefaultClient, req)
+	last, _ = up.Last()
+	if last.Host != "api.example.test" || last.Path != "/a/b/c" || last.RawPath != "/a%2Fb/c" {
+		t.Fatalf("recorded Host %q, path %q, raw path %q", last.Host, last.Path, last.RawPath)
+	}
+	req = newReq(t, http.MethodPost, up.URL()+"/echo", "")
+	req.Body = io.NopCloser(strings.NewReader("part"))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Sum": {"42"}}
+	getJSON(t, http.DefaultClient, req)
+	last, _ = up.Last()
+	if last.Trailer.Get("X-Sum") != "42" || string(last.Body) != "part" {
+		t.Fatalf("recorded trailer %v and body %q", last.Trailer, last.Body)
+	}
+
 	if code, _ := getJSON(t, http.DefaultClient, newReq(t, http.MethodGet, up.URL()+"/status/418", "")); code != 418 {
 		t.Fatalf("/status/418 = %d", code)
 	}
