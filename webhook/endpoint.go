@@ -18,9 +18,10 @@ type Endpoint struct {
 	// URL receives the deliveries by POST; it is also the endpoint's
 	// identity in the delivery log, so changing it starts a new log.
 	URL string `json:"url,omitempty"`
-	// Secrets are "whsec_<base64>" signing secrets. Every one signs each
-	// delivery (rotation: add the new one first, remove the old one once
-	// receivers have it); the first also keys X-Truto-Signature.
+	// Secrets are signing secrets, "whsec_<base64>" or plain strings of at
+	// least 32 characters such as Truto's UUIDs (see ParseSecret). Every one
+	// signs each delivery (rotation: add the new one first, remove the old
+	// one once receivers have it); the first also keys X-Truto-Signature.
 	Secrets []string `json:"secrets,omitempty"`
 	// Events filters what is sent, by name or glob such as
 	// "integrated_account:*"; empty sends every event.
@@ -38,7 +39,7 @@ func (e Endpoint) Validate() error {
 		return fmt.Errorf("webhook %s: url must be an absolute http(s) URL", redactURL(e.URL))
 	}
 	if len(e.Secrets) == 0 {
-		return fmt.Errorf("webhook %s: at least one secret (whsec_…) is required", redactURL(e.URL))
+		return fmt.Errorf("webhook %s: at least one secret (whsec_… or a plain secret of 32 characters or more) is required", redactURL(e.URL))
 	}
 	for i, s := range e.Secrets {
 		if _, err := ParseSecret(s); err != nil {
