@@ -97,6 +97,9 @@ func caddyconfig(v any) json.RawMessage {
 //		integration <name> {
 //			auth oauth2|oauth2_client_credentials|api_key|basic
 //			category <category>         # Truto's integration category, e.g. crm
+//			display_name <name>         # shown to end users, e.g. HubSpot
+//			help <text>                 # connect page help, e.g. where to find the key
+//			docs <url>                  # the provider's documentation page
 //			base_url <url>
 //			authorize_url <url>
 //			token_url <url>
@@ -326,6 +329,7 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 		"client_id": &in.ClientID, "client_secret": &in.ClientSecret, "auth_style": &in.AuthStyle,
 		"issuer": &in.Issuer, "category": &in.Category, "userinfo_url": &in.UserinfoURL, "user_id_field": &in.UserIDField,
 		"api_key_query": &in.APIKeyQuery, "validate_url": &in.ValidateURL,
+		"display_name": &in.DisplayName, "help": &in.Help, "docs": &in.Docs,
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()

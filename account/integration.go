@@ -16,6 +16,14 @@ type Integration struct {
 	// Category is the integration's category in Truto's terms ("crm",
 	// "helpdesk", …), shown in the integration object of every account.
 	Category string `json:"category,omitempty"`
+	// DisplayName is the name the end user sees on the connect page and
+	// the operator in the console, e.g. "HubSpot"; default Name.
+	DisplayName string `json:"display_name,omitempty"`
+	// Help is a short text for the connect page, e.g. where to find an
+	// API key in the provider's settings.
+	Help string `json:"help,omitempty"`
+	// Docs is the provider's documentation page the endpoints come from.
+	Docs string `json:"docs,omitempty"`
 	// Auth is the authentication method of the integration's accounts.
 	Auth Method `json:"auth,omitempty"`
 	// BaseURL is the upstream API; proxied paths are appended to it.
@@ -95,6 +103,14 @@ const (
 	DefaultRefreshSkew   = 60 * time.Second
 	DefaultProbeInterval = 10 * time.Minute
 )
+
+// Title returns the name to show people: DisplayName, or Name.
+func (i *Integration) Title() string {
+	if i.DisplayName != "" {
+		return i.DisplayName
+	}
+	return i.Name
+}
 
 // Skew returns the refresh skew, default applied.
 func (i *Integration) Skew() time.Duration {
