@@ -164,7 +164,7 @@ func TestResealRefusesBadConfigs(t *testing.T) {
 		{
 			name:   "malformed key",
 			config: fmt.Sprintf(`{"apps":{"integrated_accounts":{"storage":{"path":%q},"encryption_keys":[%q,%q],"api_tokens":["t"],"public_url":"http://127.0.0.1:1"}}}`, path, malformed, encA),
-			want:   "encryption_key #1: encryption key must be 32 bytes",
+			want:   "encryption_key #1: encryption key must be 32 random bytes",
 		},
 		{
 			name:   "no app",

@@ -77,8 +77,13 @@ func (h *Inject) Provision(ctx caddy.Context) error {
 // loadApp returns the integrated_accounts app of the config being loaded.
 func loadApp(ctx caddy.Context) (*App, error) {
 	v, err := ctx.AppIfConfigured("integrated_accounts")
-	if err != nil {
+	if errors.Is(err, caddy.ErrNotConfigured) {
 		return nil, fmt.Errorf("the integrated_accounts app is not configured: add an integrated_accounts global option block: %w", err)
+	}
+	if err != nil {
+		// The app is there but refused its configuration: its own error
+		// says why, and a prefix claiming it is missing would mislead.
+		return nil, err
 	}
 	return v.(*App), nil
 }

@@ -178,11 +178,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Storage.Driver == "" {
 		a.Storage.Driver = "sqlite"
 	}
-	a.Storage.Path = repl.ReplaceAll(a.Storage.Path, "")
-	a.Storage.DSN = repl.ReplaceAll(a.Storage.DSN, "")
+	// A placeholder that resolves to nothing in an option that needs a value
+	// is named in the error: "environment variable X is empty" says what to
+	// fix, where "a dsn is required" would not.
+	var err error
+	if a.Storage.Path, err = resolveRequired(repl, "storage sqlite", a.Storage.Path); err != nil {
+		return err
+	}
+	if a.Storage.DSN, err = resolveRequired(repl, "storage postgres", a.Storage.DSN); err != nil {
+		return err
+	}
 
 	for i, k := range a.EncryptionKeys {
-		raw := repl.ReplaceAll(k, "")
+		raw, err := resolveRequired(repl, fmt.Sprintf("encryption_key #%d", i+1), k)
+		if err != nil {
+			return err
+		}
 		key, err := tokenstore.ParseKey(raw)
 		if err != nil {
 			return fmt.Errorf("encryption_key #%d: %w", i+1, err)
@@ -190,9 +201,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.keys = append(a.keys, key)
 	}
 	seen := map[[sha256.Size]byte]bool{}
-	for _, t := range a.APITokens {
-		t = repl.ReplaceAll(t, "")
+	var emptyTokens []string
+	for _, raw := range a.APITokens {
+		t := repl.ReplaceAll(raw, "")
 		if t == "" {
+			// An extra token from an unset variable is allowed (the
+			// example configuration has one); it is named if no token is left.
+			if why := emptyBecause(raw); why != "" {
+				emptyTokens = append(emptyTokens, why)
+			}
 			continue
 		}
 		sum := sha256.Sum256([]byte(t))
@@ -204,8 +221,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	for i, t := range a.TenantAPITokens {
-		tok := repl.ReplaceAll(t.Token, "")
-		tenant := repl.ReplaceAll(t.Tenant, "")
+		tok, err := resolveRequired(repl, fmt.Sprintf("tenant api_token #%d", i+1), t.Token)
+		if err != nil {
+			return err
+		}
+		tenant, err := resolveRequired(repl, fmt.Sprintf("tenant api_token #%d: tenant", i+1), t.Tenant)
+		if err != nil {
+			return err
+		}
 		if tok == "" || !tenantIDPattern.MatchString(tenant) {
 			return fmt.Errorf("tenant api_token #%d: a token and a tenant id (1 to 256 of A-Z a-z 0-9 . _ : @ + -) are required", i+1)
 		}
@@ -222,28 +245,56 @@ func (a *App) Provision(ctx caddy.Context) error {
 		seen[sum] = true
 		a.tokens = append(a.tokens, hashedToken{sum: sum, tenant: tenant})
 	}
-	a.PublicURL = strings.TrimRight(repl.ReplaceAll(a.PublicURL, ""), "/")
+	if !slices.ContainsFunc(a.tokens, func(t hashedToken) bool { return t.tenant == "" }) && len(emptyTokens) > 0 {
+		return fmt.Errorf("api_token: at least one API token without a tenant restriction is required, and %s", strings.Join(emptyTokens, "; "))
+	}
+	publicURL, err := resolveRequired(repl, "public_url", a.PublicURL)
+	if err != nil {
+		return err
+	}
+	a.PublicURL = strings.TrimRight(publicURL, "/")
 	for i, o := range a.AllowedOrigins {
-		a.AllowedOrigins[i] = strings.TrimRight(repl.ReplaceAll(o, ""), "/")
+		origin, err := resolveRequired(repl, "allowed_origins", o)
+		if err != nil {
+			return err
+		}
+		a.AllowedOrigins[i] = strings.TrimRight(origin, "/")
 	}
 	for name, in := range a.Integrations {
 		if in == nil {
 			return fmt.Errorf("integration %s: empty configuration", name)
 		}
 		in.Name = name
-		in.BaseURL = repl.ReplaceAll(in.BaseURL, "")
-		in.AuthorizeURL = repl.ReplaceAll(in.AuthorizeURL, "")
-		in.TokenURL = repl.ReplaceAll(in.TokenURL, "")
-		in.UserinfoURL = repl.ReplaceAll(in.UserinfoURL, "")
-		in.ValidateURL = repl.ReplaceAll(in.ValidateURL, "")
-		in.ClientID = repl.ReplaceAll(in.ClientID, "")
-		in.ClientSecret = repl.ReplaceAll(in.ClientSecret, "")
+		for _, f := range []struct {
+			option string
+			v      *string
+		}{
+			{"base_url", &in.BaseURL}, {"authorize_url", &in.AuthorizeURL}, {"token_url", &in.TokenURL},
+			{"userinfo_url", &in.UserinfoURL}, {"validate_url", &in.ValidateURL}, {"client_id", &in.ClientID},
+		} {
+			if *f.v, err = resolveRequired(repl, "integration "+name+": "+f.option, *f.v); err != nil {
+				return err
+			}
+		}
+		// A client secret may be absent (public clients); one from an unset
+		// variable is worth a warning, since the token endpoint will refuse.
+		rawSecret := in.ClientSecret
+		in.ClientSecret = repl.ReplaceAll(rawSecret, "")
+		if in.ClientSecret == "" {
+			if why := emptyBecause(rawSecret); why != "" {
+				a.logger.Warn("integration has no client_secret: "+why, zap.String("integration", name))
+			}
+		}
 	}
 	for i := range a.Webhooks {
 		w := &a.Webhooks[i]
-		w.URL = repl.ReplaceAll(w.URL, "")
-		for i, s := range w.Secrets {
-			w.Secrets[i] = repl.ReplaceAll(s, "")
+		if w.URL, err = resolveRequired(repl, fmt.Sprintf("webhook #%d", i+1), w.URL); err != nil {
+			return err
+		}
+		for j, s := range w.Secrets {
+			if w.Secrets[j], err = resolveRequired(repl, fmt.Sprintf("webhook #%d: secret", i+1), s); err != nil {
+				return err
+			}
 		}
 	}
 	if a.CacheSize <= 0 {

@@ -149,15 +149,23 @@ func (i *Integration) Validate() error {
 			return fmt.Errorf("integration %s: %s %q is not an absolute http(s) URL", i.Name, opt, v)
 		}
 	}
+	var missing []string
+	need := func(option, v string) {
+		if v == "" {
+			missing = append(missing, option)
+		}
+	}
 	switch i.Auth {
 	case MethodOAuth2:
-		if i.AuthorizeURL == "" || i.TokenURL == "" || i.ClientID == "" {
-			return fmt.Errorf("integration %s: oauth2 needs authorize_url, token_url and client_id", i.Name)
-		}
+		need("authorize_url", i.AuthorizeURL)
+		need("token_url", i.TokenURL)
+		need("client_id", i.ClientID)
 	case MethodClientCredentials:
-		if i.TokenURL == "" || i.ClientID == "" {
-			return fmt.Errorf("integration %s: oauth2_client_credentials needs token_url and client_id", i.Name)
-		}
+		need("token_url", i.TokenURL)
+		need("client_id", i.ClientID)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("integration %s: %s needs %s", i.Name, i.Auth, joinAnd(missing))
 	}
 	if (i.UserinfoURL == "") != (i.UserIDField == "") {
 		return fmt.Errorf("integration %s: userinfo_url and user_id_field go together", i.Name)
@@ -168,4 +176,12 @@ func (i *Integration) Validate() error {
 		return fmt.Errorf("integration %s: auth_style %q is not header or params", i.Name, i.AuthStyle)
 	}
 	return nil
+}
+
+// joinAnd lists words as prose: "a", "a and b", "a, b and c".
+func joinAnd(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
 }

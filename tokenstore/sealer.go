@@ -71,12 +71,16 @@ func keyID(k []byte) uint32 {
 	return binary.BigEndian.Uint32(h.Sum(nil)[:keyIDSize])
 }
 
+// KeyHelp says how to make a key, for the errors about one.
+const KeyHelp = "generate one with: openssl rand -base64 32"
+
 // ParseKey decodes a 32-byte key written as standard or URL-safe base64
-// (padded or not) or as 64 hex digits. Its errors never repeat the input.
+// (padded or not) or as 64 hex digits. Its errors never repeat the input,
+// and say how to generate a key.
 func ParseKey(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return nil, errors.New("encryption key is empty")
+		return nil, errors.New("encryption key is empty: " + KeyHelp)
 	}
 	if len(s) == 2*KeySize {
 		if b, err := hex.DecodeString(s); err == nil {
@@ -89,11 +93,14 @@ func ParseKey(s string) ([]byte, error) {
 			continue
 		}
 		if len(b) != KeySize {
-			return nil, fmt.Errorf("encryption key must be %d bytes, base64 or hex; got %d bytes", KeySize, len(b))
+			// A password-like key ("0123456789abcdef") is valid base64 of
+			// fewer bytes: say so, rather than leave the reader to wonder
+			// where 12 bytes came from.
+			return nil, fmt.Errorf("encryption key must be %d random bytes written as 44 base64 characters or 64 hex digits; got %d characters, which read as base64 are %d bytes: %s", KeySize, len(s), len(b), KeyHelp)
 		}
 		return b, nil
 	}
-	return nil, fmt.Errorf("encryption key must be %d bytes, base64 or hex; got %d characters that are neither", KeySize, len(s))
+	return nil, fmt.Errorf("encryption key must be %d random bytes written as 44 base64 characters or 64 hex digits; got %d characters that are neither: %s", KeySize, len(s), KeyHelp)
 }
 
 // GenerateKey returns a new random key.

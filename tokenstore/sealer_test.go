@@ -107,10 +107,16 @@ func TestParseKey(t *testing.T) {
 			t.Errorf("%s: ParseKey = %x, %v", name, got, err)
 		}
 	}
-	short := base64.StdEncoding.EncodeToString([]byte("twelve bytes"))
-	_, err := ParseKey(short)
-	if err == nil || err.Error() != "encryption key must be 32 bytes, base64 or hex; got 12 bytes" {
-		t.Fatalf("short key error: %v", err)
+	// A 16-character password is valid base64 of 12 bytes: the error must
+	// speak of the 16 characters the operator wrote, and say how to make a key.
+	_, err := ParseKey("0123456789abcdef")
+	if err == nil || !strings.Contains(err.Error(), "got 16 characters") || !strings.Contains(err.Error(), "openssl rand -base64 32") {
+		t.Fatalf("16-character key error: %v", err)
+	}
+	for _, bad := range []string{"", "not a key!!"} {
+		if _, err := ParseKey(bad); err == nil || !strings.Contains(err.Error(), KeyHelp) {
+			t.Errorf("ParseKey(%q) error %v does not say how to generate a key", bad, err)
+		}
 	}
 	for _, bad := range []string{"", "not a key!!", "zz" + strings.Repeat("0", 62)} {
 		_, err := ParseKey(bad)
