@@ -260,6 +260,7 @@ func (h *API) list(w http.ResponseWriter, r *http.Request) {
 func (h *API) load(r *http.Request, rt *runtime, id string) (*account.Account, error) {
 	a, err := rt.store.GetAccount(r.Context(), id)
 	if err != nil {
+		logUndecryptable(h.logger, err, id)
 		return nil, storeError(err, id)
 	}
 	if !callerOf(r.Context()).allows(a.TenantID) {

@@ -169,6 +169,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		err = tokenstore.ErrNotFound
 	}
 	if err != nil {
+		logUndecryptable(h.logger, err, id)
 		wire.WriteErr(w, storeError(err, id))
 		return nil
 	}
@@ -182,6 +183,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	creds, err := rt.refresher.Credentials(ctx, acct)
 	if err != nil {
 		a.metrics.count(outcomeCredentialsError)
+		logUndecryptable(h.logger, err, id)
 		wire.WriteErr(w, credentialsError(err, id))
 		return nil
 	}
@@ -538,10 +540,24 @@ func storeError(err error, id string) error {
 		return &wire.Error{Status: http.StatusNotFound, Message: fmt.Sprintf("integrated account %s not found", id), AccountID: id}
 	case errors.Is(err, tokenstore.ErrConflict):
 		return &wire.Error{Status: http.StatusConflict, Message: "the integrated account changed meanwhile: retry", AccountID: id}
+	case errors.Is(err, tokenstore.ErrUndecryptable):
+		return &wire.Error{Status: http.StatusInternalServerError, AccountID: id,
+			Message: "the integrated account's credentials cannot be decrypted with the gateway's encryption keys: the gateway's log names the key id it needs"}
 	case errors.Is(err, tokenstore.ErrInvalid):
 		return &wire.Error{Status: http.StatusBadRequest, Message: "the request holds a value the store cannot keep: ids, filters and text must be UTF-8 without NUL characters"}
 	default:
 		return &wire.Error{Status: http.StatusServiceUnavailable, Message: errStoreUnavailable.Error()}
+	}
+}
+
+// logUndecryptable logs a read that failed because no configured key opens
+// the account's credentials, with the id of the key that sealed them: the
+// fix is in the configuration, and the answer to the caller cannot say so.
+func logUndecryptable(logger *zap.Logger, err error, id string) {
+	var ke *tokenstore.KeyError
+	if errors.As(err, &ke) {
+		logger.Error("the account's credentials cannot be decrypted: configure the encryption key with this key id",
+			zap.String("integrated_account_id", id), zap.String("key_id", ke.KeyID), zap.Error(err))
 	}
 }
 

@@ -31,6 +31,36 @@ type storeHolder struct {
 	// inUse are the keys the open store seals with: the configured ones,
 	// or the generated one.
 	inUse [][]byte
+	// missingKeys are the ids of keys that sealed secrets in the store and
+	// are not configured (their accounts' calls fail), for the readiness
+	// answer.
+	missingKeys []string
+}
+
+// missingKeyIDs returns the ids of the keys the open store lacks.
+func (h *storeHolder) missingKeyIDs() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.missingKeys
+}
+
+// missingKeysMessage says which keys sealed secrets the configuration
+// cannot open, and how to fix it. Key ids are not secrets: every sealed
+// value carries its key's.
+func missingKeysMessage(check tokenstore.KeyCheck, sealer *tokenstore.Sealer, generated bool) string {
+	ids := strings.Join(check.Missing, ", ")
+	msg := fmt.Sprintf("encryption_key: the store holds secrets sealed with key id %s, which no configured key opens (configured: key id %s)", ids, strings.Join(sealer.KeyIDs(), ", "))
+	if generated {
+		msg += fmt.Sprintf("; no encryption_key is configured, so this host generated %s: copy the encryption.key file from the Caddy data directory of the host where the store was created over it, or configure that key with encryption_key", keyFile())
+	} else {
+		msg += "; add the key with that id to encryption_key (after the first key: the first one seals), and to re-seal everything with the first key run caddy linkgate-reseal, then remove the old key"
+	}
+	if len(check.Matched) > 0 {
+		msg += "; until then the accounts sealed with it answer 500 and cannot refresh"
+	} else {
+		msg += "; if that key is lost, so are the secrets it sealed: start on a new store and reconnect the accounts"
+	}
+	return msg
 }
 
 // secretKeys are the keys the open store seals with, first current; the
@@ -85,6 +115,27 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 			return nil, fmt.Errorf("storage sqlite %s: %w", path, err)
 		}
 	}
+	if kc, ok := inner.(tokenstore.KeyChecker); ok {
+		check, err := kc.CheckKeys(ctx)
+		if err != nil {
+			_ = inner.Close()
+			return nil, fmt.Errorf("encryption_key: %w", err)
+		}
+		if len(check.Missing) > 0 {
+			msg := missingKeysMessage(check, sealer, len(h.keys) == 0)
+			if len(check.Matched) == 0 {
+				// Not one stored secret opens: the key is wrong (a store
+				// copied without its key, a wrong variable). Serving would
+				// only answer every call with an error.
+				_ = inner.Close()
+				return nil, errors.New(msg)
+			}
+			// Some keys match: serve the accounts they open, and say
+			// loudly which key the others need.
+			logger.Error(msg, zap.Strings("missing_key_ids", check.Missing))
+		}
+		h.missingKeys = check.Missing
+	}
 	cached, err := tokenstore.NewCached(inner, h.cacheSize)
 	if err != nil {
 		_ = inner.Close()
@@ -108,7 +159,7 @@ func (h *storeHolder) Destruct() error {
 	h.stopJanitor()
 	h.stopListen()
 	err := h.store.Close()
-	h.store, h.inUse = nil, nil
+	h.store, h.inUse, h.missingKeys = nil, nil, nil
 	return err
 }
 

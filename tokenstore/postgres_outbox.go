@@ -479,7 +479,9 @@ func (p *Postgres) Reseal(ctx context.Context) (int, error) {
 			}
 			n++
 		}
-		return nil
+		// Nothing is sealed with the other keys any more: a store opened
+		// without them is fine.
+		return p.recordPrimaryKey(ctx, tx, true)
 	})
 	if err != nil {
 		return 0, err

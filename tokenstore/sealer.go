@@ -139,11 +139,11 @@ func (s *Sealer) Open(blob, ad []byte) ([]byte, error) {
 	id := binary.BigEndian.Uint32(blob[1:])
 	aead, ok := s.aeads[id]
 	if !ok {
-		return nil, fmt.Errorf("opening sealed value: sealed with a key that is not configured (key id %08x)", id)
+		return nil, &KeyError{KeyID: formatKeyID(id), reason: fmt.Sprintf("sealed with a key that is not configured (key id %s)", formatKeyID(id))}
 	}
 	pt, err := aead.Open(nil, blob[1+keyIDSize:headerSize], blob[headerSize:], sealAD(blob[:1+keyIDSize], ad))
 	if err != nil {
-		return nil, errors.New("opening sealed value: authentication failed (corrupted, or sealed for another record)")
+		return nil, &KeyError{KeyID: formatKeyID(id), reason: "authentication failed (corrupted, or sealed for another record)"}
 	}
 	return pt, nil
 }

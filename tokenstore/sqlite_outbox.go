@@ -514,7 +514,9 @@ func (s *SQLite) Reseal(ctx context.Context) (int, error) {
 			}
 			n++
 		}
-		return nil
+		// Nothing is sealed with the other keys any more: a store opened
+		// without them is fine.
+		return s.recordPrimaryKey(ctx, tx, true)
 	})
 	if err != nil {
 		return 0, err
