@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -170,8 +171,15 @@ func (s *Service) exchangeFailed(in *account.Integration, err error) *pageError 
 		return &pageError{http.StatusBadRequest, errConnection, "Connection not completed",
 			fmt.Sprintf("%s refused the sign-in (%s). Nothing was changed; start again from the connection link.", in.Name, code)}
 	}
-	// The error of x/oauth2 may quote the answer's body; log its class only.
-	s.log.Warn("code exchange failed", zap.String("integration", in.Name), zap.Bool("retrieve_error", errors.As(err, &re)))
+	// The error of x/oauth2 may quote the answer's body: log the status and
+	// the error code the provider gave, never the body.
+	if errors.As(err, &re) && re.Response != nil {
+		s.log.Warn("code exchange failed", zap.String("integration", in.Name),
+			zap.Int("status", re.Response.StatusCode), zap.String("error", oauthErrorCode(re.ErrorCode)))
+	} else {
+		s.log.Warn("code exchange failed: the token endpoint could not be reached or gave no answer", zap.String("integration", in.Name),
+			zap.String("cause", exchangeCause(err)))
+	}
 	return &pageError{http.StatusBadGateway, errConnection, "Connection not completed",
 		fmt.Sprintf("%s could not be reached to finish the sign-in. Nothing was changed; start again from the connection link.", in.Name)}
 }
@@ -340,4 +348,18 @@ func setKey(m map[string]any, k string, v any) map[string]any {
 	}
 	m[k] = v
 	return m
+}
+
+// exchangeCause names the class of a failed token call without its text,
+// which may quote the provider's answer.
+func exchangeCause(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.As(err, &ne):
+		return "network"
+	default:
+		return "malformed_answer"
+	}
 }

@@ -136,7 +136,7 @@ func (r *Refresher) run(id string, m mode, sent string) (*account.Account, error
 		}
 		// The store failed (or its lock was not had in time): not the
 		// account's fault, and nothing the caller can fix.
-		r.log.Warn("refreshing integrated account", zap.String("account", id), zap.Stringer("mode", m), zap.Error(err))
+		r.log.Warn("refreshing integrated account", zap.String("integrated_account_id", id), zap.Stringer("mode", m), zap.Error(err))
 		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the account store did not answer in time"}
 	}
 	return out, nil
@@ -205,6 +205,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	if cerr != nil {
 		return r.failed(ctx, cur, integ, res, cerr)
 	}
+	var change account.Change
 	saved, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
 		res.apply(&a.Credentials)
 		at := r.opts.Now()
@@ -212,16 +213,18 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		if err != nil {
 			return nil, err
 		}
+		change = c
 		return tokenstore.EventsFor(c, a, at), nil
 	})
 	if err != nil {
 		// The provider has rotated the grant and we could not keep the
 		// answer: this is the one way a refresh token gets lost. Say so.
 		r.log.Error("saving refreshed credentials failed; the account may need reconnecting if its provider rotates refresh tokens",
-			zap.String("account", id), zap.String("integration", integ.Name), zap.Error(err))
+			zap.String("integrated_account_id", id), zap.String("integration", integ.Name), zap.Error(err))
 		r.metrics.outcome(Transient)
 		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the refreshed credentials could not be saved"}
 	}
+	r.logTransition(saved, change)
 	r.clearBackoff(id)
 	r.mu.Lock()
 	delete(r.probeUntil, id)
@@ -249,7 +252,7 @@ func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mod
 func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *account.Integration, res *tokenResult, e *Error) (*account.Account, error) {
 	id := cur.ID
 	r.metrics.outcome(e.Class)
-	log := r.log.With(zap.String("account", id), zap.String("integration", integ.Name), zap.String("code", e.Code), zap.String("reason", e.Message))
+	log := r.log.With(zap.String("integrated_account_id", id), zap.String("integration", integ.Name), zap.String("code", e.Code), zap.String("reason", e.Message))
 	if res != nil && res.salvage != "" {
 		// A malformed answer that still rotated the refresh token: keep the
 		// new refresh token, or the next attempt presents a dead one.
@@ -264,17 +267,21 @@ func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *acc
 	case Revoked:
 		log.Warn("token endpoint refused the refresh; the account needs reauthorization")
 		at := r.opts.Now()
-		if _, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+		var change account.Change
+		saved, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
 			c, err := a.Apply(account.AuthFailed, &account.Error{Code: e.Code, Message: e.Message}, at)
 			if err != nil {
 				return nil, err
 			}
+			change = c
 			a.NextProbeAt = at.Add(integ.Probe())
 			return tokenstore.EventsFor(c, a, at), nil
-		}); err != nil {
+		})
+		if err != nil {
 			log.Error("marking the account as needing reauthorization failed", zap.Error(err))
 			return nil, fmt.Errorf("marking account %s as needing reauthorization: %w", id, err)
 		}
+		r.logTransition(saved, change)
 		r.setProbeUntil(id, at.Add(integ.Probe()))
 		r.clearBackoff(id)
 		return nil, e

@@ -404,7 +404,7 @@ func (r *Refresher) Succeeded(ctx context.Context, a *account.Account) {
 	delete(r.probeUntil, a.ID)
 	r.mu.Unlock()
 	if err := r.transition(ctx, a.ID, account.UpstreamOK, nil); err != nil {
-		r.log.Warn("reactivating integrated account", zap.String("account", a.ID), zap.Error(err))
+		r.log.Warn("reactivating integrated account", zap.String("integrated_account_id", a.ID), zap.Error(err))
 	}
 }
 
@@ -435,11 +435,37 @@ func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger
 			a.NextProbeAt = now.Add(r.probeInterval(a.Integration))
 		}
 		err = r.update(ctx, a, tokenstore.EventsFor(c, a, now))
+		if err == nil {
+			r.logTransition(a, c)
+		}
 		if !errors.Is(err, tokenstore.ErrConflict) {
 			return err
 		}
 	}
 	return tokenstore.ErrConflict
+}
+
+// logTransition logs a committed change of status: the move to
+// needs_reauth at warn (an end user has to reconnect, and the alarm webhook
+// is on its way), any other at info. Every method's transitions pass here,
+// api_key and basic ones (an upstream 401) included.
+func (r *Refresher) logTransition(a *account.Account, c account.Change) {
+	if a == nil || c.From == c.To {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("integrated_account_id", a.ID), zap.String("tenant_id", a.TenantID),
+		zap.String("integration", a.Integration), zap.String("authentication_method", string(a.Method)),
+		zap.String("from", string(c.From)), zap.String("to", string(c.To)), zap.Strings("events", c.Events),
+	}
+	if a.LastError != nil {
+		fields = append(fields, zap.String("code", a.LastError.Code), zap.String("reason", a.LastError.Message))
+	}
+	if c.To == account.StatusNeedsReauth {
+		r.log.Warn("integrated account needs reauthorization", fields...)
+		return
+	}
+	r.log.Info("integrated account status changed", fields...)
 }
 
 // update writes a with its events and, when events were committed, tells

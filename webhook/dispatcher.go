@@ -19,6 +19,7 @@ import (
 
 	"github.com/linkgate/linkgate/internal/prom"
 	"github.com/linkgate/linkgate/internal/wire"
+	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -580,6 +581,12 @@ func (d *Dispatcher) attempt(t *target, j job) {
 		dl.LastError = ""
 		dl.NextAttemptAt = time.Time{}
 		d.metrics.deliveries.WithLabelValues(t.label, "delivered").Inc()
+		if dl.Event.Name == account.EventAuthenticationError {
+			// The alarm an operator may be asked about: say it went out.
+			d.log.Info("authentication_error alarm delivered",
+				zap.String("integrated_account_id", dl.Event.AccountID), zap.String("endpoint", redactURL(t.ep.URL)),
+				zap.String("event_id", dl.Event.ID), zap.Int("attempts", dl.Attempts))
+		}
 	case sendErr == nil && status == http.StatusGone:
 		reason := fmt.Sprintf("answered 410 Gone at %s", formatTime(done))
 		dl.Status = tokenstore.DeliveryFailed
@@ -604,6 +611,7 @@ func (d *Dispatcher) attempt(t *target, j job) {
 			d.metrics.deliveries.WithLabelValues(t.label, "failed").Inc()
 			d.log.Error("webhook delivery failed for good",
 				zap.String("endpoint", redactURL(t.ep.URL)), zap.String("event_id", dl.Event.ID),
+				zap.String("integrated_account_id", dl.Event.AccountID),
 				zap.String("event", dl.Event.Name), zap.Int("attempts", dl.Attempts), zap.String("last_error", dl.LastError))
 		} else {
 			wait := d.jitter(d.opts.Schedule[dl.Attempts])
@@ -614,6 +622,7 @@ func (d *Dispatcher) attempt(t *target, j job) {
 			dl.NextAttemptAt = done.Add(wait)
 			d.log.Warn("webhook attempt failed; retrying",
 				zap.String("endpoint", redactURL(t.ep.URL)), zap.String("event_id", dl.Event.ID),
+				zap.String("event", dl.Event.Name), zap.String("integrated_account_id", dl.Event.AccountID),
 				zap.Int("attempts", dl.Attempts), zap.Duration("retry_in", wait), zap.String("error", dl.LastError))
 		}
 	}
