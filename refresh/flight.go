@@ -278,7 +278,11 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mode, sent string, now time.Time) bool {
 	exp := a.Credentials.Expiry
 	switch m {
-	case modeExpiring:
+	case modeExpiring, modeProbe:
+		// A probe that finds the account active again (an earlier probe,
+		// another instance or a reconnect healed it while this caller held
+		// an old copy) has nothing to find out: refreshing now would only
+		// spend a rotation.
 		return !exp.IsZero() && exp.Sub(now) <= integ.Skew()
 	case modeAhead:
 		return !exp.IsZero() && exp.Sub(now) <= r.opts.RefreshAhead
