@@ -170,7 +170,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		// Claim the probe before trying it, so that no other instance
 		// probes the same account in this interval.
 		next := now.Add(integ.Probe())
-		cur, err = r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+		cur, err = r.save(ctx, cur, nil, func(a *account.Account) ([]tokenstore.Event, error) {
 			if a.Status != account.StatusNeedsReauth {
 				return nil, nil
 			}
@@ -205,7 +205,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	if cerr != nil {
 		return r.failed(ctx, cur, integ, res, cerr)
 	}
-	saved, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+	saved, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 		res.apply(&a.Credentials)
 		at := r.opts.Now()
 		c, err := a.Apply(account.UpstreamOK, nil, at)
@@ -214,6 +214,9 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		}
 		return tokenstore.EventsFor(c, a, at), nil
 	})
+	if errors.Is(err, errSuperseded) {
+		return r.superseded(saved, integ, "refreshed credentials")
+	}
 	if err != nil {
 		// The provider has rotated the grant and we could not keep the
 		// answer: this is the one way a refresh token gets lost. Say so.
@@ -235,7 +238,11 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mode, sent string, now time.Time) bool {
 	exp := a.Credentials.Expiry
 	switch m {
-	case modeExpiring:
+	case modeExpiring, modeProbe:
+		// A probe that finds the account active again (an earlier probe,
+		// another instance or a reconnect healed it while this caller held
+		// an old copy) has nothing to find out: refreshing now would only
+		// spend a rotation.
 		return !exp.IsZero() && exp.Sub(now) <= integ.Skew()
 	case modeAhead:
 		return !exp.IsZero() && exp.Sub(now) <= r.opts.RefreshAhead
@@ -253,28 +260,34 @@ func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *acc
 	if res != nil && res.salvage != "" {
 		// A malformed answer that still rotated the refresh token: keep the
 		// new refresh token, or the next attempt presents a dead one.
-		if _, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+		if _, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 			a.Credentials.RefreshToken = res.salvage
 			return nil, nil
-		}); err != nil {
+		}); err != nil && !errors.Is(err, errSuperseded) {
 			log.Error("saving the rotated refresh token of a malformed answer failed", zap.Error(err))
 		}
 	}
 	switch e.Class {
 	case Revoked:
-		log.Warn("token endpoint refused the refresh; the account needs reauthorization")
 		at := r.opts.Now()
-		if _, err := r.save(ctx, cur, func(a *account.Account) ([]tokenstore.Event, error) {
+		held, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 			c, err := a.Apply(account.AuthFailed, &account.Error{Code: e.Code, Message: e.Message}, at)
 			if err != nil {
 				return nil, err
 			}
 			a.NextProbeAt = at.Add(integ.Probe())
 			return tokenstore.EventsFor(c, a, at), nil
-		}); err != nil {
+		})
+		if errors.Is(err, errSuperseded) {
+			// The refused token was replaced meanwhile: the refusal says
+			// nothing about the credentials the account holds now.
+			return r.superseded(held, integ, "refusal of the replaced refresh token")
+		}
+		if err != nil {
 			log.Error("marking the account as needing reauthorization failed", zap.Error(err))
 			return nil, fmt.Errorf("marking account %s as needing reauthorization: %w", id, err)
 		}
+		log.Warn("token endpoint refused the refresh; the account needs reauthorization")
 		r.setProbeUntil(id, at.Add(integ.Probe()))
 		r.clearBackoff(id)
 		return nil, e
@@ -290,11 +303,19 @@ func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *acc
 	return nil, r.setBackoff(id, e)
 }
 
+// errSuperseded says that the credentials a refresh started from were
+// replaced (a reconnect, a credentials PATCH) before its result was saved.
+var errSuperseded = errors.New("the credentials were replaced while they were being refreshed")
+
 // save applies change to a (re-reading it after a concurrent change) and
 // writes it with the events change returns. The caller holds the refresh
-// lock, so a conflict is a change of something else (context, status), never
-// of the credentials; the credentials change is applied on top of it.
-func (r *Refresher) save(ctx context.Context, a *account.Account, change func(*account.Account) ([]tokenstore.Event, error)) (*account.Account, error) {
+// lock, so no other refresh writes meanwhile; but a reconnect or a
+// credentials PATCH may. When from is set, change is the result of a token
+// call made with those credentials, and it applies only to them: if the
+// account holds other credentials now, nothing is written and save returns
+// the account as stored with errSuperseded. Other concurrent changes
+// (context, status) are kept and change is applied on top of them.
+func (r *Refresher) save(ctx context.Context, a *account.Account, from *account.Credentials, change func(*account.Account) ([]tokenstore.Event, error)) (*account.Account, error) {
 	for i := range 5 {
 		if i > 0 {
 			fresh, err := r.fresh.GetAccount(ctx, a.ID)
@@ -302,6 +323,9 @@ func (r *Refresher) save(ctx context.Context, a *account.Account, change func(*a
 				return nil, err
 			}
 			a = fresh.Clone()
+		}
+		if from != nil && !sameGrant(a.Credentials, *from) {
+			return a, errSuperseded
 		}
 		events, err := change(a)
 		if err != nil {
@@ -316,6 +340,26 @@ func (r *Refresher) save(ctx context.Context, a *account.Account, change func(*a
 		}
 	}
 	return nil, tokenstore.ErrConflict
+}
+
+// superseded ends a flight whose result was dropped because the account's
+// credentials were replaced meanwhile: the replacement wins, and the flight's
+// callers get the account as it is now.
+func (r *Refresher) superseded(now *account.Account, integ *account.Integration, what string) (*account.Account, error) {
+	r.log.Info("the account's credentials were replaced while they were being refreshed; the "+what+" is dropped",
+		zap.String("account", now.ID), zap.String("integration", integ.Name))
+	r.invalidate(now.ID)
+	r.clearBackoff(now.ID)
+	r.mu.Lock()
+	delete(r.probeUntil, now.ID)
+	r.mu.Unlock()
+	return now, nil
+}
+
+// sameGrant reports whether two credentials are the same tokens, comparing
+// in constant time.
+func sameGrant(a, b account.Credentials) bool {
+	return sameSecret(a.RefreshToken, b.RefreshToken) && sameSecret(a.AccessToken, b.AccessToken)
 }
 
 func (r *Refresher) setProbeUntil(id string, t time.Time) {

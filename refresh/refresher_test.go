@@ -324,6 +324,37 @@ func TestProbeRunsOncePerIntervalAndHealsAMisclassifiedAccount(t *testing.T) {
 	}
 }
 
+// TestSerialisedProbesOfAHealedAccountMakeOneTokenCall: requests that
+// still hold the needs_reauth copy of an account (the cache, or a caller
+// that read it before the probe) come one after the other; the first probe
+// heals the account, and the others must not refresh it again.
+func TestSerialisedProbesOfAHealedAccountMakeOneTokenCall(t *testing.T) {
+	onEachStore(t, func(t *testing.T, kind string) {
+		e := newEnvOn(t, kind, nil)
+		a := e.connect("acc-probe", e.clock.Now().Add(-time.Second))
+		if err := e.r.markFailed(context.Background(), a.ID, &account.Error{Code: "unauthorized", Message: "401"}); err != nil {
+			t.Fatal(err)
+		}
+		stale := e.get(a.ID)
+		e.clock.Add(e.integ.Probe() + time.Second)
+		for i := range 5 {
+			c, err := e.r.Credentials(context.Background(), stale)
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			if _, ok := e.auth.ValidAccessToken(c.AccessToken); !ok {
+				t.Fatalf("request %d got a dead access token", i)
+			}
+		}
+		if n := e.refreshCalls(); n != 1 {
+			t.Fatalf("%d token calls for one heal, want 1", n)
+		}
+		if evs := e.eventsOf(a.ID); !slices.Equal(evs, []string{account.EventAuthenticationError, account.EventReactivated}) {
+			t.Fatalf("events %v", evs)
+		}
+	})
+}
+
 func TestFailedProbeWaitsForTheNextInterval(t *testing.T) {
 	e := newEnv(t, nil)
 	a := e.connect("acc-probe-fail", e.clock.Now().Add(-time.Second))
