@@ -147,13 +147,21 @@ func TestValidateConnectionOptions(t *testing.T) {
 			BaseURL: "https://x.example.com"}
 	}
 	cases := map[string]func(*Integration){
-		"undeclared":          func(i *Integration) { i.BaseURL = "https://{connection.sub}.example.com"; i.AllowedHosts = []string{"*.example.com"} },
-		"no allowed_hosts":    func(i *Integration) { i.BaseURL = "https://{connection.sub}.example.com"; i.ConnectionFields = []ConnectionField{{Name: "sub", Kind: KindDNSLabel}} },
+		"undeclared": func(i *Integration) {
+			i.BaseURL = "https://{connection.sub}.example.com"
+			i.AllowedHosts = []string{"*.example.com"}
+		},
+		"no allowed_hosts": func(i *Integration) {
+			i.BaseURL = "https://{connection.sub}.example.com"
+			i.ConnectionFields = []ConnectionField{{Name: "sub", Kind: KindDNSLabel}}
+		},
 		"bad kind":            func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "sub", Kind: "text"}} },
 		"bad name":            func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "Sub", Kind: KindDNSLabel}} },
 		"secret name":         func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "api_token", Kind: KindDNSLabel}} },
 		"pattern w/o pattern": func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "t", Kind: KindPattern}} },
-		"bad regexp":          func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "t", Kind: KindPattern, Pattern: "("}} },
+		"bad regexp": func(i *Integration) {
+			i.ConnectionFields = []ConnectionField{{Name: "t", Kind: KindPattern, Pattern: "("}}
+		},
 		"token field in token_url": func(i *Integration) {
 			i.TokenURL = "{connection.u}/token"
 			i.AllowedHosts = []string{"*.example.com"}
@@ -162,8 +170,12 @@ func TestValidateConnectionOptions(t *testing.T) {
 		"discovery w/o request": func(i *Integration) {
 			i.ConnectionFields = []ConnectionField{{Name: "c", Kind: KindUUID, Source: SourceDiscovery, Path: "0.id"}}
 		},
-		"callback w/o param":  func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "c", Kind: KindUUID, Source: SourceCallback}} },
-		"bad source":          func(i *Integration) { i.ConnectionFields = []ConnectionField{{Name: "c", Kind: KindUUID, Source: "header"}} },
+		"callback w/o param": func(i *Integration) {
+			i.ConnectionFields = []ConnectionField{{Name: "c", Kind: KindUUID, Source: SourceCallback}}
+		},
+		"bad source": func(i *Integration) {
+			i.ConnectionFields = []ConnectionField{{Name: "c", Kind: KindUUID, Source: "header"}}
+		},
 		"wildcard tld":        func(i *Integration) { i.AllowedHosts = []string{"*.com"} },
 		"url in allowed":      func(i *Integration) { i.AllowedHosts = []string{"https://x.example.com"} },
 		"bad template":        func(i *Integration) { i.BaseURL = "https://{connection.}.example.com" },

@@ -132,7 +132,9 @@ func (i *Integration) UsesPKCE() bool { return i.PKCE == nil || *i.PKCE }
 
 // KeepsRefreshToken reports whether a refresh answer without a refresh
 // token keeps the old one.
-func (i *Integration) KeepsRefreshToken() bool { return i.KeepRefreshToken == nil || *i.KeepRefreshToken }
+func (i *Integration) KeepsRefreshToken() bool {
+	return i.KeepRefreshToken == nil || *i.KeepRefreshToken
+}
 
 // TokenFieldPath is the path of a token response field (access_token,
 // refresh_token, expires_in, token_type, scope).
