@@ -45,7 +45,17 @@ func emptyBecause(raw string) string {
 // out empty, and names the environment variable or file that left it empty.
 // An option left out of the configuration (raw "") is not its concern.
 func resolveRequired(repl *caddy.Replacer, option, raw string) (string, error) {
+	return resolveRequiredWith(repl, false, option, raw)
+}
+
+// resolveRequiredWith is resolveRequired that, when known is set, leaves
+// placeholders the replacer does not know (an account's
+// {connection.<name>}) for each request.
+func resolveRequiredWith(repl *caddy.Replacer, known bool, option, raw string) (string, error) {
 	v := repl.ReplaceAll(raw, "")
+	if known {
+		v = repl.ReplaceKnown(raw, "")
+	}
 	if raw == "" || strings.TrimSpace(v) != "" {
 		return v, nil
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/internal/prom"
 	"github.com/linkgate/linkgate/internal/wire"
-	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
