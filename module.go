@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/prom"
 	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/tokenstore"
@@ -128,6 +129,7 @@ type App struct {
 	poolKey   string
 	storeHold *storeHolder
 	metrics   *metrics
+	gauges    *storeGauges
 	events    *caddyevents.App
 	upstreams map[string]*upstream
 
@@ -354,6 +356,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.metrics = m
+	a.gauges = newStoreGauges()
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		a.gauges = prom.Register(reg, a.gauges)
+	}
 
 	// The store outlives config reloads: the new config starts before the old
 	// one stops, and both share one store (and one cache) through the pool.

@@ -31,6 +31,8 @@ type runtime struct {
 	dispatcher *webhook.Dispatcher
 	webhookAPI http.Handler
 	links      *linkflow.Service
+	// gauges is what this runtime pointed the store gauges at.
+	gauges *gaugeSource
 }
 
 func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
@@ -99,10 +101,20 @@ func (rt *runtime) start() error {
 	if err := rt.dispatcher.Start(); err != nil {
 		return err
 	}
-	return rt.refresher.Start()
+	if err := rt.refresher.Start(); err != nil {
+		return err
+	}
+	if src := rt.gaugeSource(); src != nil {
+		rt.gauges = src
+		rt.app.gauges.setSource(src)
+	}
+	return nil
 }
 
 func (rt *runtime) stop() error {
+	if rt.gauges != nil {
+		rt.app.gauges.clearSource(rt.gauges)
+	}
 	err := rt.refresher.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -35,7 +36,17 @@ type storeHolder struct {
 	// are not configured (their accounts' calls fail), for the readiness
 	// answer.
 	missingKeys []string
+	// listener is the state of the PostgreSQL change listener:
+	// listenerUnused for SQLite.
+	listener atomic.Int32
 }
+
+// The states of storeHolder.listener.
+const (
+	listenerUnused int32 = iota
+	listenerDown
+	listenerUp
+)
 
 // missingKeyIDs returns the ids of the keys the open store lacks.
 func (h *storeHolder) missingKeyIDs() []string {
@@ -143,7 +154,16 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 	}
 	h.store = cached
 	h.inUse = keys
-	h.stopListen = startPostgresListener(inner, cached, logger)
+	if _, ok := inner.(*tokenstore.Postgres); ok {
+		h.listener.Store(listenerDown)
+	}
+	h.stopListen = startPostgresListener(inner, cached, logger, func(up bool) {
+		if up {
+			h.listener.Store(listenerUp)
+		} else {
+			h.listener.Store(listenerDown)
+		}
+	})
 	// One janitor per open store, not per config: reloads share the store.
 	h.stopJanitor = startJanitor(cached, logger.Named("janitor"), time.Hour, tokenstore.DefaultRetention)
 	return cached, nil
@@ -160,6 +180,7 @@ func (h *storeHolder) Destruct() error {
 	h.stopListen()
 	err := h.store.Close()
 	h.store, h.inUse, h.missingKeys = nil, nil, nil
+	h.listener.Store(listenerUnused)
 	return err
 }
 

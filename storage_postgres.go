@@ -37,7 +37,7 @@ func openPostgres(ctx context.Context, dsn string, s *tokenstore.Sealer, logger 
 // meanwhile are dropped and the usual cap returns. For any store but
 // PostgreSQL it does nothing. stop ends the listener and waits for it; call
 // it before closing the store.
-func startPostgresListener(p tokenstore.Store, c *tokenstore.Cached, logger *zap.Logger) (stop func()) {
+func startPostgresListener(p tokenstore.Store, c *tokenstore.Cached, logger *zap.Logger, connected func(bool)) (stop func()) {
 	pg, ok := p.(*tokenstore.Postgres)
 	if !ok || c == nil {
 		return func() {}
@@ -48,6 +48,7 @@ func startPostgresListener(p tokenstore.Store, c *tokenstore.Cached, logger *zap
 		defer close(done)
 		wasLost := false // only Listen's goroutine reads and writes it
 		pg.Listen(ctx, c.Invalidate, func(lost bool) {
+			connected(!lost)
 			if lost {
 				wasLost = true
 				c.SetTTLCap(lostListenerTTL)

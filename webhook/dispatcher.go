@@ -281,6 +281,14 @@ func (d *Dispatcher) Notify() {
 	}
 }
 
+// Running reports whether the dispatcher has started and not stopped, for
+// the gateway's readiness answer.
+func (d *Dispatcher) Running() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state == stateRunning
+}
+
 // Stop stops fanning out and claiming, and waits for the sends in flight.
 // When ctx ends first, those sends are abandoned: their leases run out and
 // the deliveries are claimed again (at-least-once), and Stop returns
