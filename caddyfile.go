@@ -115,6 +115,29 @@ func caddyconfig(v any) json.RawMessage {
 //			validate_url <url>
 //			refresh_skew <duration>
 //			probe_interval <duration>
+//			preset <name>               # start from a catalogue entry; options here win
+//			allowed_hosts <host...>     # host, *.domain, each with an optional :port
+//			connection_field <name> {   # a value each account needs, used as {connection.<name>}
+//				kind dns_label|host|https_url|uuid|pattern
+//				pattern <regexp>
+//				label <text>
+//				help <text>
+//				source user|token_response|callback|discovery
+//				path <dotted.path>
+//				param <query parameter>
+//				optional
+//			}
+//			discovery <url> {
+//				header <name> <value>
+//			}
+//			authorize_param <name> <value>
+//			scope_separator <separator>
+//			token_field access_token|refresh_token|expires_in|token_type|scope <dotted.path>
+//			default_expires_in <duration>
+//			pkce on|off
+//			token_body form|json
+//			header <name> <value>
+//			keep_refresh_token on|off
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -330,6 +353,7 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 		"issuer": &in.Issuer, "category": &in.Category, "userinfo_url": &in.UserinfoURL, "user_id_field": &in.UserIDField,
 		"api_key_query": &in.APIKeyQuery, "validate_url": &in.ValidateURL,
 		"display_name": &in.DisplayName, "help": &in.Help, "docs": &in.Docs,
+		"preset": &in.Preset, "scope_separator": &in.ScopeSeparator, "token_body": &in.TokenBody,
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
@@ -379,11 +403,121 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 			} else {
 				in.ProbeInterval = account.Duration(dur)
 			}
+		case "allowed_hosts":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			in.AllowedHosts = append(in.AllowedHosts, args...)
+		case "authorize_param", "header", "token_field":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Errf("integration %s: %s <name> <value>", in.Name, opt)
+			}
+			m := map[string]*map[string]string{"authorize_param": &in.AuthorizeParams, "header": &in.Headers, "token_field": &in.TokenFields}[opt]
+			if *m == nil {
+				*m = map[string]string{}
+			}
+			(*m)[args[0]] = args[1]
+		case "default_expires_in":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			in.DefaultExpiresIn = account.Duration(dur)
+		case "pkce", "keep_refresh_token":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			var b bool
+			switch v {
+			case "on", "true":
+				b = true
+			case "off", "false":
+			default:
+				return nil, d.Errf("integration %s: %s on|off", in.Name, opt)
+			}
+			if opt == "pkce" {
+				in.PKCE = &b
+			} else {
+				in.KeepRefreshToken = &b
+			}
+		case "connection_field":
+			f, err := parseConnectionField(d, in.Name)
+			if err != nil {
+				return nil, err
+			}
+			in.ConnectionFields = append(in.ConnectionFields, f)
+		case "discovery":
+			url, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			in.Discovery = &account.Discovery{URL: url}
+			for n := d.Nesting(); d.NextBlock(n); {
+				if d.Val() != "header" {
+					return nil, d.Errf("integration %s: discovery: unknown option %q", in.Name, d.Val())
+				}
+				args := d.RemainingArgs()
+				if len(args) != 2 {
+					return nil, d.Errf("integration %s: discovery: header <name> <value>", in.Name)
+				}
+				if in.Discovery.Headers == nil {
+					in.Discovery.Headers = map[string]string{}
+				}
+				in.Discovery.Headers[args[0]] = args[1]
+			}
 		default:
 			return nil, d.Errf("integration %s: unknown option %q", in.Name, opt)
 		}
 	}
 	return in, nil
+}
+
+// parseConnectionField reads
+//
+//	connection_field <name> {
+//		kind dns_label|host|https_url|uuid|pattern
+//		pattern <regexp>
+//		label <text>
+//		help <text>
+//		source user|token_response|callback|discovery
+//		path <dotted.path>
+//		param <query parameter>
+//		optional
+//	}
+func parseConnectionField(d *caddyfile.Dispenser, integration string) (account.ConnectionField, error) {
+	var f account.ConnectionField
+	if !d.NextArg() {
+		return f, d.Errf("integration %s: connection_field: a name is required", integration)
+	}
+	f.Name = d.Val()
+	if d.NextArg() {
+		return f, d.ArgErr()
+	}
+	strs := map[string]*string{"kind": &f.Kind, "pattern": &f.Pattern, "label": &f.Label, "help": &f.Help,
+		"source": &f.Source, "path": &f.Path, "param": &f.Param}
+	for n := d.Nesting(); d.NextBlock(n); {
+		opt := d.Val()
+		if p, ok := strs[opt]; ok {
+			v, err := oneArg(d)
+			if err != nil {
+				return f, err
+			}
+			*p = v
+			continue
+		}
+		if opt == "optional" {
+			if d.NextArg() {
+				return f, d.ArgErr()
+			}
+			f.Optional = true
+			continue
+		}
+		return f, d.Errf("integration %s: connection_field %s: unknown option %q", integration, f.Name, opt)
+	}
+	return f, nil
 }
 
 func oneArg(d *caddyfile.Dispenser) (string, error) {

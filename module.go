@@ -231,13 +231,24 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("integration %s: empty configuration", name)
 		}
 		in.Name = name
-		in.BaseURL = repl.ReplaceAll(in.BaseURL, "")
-		in.AuthorizeURL = repl.ReplaceAll(in.AuthorizeURL, "")
-		in.TokenURL = repl.ReplaceAll(in.TokenURL, "")
-		in.UserinfoURL = repl.ReplaceAll(in.UserinfoURL, "")
-		in.ValidateURL = repl.ReplaceAll(in.ValidateURL, "")
+		// ReplaceKnown: {env.X} and {file.X} resolve now, while an
+		// account's {connection.<name>} stays for each request.
+		in.BaseURL = repl.ReplaceKnown(in.BaseURL, "")
+		in.AuthorizeURL = repl.ReplaceKnown(in.AuthorizeURL, "")
+		in.TokenURL = repl.ReplaceKnown(in.TokenURL, "")
+		in.UserinfoURL = repl.ReplaceKnown(in.UserinfoURL, "")
+		in.ValidateURL = repl.ReplaceKnown(in.ValidateURL, "")
 		in.ClientID = repl.ReplaceAll(in.ClientID, "")
 		in.ClientSecret = repl.ReplaceAll(in.ClientSecret, "")
+		for k, v := range in.Headers {
+			in.Headers[k] = repl.ReplaceKnown(v, "")
+		}
+		if in.Discovery != nil {
+			in.Discovery.URL = repl.ReplaceKnown(in.Discovery.URL, "")
+			for k, v := range in.Discovery.Headers {
+				in.Discovery.Headers[k] = repl.ReplaceKnown(v, "")
+			}
+		}
 	}
 	for i := range a.Webhooks {
 		w := &a.Webhooks[i]

@@ -31,10 +31,13 @@ const (
 	modeProbe
 	// modeForce: always (the refresh-credentials API).
 	modeForce
+	// modeRecover: apply what the journal kept of an earlier call, and
+	// call nothing.
+	modeRecover
 )
 
 func (m mode) String() string {
-	return [...]string{"expiring", "ahead", "stale", "probe", "force"}[m]
+	return [...]string{"expiring", "ahead", "stale", "probe", "force", "recover"}[m]
 }
 
 // backoffState is one account's (or integration's) run of failed refreshes.
@@ -44,10 +47,18 @@ type backoffState struct {
 	last     *Error
 }
 
-// wait joins or starts the flight of id in mode and waits for it as long as
-// ctx allows. The flight itself goes on when the caller gives up: its answer
-// may hold the only copy of a rotated refresh token.
+// wait joins or starts the flight of id in mode for a caller that needs its
+// answer (it goes before the sweeper), and waits for it as long as ctx
+// allows and at most LockTimeout + TokenTimeout. The flight itself goes on
+// when the caller gives up: its answer may hold the only copy of a rotated
+// refresh token.
 func (r *Refresher) wait(ctx context.Context, id string, m mode, sent string) (*account.Account, error) {
+	return r.await(ctx, id, m, sent, true)
+}
+
+// await is wait, with urgent false for refreshes nobody waits on (the
+// sweeper's, a token inside its skew).
+func (r *Refresher) await(ctx context.Context, id string, m mode, sent string, urgent bool) (*account.Account, error) {
 	key := id + "|" + m.String()
 	if m == modeStale {
 		// Callers that saw different access tokens refused must not share
@@ -55,11 +66,16 @@ func (r *Refresher) wait(ctx context.Context, id string, m mode, sent string) (*
 		sum := sha256.Sum256([]byte(sent))
 		key += "|" + hex.EncodeToString(sum[:8])
 	}
+	if urgent {
+		defer r.gate.want(id)()
+	}
 	ch := r.sf.DoChan(key, func() (any, error) {
 		r.begin()
 		defer r.end()
 		return r.run(id, m, sent)
 	})
+	limit := time.NewTimer(r.opts.LockTimeout + r.opts.TokenTimeout)
+	defer limit.Stop()
 	select {
 	case res := <-ch:
 		if res.Err != nil {
@@ -68,13 +84,15 @@ func (r *Refresher) wait(ctx context.Context, id string, m mode, sent string) (*
 		return res.Val.(*account.Account), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for the refresh of account %s: %w", id, ctx.Err())
+	case <-limit.C:
+		return nil, &Error{Class: Transient, Code: "timeout", Message: "the token endpoint has not answered in time; the refresh goes on in the background and its answer will be kept"}
 	}
 }
 
 // refreshInBackground starts one refresh of id for a token inside its skew,
 // unless one is already running.
 func (r *Refresher) refreshInBackground(id string) {
-	r.inBackground(id, func() { _, _ = r.wait(context.Background(), id, modeExpiring, "") })
+	r.inBackground(id, func() { _, _ = r.await(context.Background(), id, modeExpiring, "", false) })
 }
 
 // inBackground runs fn in a goroutine that Stop waits for, unless one for
@@ -118,13 +136,26 @@ func (r *Refresher) end() {
 // run is the body of one flight: take the cluster-wide refresh lock, re-read
 // the account past any cache, and refresh it if mode says it still needs it.
 func (r *Refresher) run(id string, m mode, sent string) (*account.Account, error) {
-	// Detached from every caller: bounded by our own timeouts only.
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.LockTimeout+2*r.opts.TokenTimeout)
+	// Detached from every caller: bounded by our own limits only, with a
+	// minute to save an answer that came at the hard limit.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*r.opts.TokenHardLimit+r.opts.LockTimeout+time.Minute)
 	defer cancel()
+	// A slot is taken before the store lock, so that queued refreshes
+	// hold no lock (on PostgreSQL, no connection) while they wait.
+	gctx, gcancel := context.WithTimeout(ctx, r.opts.TokenHardLimit)
+	err := r.gate.acquire(gctx, id)
+	gcancel()
+	if err != nil {
+		if errors.Is(err, errStopping) {
+			return nil, &Error{Class: Transient, Code: "stopping", Message: "the gateway is shutting down"}
+		}
+		return nil, &Error{Class: Transient, Code: "busy", Message: "too many token calls in progress"}
+	}
+	defer r.gate.release()
 	var out *account.Account
 	lockCtx, lockCancel := context.WithTimeout(ctx, r.opts.LockTimeout)
 	defer lockCancel()
-	err := r.store.WithRefreshLock(lockCtx, id, func(context.Context) error {
+	err = r.store.WithRefreshLock(lockCtx, id, func(context.Context) error {
 		var err error
 		out, err = r.refreshLocked(ctx, id, m, sent)
 		return err
@@ -153,6 +184,12 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		return nil, err
 	}
 	if cur.Method != account.MethodOAuth2 {
+		return cur, nil
+	}
+	if out, done, err := r.recoverEntry(ctx, cur, integ); done {
+		return out, err
+	}
+	if m == modeRecover {
 		return cur, nil
 	}
 	now := r.opts.Now()
@@ -201,12 +238,13 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 			return nil, e
 		}
 	}
-	res, cerr := r.callRefresh(integ, cur.Credentials.RefreshToken)
+	res, cerr := r.exchange(ctx, cur, integ)
 	if cerr != nil {
 		return r.failed(ctx, cur, integ, res, cerr)
 	}
 	saved, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 		res.apply(&a.Credentials)
+		clearUnknown(a)
 		at := r.opts.Now()
 		c, err := a.Apply(account.UpstreamOK, nil, at)
 		if err != nil {
@@ -214,13 +252,15 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		}
 		return tokenstore.EventsFor(c, a, at), nil
 	})
+	r.settle(res, err)
 	if errors.Is(err, errSuperseded) {
 		return r.superseded(saved, integ, "refreshed credentials")
 	}
 	if err != nil {
-		// The provider has rotated the grant and we could not keep the
-		// answer: this is the one way a refresh token gets lost. Say so.
-		r.log.Error("saving refreshed credentials failed; the account may need reconnecting if its provider rotates refresh tokens",
+		// The provider has rotated the grant and the store did not take
+		// the answer: the journal keeps it for the next attempt; without
+		// a journal this is how a refresh token gets lost. Say so.
+		r.log.Error("saving refreshed credentials failed; the answer is kept in the refresh journal for the next attempt, or, without a journal, the account may need reconnecting if its provider rotates refresh tokens",
 			zap.String("account", id), zap.String("integration", integ.Name), zap.Error(err))
 		r.metrics.outcome(Transient)
 		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the refreshed credentials could not be saved"}
@@ -248,6 +288,8 @@ func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mod
 		return !exp.IsZero() && exp.Sub(now) <= r.opts.RefreshAhead
 	case modeStale:
 		return sameSecret(a.Credentials.AccessToken, sent)
+	case modeRecover:
+		return false
 	}
 	return true
 }
@@ -256,6 +298,7 @@ func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mod
 func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *account.Integration, res *tokenResult, e *Error) (*account.Account, error) {
 	id := cur.ID
 	r.metrics.outcome(e.Class)
+	e = r.answerLost(cur, res, e)
 	log := r.log.With(zap.String("account", id), zap.String("integration", integ.Name), zap.String("code", e.Code), zap.String("reason", e.Message))
 	if res != nil && res.salvage != "" {
 		// A malformed answer that still rotated the refresh token: keep the
@@ -295,7 +338,7 @@ func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *acc
 		log.Error("token endpoint rejected the integration's client: check its client_id, client_secret and auth_style")
 	default:
 		if res != nil && res.uncertain {
-			log.Warn("token endpoint's answer was lost after the refresh was sent; the refresh token may have been rotated and is not sent again in this attempt")
+			log.Warn("token endpoint's answer was lost after the refresh was sent: the provider may have rotated the refresh token; the old refresh token will be sent again at the next attempt, and if the provider refuses it the account is reported with refresh_answer_lost")
 		} else {
 			log.Warn("token endpoint failed; backing off")
 		}

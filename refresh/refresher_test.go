@@ -221,7 +221,11 @@ func TestAnswerWithoutRefreshTokenKeepsTheOldOne(t *testing.T) {
 }
 
 func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.TokenTimeout = 500 * time.Millisecond })
+	// The answer comes after the hard limit: it is lost for good.
+	e := newEnv(t, func(o *Options) {
+		o.TokenTimeout = 500 * time.Millisecond
+		o.TokenHardLimit = 500 * time.Millisecond
+	})
 	a := e.connect("acc-lost", e.clock.Now().Add(-time.Second))
 	// The server rotates and then answers too late.
 	e.auth.SetFault(testenv.Fault{Delay: 5 * time.Second, Count: 1})
@@ -249,8 +253,13 @@ func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
 	if !errors.Is(err, ErrNeedsReauth) {
 		t.Fatalf("second attempt: %v, want ErrNeedsReauth", err)
 	}
-	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth || got.LastError == nil || got.LastError.Code != "invalid_grant" {
+	// It is reported as a lost answer, not as the user's revocation, and
+	// the log said the old token would be sent again.
+	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth || got.LastError == nil || got.LastError.Code != CodeAnswerLost {
 		t.Fatalf("account after invalid_grant: %s %+v", got.Status, got.LastError)
+	}
+	if !e.logged(zapcore.WarnLevel, "old refresh token will be sent again") {
+		t.Fatal("the log did not say that the old refresh token would be sent again")
 	}
 }
 

@@ -36,6 +36,8 @@ type tokenResult struct {
 	// uncertain: the request was sent and no answer came back, so the
 	// provider may have rotated the refresh token.
 	uncertain bool
+	// entry is the call's journal record, when there is a journal.
+	entry *journalEntry
 }
 
 // apply writes the token into c. A refresh answer without refresh_token
@@ -93,7 +95,9 @@ func (r *Refresher) callClientCredentials(integ *account.Integration) (*tokenRes
 }
 
 // tokenCall runs one token request on its own context bounded by
-// TokenTimeout, never a caller's, and classifies its outcome. secrets are
+// TokenHardLimit, never a caller's (callers stop waiting at TokenTimeout;
+// the request goes on, since the provider may already have rotated the
+// refresh token), and classifies its outcome. secrets are
 // scrubbed from any text of the answer that reaches an error message.
 func (r *Refresher) tokenCall(refreshToken string, secrets []string, call func(context.Context) (*oauth2.Token, error)) (*tokenResult, *Error) {
 	base := r.opts.Client.Transport
@@ -102,7 +106,7 @@ func (r *Refresher) tokenCall(refreshToken string, secrets []string, call func(c
 	}
 	capt := &captureTransport{base: base}
 	client := &http.Client{Transport: capt, Timeout: r.opts.Client.Timeout, CheckRedirect: r.opts.Client.CheckRedirect}
-	ctx, cancel := context.WithTimeout(context.Background(), r.opts.TokenTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), r.opts.TokenHardLimit)
 	defer cancel()
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, client)
 
