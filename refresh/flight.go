@@ -179,7 +179,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		return nil, fmt.Errorf("loading account %s: %w", id, err)
 	}
 	cur = cur.Clone()
-	integ, err := r.integration(cur.Integration)
+	integ, err := r.integrationFor(cur)
 	if err != nil {
 		return nil, err
 	}
