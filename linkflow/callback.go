@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -120,6 +121,11 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		RefreshToken: tok.RefreshToken,
 		TokenType:    tok.Type(),
 		Expiry:       tok.Expiry.UTC(),
+	}
+	if !creds.Expiry.IsZero() {
+		// x/oauth2 counts expires_in from its receipt, now: the token's
+		// lifetime paces its refreshes.
+		creds.IssuedAt = time.Now().UTC()
 	}
 	if sc, ok := tok.Extra("scope").(string); ok {
 		creds.Scope = sc

@@ -20,7 +20,7 @@ func (r *Refresher) clientToken(ctx context.Context, integ *account.Integration)
 	r.mu.Lock()
 	c, ok := r.tokens[integ.Name]
 	r.mu.Unlock()
-	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew()) {
+	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c)) {
 		return c, nil
 	}
 	if ok && c.Expiry.After(now) {
@@ -58,7 +58,7 @@ func (r *Refresher) fetchClientToken(integ *account.Integration) (account.Creden
 	r.mu.Lock()
 	c, ok := r.tokens[integ.Name]
 	r.mu.Unlock()
-	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew()) {
+	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c)) {
 		return c, nil
 	}
 	res, e := r.callClientCredentials(integ)

@@ -276,16 +276,17 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 // needed reports whether the re-read account still needs the refresh that
 // mode asked for.
 func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mode, sent string, now time.Time) bool {
-	exp := a.Credentials.Expiry
+	c := a.Credentials
+	exp := c.Expiry
 	switch m {
 	case modeExpiring, modeProbe:
 		// A probe that finds the account active again (an earlier probe,
 		// another instance or a reconnect healed it while this caller held
 		// an old copy) has nothing to find out: refreshing now would only
 		// spend a rotation.
-		return !exp.IsZero() && exp.Sub(now) <= integ.Skew()
+		return !exp.IsZero() && exp.Sub(now) <= skewFor(integ, c)
 	case modeAhead:
-		return !exp.IsZero() && exp.Sub(now) <= r.opts.RefreshAhead
+		return !exp.IsZero() && exp.Sub(now) <= clampTo(r.opts.RefreshAhead, c, aheadFraction)
 	case modeStale:
 		return sameSecret(a.Credentials.AccessToken, sent)
 	case modeRecover:
@@ -454,4 +455,41 @@ func (r *Refresher) clearBackoff(key string) {
 	r.mu.Lock()
 	delete(r.backoff, key)
 	r.mu.Unlock()
+}
+
+// Fractions of a token's lifetime as issued that pace its refreshes, so that
+// a token living less than the configured skew or look-ahead is not
+// refreshed on every request or every sweep. Neither path refreshes a token
+// in the first half of its life: only a refused or expired one, or the
+// refresh-credentials API, refreshes younger tokens.
+const (
+	// skewFraction: the request path refreshes a token only in the last
+	// 1/skewFraction of its lifetime (or the configured skew, if shorter).
+	skewFraction = 4
+	// aheadFraction: the sweeper refreshes a token only in the last
+	// 1/aheadFraction of its lifetime (or RefreshAhead, if shorter).
+	aheadFraction = 2
+)
+
+// lifetime is how long c's access token was valid for when it was issued;
+// 0 when that is unknown.
+func lifetime(c account.Credentials) time.Duration {
+	if c.IssuedAt.IsZero() || c.Expiry.IsZero() || !c.Expiry.After(c.IssuedAt) {
+		return 0
+	}
+	return c.Expiry.Sub(c.IssuedAt)
+}
+
+// clampTo shortens d to 1/frac of c's lifetime, when that is known and
+// shorter.
+func clampTo(d time.Duration, c account.Credentials, frac int64) time.Duration {
+	if l := lifetime(c); l > 0 {
+		return min(d, l/time.Duration(frac))
+	}
+	return d
+}
+
+// skewFor is integ's refresh skew clamped to c's lifetime.
+func skewFor(integ *account.Integration, c account.Credentials) time.Duration {
+	return clampTo(integ.Skew(), c, skewFraction)
 }

@@ -273,7 +273,7 @@ func (r *Refresher) Credentials(ctx context.Context, a *account.Account) (accoun
 		return account.Credentials{}, ErrNeedsReauth
 	}
 	c := a.Credentials
-	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew() {
+	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c) {
 		return c, nil
 	}
 	if c.Expiry.After(now) {
