@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/webhook"
 )
 
@@ -79,6 +80,11 @@ func caddyconfig(v any) json.RawMessage {
 //		public_url <url>
 //		allowed_origins <origin...>
 //		link_token_ttl <duration>
+//		branding {                      # the product on the connect page
+//			name <product name>
+//			logo_url <https url>        # an image the product serves
+//			primary_color <rrggbb>      # "#" optional; quote it if written: "#1a73e8"
+//		}
 //		environment_id <id>
 //		cache_size <bytes>
 //		retry_body_limit <bytes>
@@ -205,6 +211,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.AllowedOrigins = append(a.AllowedOrigins, args...)
+		case "branding":
+			if err := unmarshalBranding(d, a); err != nil {
+				return err
+			}
 		case "link_token_ttl":
 			dur, err := durationArg(d)
 			if err != nil {
@@ -473,6 +483,39 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 		}
 	}
 	return in, nil
+}
+
+// unmarshalBranding reads the branding block.
+func unmarshalBranding(d *caddyfile.Dispenser, a *App) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if a.Branding == nil {
+		a.Branding = &linkflow.Branding{}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		v, err := oneArg(d)
+		if err != nil {
+			return err
+		}
+		switch opt {
+		case "name":
+			a.Branding.Name = v
+		case "logo_url":
+			a.Branding.LogoURL = v
+		case "primary_color":
+			// An unquoted # starts a Caddyfile comment, so the # may be
+			// left out.
+			if !strings.HasPrefix(v, "#") {
+				v = "#" + v
+			}
+			a.Branding.PrimaryColor = v
+		default:
+			return d.Errf("branding: unknown option %q (want name, logo_url or primary_color)", opt)
+		}
+	}
+	return nil
 }
 
 // parseConnectionField reads

@@ -152,6 +152,9 @@ type Refresher struct {
 	mu         sync.Mutex
 	backoff    map[string]*backoffState
 	probeUntil map[string]time.Time
+	// endpoints tracks each integration's token endpoint's outages, to
+	// end accounts' back-offs when it recovers.
+	endpoints  map[string]*endpointState
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
 	fetchedAt  map[string]time.Time           // when each of tokens was fetched
@@ -227,6 +230,7 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 		log:          opts.Logger,
 		metrics:      newMetrics(opts.Registerer),
 		backoff:      map[string]*backoffState{},
+		endpoints:    map[string]*endpointState{},
 		probeUntil:   map[string]time.Time{},
 		background:   map[string]bool{},
 		tokens:       map[string]account.Credentials{},
