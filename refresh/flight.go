@@ -192,7 +192,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	}
 	r.storeAnswered()
 	cur = cur.Clone()
-	integ, err := r.integration(cur.Integration)
+	integ, err := r.integrationFor(cur)
 	if err != nil {
 		return nil, err
 	}
