@@ -112,7 +112,11 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 	cfg := s.oauthConfig(in, nil)
 	cfg.RedirectURL = cs.RedirectURI
 	xctx := context.WithValue(ctx, oauth2.HTTPClient, s.opts.Client)
-	tok, err := cfg.Exchange(xctx, code, oauth2.VerifierOption(cs.Verifier))
+	var opts []oauth2.AuthCodeOption
+	if cs.Verifier != "" { // empty when the integration turns PKCE off
+		opts = append(opts, oauth2.VerifierOption(cs.Verifier))
+	}
+	tok, err := cfg.Exchange(xctx, code, opts...)
 	if err != nil {
 		s.showError(w, lt, false, s.exchangeFailed(in, err))
 		return

@@ -305,7 +305,16 @@ func scopesFor(in *account.Integration, lt *tokenstore.LinkToken) []string {
 // checks), and sends the browser to the provider.
 func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration) {
 	state := randomToken(32)
-	verifier := oauth2.GenerateVerifier()
+	var verifier string
+	if in.UsesPKCE() {
+		verifier = oauth2.GenerateVerifier()
+	}
+	to, err := AuthorizeURL(in, in.Connection(lt.Context), s.RedirectURI(), scopesFor(in, lt), state, verifier)
+	if err != nil {
+		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errValidation, "Check the connection details",
+			fmt.Sprintf("The connection cannot start: %v.", err)})
+		return
+	}
 	cs := &tokenstore.ConnectState{
 		Hash:          hashOf(state),
 		LinkTokenHash: lt.Hash,
@@ -322,7 +331,6 @@ func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenst
 			"linkgate could not start the connection right now. Try again in a moment."})
 		return
 	}
-	to := s.oauthConfig(in, scopesFor(in, lt)).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
 	s.binding.bind(w, r, state)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")

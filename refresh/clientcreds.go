@@ -70,8 +70,9 @@ func (r *Refresher) fetchClientToken(integ *account.Integration) (account.Creden
 		} else {
 			log.Error("token endpoint refused the integration's client credentials: check its client_id, client_secret, scopes and auth_style")
 		}
-		return account.Credentials{}, r.setBackoff(key, e)
+		return account.Credentials{}, r.setBackoff(key, integ.Name, e)
 	}
+	r.endpointAnswered(integ.Name)
 	var out account.Credentials
 	res.apply(&out)
 	r.mu.Lock()

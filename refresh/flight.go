@@ -45,6 +45,12 @@ type backoffState struct {
 	failures int
 	until    time.Time
 	last     *Error
+	// integration is the integration whose token endpoint failed; at is
+	// when, and spread how long after the endpoint's next success for
+	// another account this one retries (see endpointAnswered).
+	integration string
+	at          time.Time
+	spread      time.Duration
 }
 
 // wait joins or starts the flight of id in mode for a caller that needs its
@@ -162,13 +168,19 @@ func (r *Refresher) run(id string, m mode, sent string) (*account.Account, error
 	})
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) || errors.Is(err, ErrNeedsReauth) || errors.Is(err, tokenstore.ErrNotFound) {
+		if errors.As(err, &e) {
+			if e.Code == codeStoreUnavailable {
+				// Saving failed after the token call (logged there).
+				return nil, r.storeFailed(id, e, nil)
+			}
+			return nil, err
+		}
+		if errors.Is(err, ErrNeedsReauth) || errors.Is(err, tokenstore.ErrNotFound) {
 			return nil, err
 		}
 		// The store failed (or its lock was not had in time): not the
 		// account's fault, and nothing the caller can fix.
-		r.log.Warn("refreshing integrated account", zap.String("integrated_account_id", id), zap.Stringer("mode", m), zap.Error(err))
-		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the account store did not answer in time"}
+		return nil, r.storeFailed(id, &Error{Class: Transient, Code: codeStoreUnavailable, Message: "the account store did not answer in time"}, err)
 	}
 	return out, nil
 }
@@ -178,8 +190,9 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	if err != nil {
 		return nil, fmt.Errorf("loading account %s: %w", id, err)
 	}
+	r.storeAnswered()
 	cur = cur.Clone()
-	integ, err := r.integration(cur.Integration)
+	integ, err := r.integrationFor(cur)
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +255,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	if cerr != nil {
 		return r.failed(ctx, cur, integ, res, cerr)
 	}
+	r.endpointAnswered(integ.Name)
 	var change account.Change
 	saved, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 		res.apply(&a.Credentials)
@@ -265,7 +279,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		r.log.Error("saving refreshed credentials failed; the answer is kept in the refresh journal for the next attempt, or, without a journal, the account may need reconnecting if its provider rotates refresh tokens",
 			zap.String("integrated_account_id", id), zap.String("integration", integ.Name), zap.Error(err))
 		r.metrics.outcome(Transient)
-		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the refreshed credentials could not be saved"}
+		return nil, &Error{Class: Transient, Code: codeStoreUnavailable, Message: "the refreshed credentials could not be saved"}
 	}
 	r.logTransition(saved, change)
 	r.clearBackoff(id)
@@ -350,7 +364,7 @@ func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *acc
 			log.Warn("token endpoint failed; backing off")
 		}
 	}
-	return nil, r.setBackoff(id, e)
+	return nil, r.setBackoff(id, integ.Name, e)
 }
 
 // errSuperseded says that the credentials a refresh started from were
@@ -418,12 +432,28 @@ func (r *Refresher) setProbeUntil(id string, t time.Time) {
 	r.mu.Unlock()
 }
 
-// backingOff returns the last failure of key while its back-off lasts.
+// backingOff returns the last failure of key while its back-off lasts. A
+// back-off for a failure of the token endpoint ends soon after the endpoint
+// has answered another account of the integration since: the outage is
+// over, and each account waiting out its own doubling wait would keep
+// failing requests for minutes after it.
 func (r *Refresher) backingOff(key string, now time.Time) *Error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := r.backoff[key]
-	if b == nil || !now.Before(b.until) {
+	if b == nil {
+		return nil
+	}
+	if endpointOutage(b.last) {
+		if ep := r.endpoints[b.integration]; ep != nil && ep.recovered.After(b.at) {
+			b.until = minTime(b.until, ep.recovered.Add(b.spread))
+		}
+	}
+	if b.last.Code == codeStoreUnavailable && r.outage.recovered.After(b.at) {
+		// The store answers again: its outage is no reason to wait.
+		b.until = b.at
+	}
+	if !now.Before(b.until) {
 		return nil
 	}
 	e := *b.last
@@ -433,7 +463,7 @@ func (r *Refresher) backingOff(key string, now time.Time) *Error {
 
 // setBackoff records a failure of key: exponential back-off with jitter,
 // capped, and never shorter than the endpoint's Retry-After.
-func (r *Refresher) setBackoff(key string, e *Error) *Error {
+func (r *Refresher) setBackoff(key, integration string, e *Error) *Error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := r.backoff[key]
@@ -441,6 +471,13 @@ func (r *Refresher) setBackoff(key string, e *Error) *Error {
 		b = &backoffState{}
 		r.backoff[key] = b
 	}
+	b.integration, b.at = integration, r.opts.Now()
+	if endpointOutage(e) {
+		r.endpoint(integration).failed = b.at
+	}
+	// Accounts released by the endpoint's recovery retry spread over
+	// BackoffBase, not all at once.
+	b.spread = rand.N(r.opts.BackoffBase + 1)
 	b.failures++
 	d := r.opts.BackoffBase << min(b.failures-1, 20)
 	if d <= 0 || d > r.opts.BackoffMax {
@@ -455,6 +492,57 @@ func (r *Refresher) setBackoff(key string, e *Error) *Error {
 	out := *e
 	out.RetryAfter = d
 	return &out
+}
+
+// endpointState is what the refresher knows of one integration's token
+// endpoint: when it last failed and when it first answered after that.
+type endpointState struct {
+	failed, recovered time.Time
+}
+
+// endpoint returns integration's endpoint state; r.mu is held.
+func (r *Refresher) endpoint(integration string) *endpointState {
+	ep := r.endpoints[integration]
+	if ep == nil {
+		ep = &endpointState{}
+		r.endpoints[integration] = ep
+	}
+	return ep
+}
+
+// endpointAnswered records that integration's token endpoint issued a
+// token. The first answer after a failure ends the outage: back-offs for
+// earlier failures end soon after it (see backingOff); later answers do
+// not move that moment.
+func (r *Refresher) endpointAnswered(integration string) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ep := r.endpoint(integration)
+	if !ep.recovered.After(ep.failed) {
+		ep.recovered = now
+	}
+}
+
+// endpointOutage reports whether e is a failure of the token endpoint that
+// its success for another account disproves: not one it asked us to wait
+// out (Retry-After), and not one of the store or of the gateway itself.
+func endpointOutage(e *Error) bool {
+	if e == nil || e.RetryAfter > 0 {
+		return false
+	}
+	switch e.Code {
+	case codeStoreUnavailable, "busy", "stopping":
+		return false
+	}
+	return e.Class == Transient || e.Class == Misconfigured
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (r *Refresher) clearBackoff(key string) {
@@ -498,4 +586,66 @@ func clampTo(d time.Duration, c account.Credentials, frac int64) time.Duration {
 // skewFor is integ's refresh skew clamped to c's lifetime.
 func skewFor(integ *account.Integration, c account.Credentials) time.Duration {
 	return clampTo(integ.Skew(), c, skewFraction)
+}
+
+// codeStoreUnavailable is the Error code of a refresh that failed on the
+// account store rather than at the token endpoint.
+const codeStoreUnavailable = "store_unavailable"
+
+// storeOutage is a run of refreshes failing on the account store. It is
+// logged when it starts and when it ends, with how many attempts failed,
+// rather than once per attempt: a full disk or a database restart would
+// otherwise write a warning per account per try.
+type storeOutage struct {
+	open      bool
+	since     time.Time
+	failures  int
+	recovered time.Time
+}
+
+// storeFailed records a refresh of id that failed on the store with e
+// (cause, when set, is the store's error, logged when the outage starts)
+// and backs the account off.
+func (r *Refresher) storeFailed(id string, e *Error, cause error) *Error {
+	r.storeFailing(id, cause)
+	return r.setBackoff(id, "", e)
+}
+
+// storeFailing counts a failure on the store and logs it if it starts an
+// outage. id is the account concerned, if any.
+func (r *Refresher) storeFailing(id string, cause error) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	first := !r.outage.open
+	if first {
+		r.outage.open, r.outage.since, r.outage.failures = true, now, 0
+	}
+	r.outage.failures++
+	r.mu.Unlock()
+	if first {
+		var fields []zap.Field
+		if id != "" {
+			fields = append(fields, zap.String("integrated_account_id", id))
+		}
+		if cause != nil {
+			fields = append(fields, zap.Error(cause))
+		}
+		r.log.Warn("the account store is failing; refreshes back off until it answers again, and further failures are counted, not logged", fields...)
+	}
+}
+
+// storeAnswered records that the store answered a refresh: an outage is
+// over, and the back-offs it caused end.
+func (r *Refresher) storeAnswered() {
+	r.mu.Lock()
+	if !r.outage.open {
+		r.mu.Unlock()
+		return
+	}
+	now := r.opts.Now()
+	o := r.outage
+	r.outage = storeOutage{recovered: now}
+	r.mu.Unlock()
+	r.log.Info("the account store answers refreshes again",
+		zap.Int("failed_attempts", o.failures), zap.Duration("outage", now.Sub(o.since)))
 }
