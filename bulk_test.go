@@ -208,3 +208,49 @@ func TestBulkImportRefusesWholeRequests(t *testing.T) {
 		t.Fatalf("without the API token: %d", status)
 	}
 }
+
+// TestBulkDeleteIsCapped: one bulk delete deletes at most 1,000 accounts and
+// says has_more when the query matches more; sending it again deletes the
+// rest.
+func TestBulkDeleteIsCapped(t *testing.T) {
+	recv := testenv.NewWebhookReceiver(t)
+	g := bulkGateway(t, recv)
+	var rows []map[string]any
+	for i := range 1001 {
+		rows = append(rows, map[string]any{"tenant_id": "leaving", "integration": "keyed",
+			"context": map[string]any{"api_key": fmt.Sprintf("key-%d", i)}})
+	}
+	keep := g.importAccount(map[string]any{"tenant_id": "staying", "integration": "keyed", "context": map[string]any{"api_key": "k"}})
+	if status, out := g.do("POST", "/integrated-account/bulk?events=none", rows); status != http.StatusOK {
+		t.Fatalf("bulk: %d %s", status, out)
+	}
+	type answer struct {
+		Count   int      `json:"count"`
+		IDs     []string `json:"ids"`
+		HasMore bool     `json:"has_more"`
+	}
+	del := func(dry bool) answer {
+		t.Helper()
+		status, out := g.do("POST", "/integrated-account/bulk-delete", map[string]any{"query": map[string]any{"tenant_id": "leaving"}, "dry_run": dry})
+		var a answer
+		if status != http.StatusOK || json.Unmarshal(out, &a) != nil {
+			t.Fatalf("bulk-delete: %d %s", status, out)
+		}
+		return a
+	}
+	if a := del(true); a.Count != 1000 || len(a.IDs) != 1000 || !a.HasMore {
+		t.Fatalf("dry run: count %d, %d ids, has_more %v; want 1000 and more", a.Count, len(a.IDs), a.HasMore)
+	}
+	if a := del(false); a.Count != 1000 || !a.HasMore {
+		t.Fatalf("first delete: count %d, has_more %v; want 1000 and more", a.Count, a.HasMore)
+	}
+	if a := del(false); a.Count != 1 || a.HasMore {
+		t.Fatalf("second delete: count %d, has_more %v; want the last one", a.Count, a.HasMore)
+	}
+	if a := del(false); a.Count != 0 || a.HasMore {
+		t.Fatalf("third delete: count %d, has_more %v; want nothing", a.Count, a.HasMore)
+	}
+	if status, out := g.do("GET", "/integrated-account/"+keep, nil); status != http.StatusOK {
+		t.Fatalf("an account of another tenant: %d %s", status, out)
+	}
+}

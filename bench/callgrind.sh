@@ -7,6 +7,9 @@
 # client's and the upstream's, the runtime's and the GC's.
 #
 #   bench/callgrind.sh [rounds] [requests a phase]     (needs valgrind: apt-get install -y valgrind)
+#
+# KEEP=<dir> keeps the dumps there (cg.out.N, and phases.txt naming them),
+# to read one function's instructions with callgrind_annotate --inclusive=yes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
@@ -24,6 +27,11 @@ GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --dump-before
 	exit 1
 }
 phases=$(sed -n 's/^phases \([^ ]*\) requests.*/\1/p' "$work/stderr")
+if [ -n "${KEEP:-}" ]; then
+	mkdir -p "$KEEP"
+	cp "$work"/cg.out* "$KEEP"/
+	echo "$phases" >"$KEEP/phases.txt"
+fi
 
 # The dumps in order: cg.out.1, cg.out.2, ... (one before each marker call),
 # then cg.out (at exit). Dump k+1 holds what ran between marker calls k and
