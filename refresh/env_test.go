@@ -49,11 +49,13 @@ func (c *clock) Add(d time.Duration) {
 // env is one refresher over a real SQLite store and a real fosite
 // authorization server.
 type env struct {
-	t     testing.TB
-	auth  *testenv.AuthServer
-	path  string
+	t    testing.TB
+	auth *testenv.AuthServer
+	path string
+	// dsn is the PostgreSQL the env's stores use; empty for SQLite.
+	dsn   string
 	key   []byte
-	store *tokenstore.SQLite
+	store tokenstore.Store
 	integ *account.Integration
 	clock *clock
 	core  zapcore.Core
@@ -68,14 +70,43 @@ type env struct {
 
 func newEnv(t testing.TB, tune func(*Options)) *env {
 	t.Helper()
+	return newEnvOn(t, "sqlite", tune)
+}
+
+// storeKinds are the stores a test that says "on both stores" runs on.
+var storeKinds = []string{"sqlite", "postgres"}
+
+// onEachStore runs test once per store kind, as a subtest named after it.
+// The PostgreSQL one skips, saying why, without LINKGATE_TEST_POSTGRES.
+func onEachStore(t *testing.T, test func(t *testing.T, kind string)) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
+}
+
+// newEnvOn is newEnv on a store of the given kind, "sqlite" or "postgres".
+func newEnvOn(t testing.TB, kind string, tune func(*Options)) *env {
+	t.Helper()
+	return newEnvLife(t, kind, 0, tune)
+}
+
+// newEnvLife is newEnvOn with an authorization server whose access tokens
+// live life (1h when zero).
+func newEnvLife(t testing.TB, kind string, life time.Duration, tune func(*Options)) *env {
+	t.Helper()
+	var dsn string
+	if kind == "postgres" {
+		dsn, _ = testenv.PostgresSchema(t)
+	}
 	auth := testenv.NewAuthServer(t, testenv.AuthServerOptions{
-		Clients: []testenv.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{redirectURI}}},
+		Clients:             []testenv.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{redirectURI}}},
+		AccessTokenLifespan: life,
 	})
 	key, err := tokenstore.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, auth: auth, path: filepath.Join(t.TempDir(), "linkgate.db"), key: key, clock: newClock()}
+	e := &env{t: t, auth: auth, path: filepath.Join(t.TempDir(), "linkgate.db"), dsn: dsn, key: key, clock: newClock()}
 	e.store = e.openStore()
 	e.integ = &account.Integration{
 		Name: "acme", Auth: account.MethodOAuth2, BaseURL: "http://127.0.0.1:1",
@@ -96,11 +127,21 @@ func newEnv(t testing.TB, tune func(*Options)) *env {
 	return e
 }
 
-func (e *env) openStore() *tokenstore.SQLite {
+// openStore opens another connection to the env's store, as another
+// instance sharing it would.
+func (e *env) openStore() tokenstore.Store {
 	e.t.Helper()
 	sealer, err := tokenstore.NewSealer(e.key)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	if e.dsn != "" {
+		p, err := tokenstore.OpenPostgres(context.Background(), e.dsn, sealer, tokenstore.PostgresOptions{})
+		if err != nil {
+			e.t.Fatalf("opening the store: %v", err)
+		}
+		e.t.Cleanup(func() { _ = p.Close() })
+		return p
 	}
 	s, err := tokenstore.OpenSQLite(context.Background(), e.path, sealer)
 	if err != nil {

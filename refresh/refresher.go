@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,8 +85,22 @@ type Options struct {
 	// Client makes token-endpoint calls. Its Timeout, if any, applies on
 	// top of TokenTimeout.
 	Client *http.Client
-	// TokenTimeout bounds one token-endpoint call. Default 30s.
+	// TokenTimeout is how long callers wait for a token-endpoint call.
+	// Default 30s. The call itself is not abandoned then: the provider may
+	// already have rotated the refresh token, so it runs on in the
+	// background, up to TokenHardLimit, and its answer is kept.
 	TokenTimeout time.Duration
+	// TokenHardLimit bounds one token-endpoint call that nobody waits for
+	// any more. Default 4 × TokenTimeout, at least 2m.
+	TokenHardLimit time.Duration
+	// MaxInFlight bounds the token calls of this Refresher on the wire at
+	// once; callers waiting on an expired token go before the sweeper.
+	// A crash loses at most the answers of the calls on the wire, so this
+	// is also the most grants a SIGKILL can cost. Default 4.
+	MaxInFlight int
+	// Journal, when set, makes each token call durable on the local disk
+	// before its answer waits for the store, and recovers after a crash.
+	Journal *Journal
 	// LockTimeout bounds the wait for the store's refresh lock. Default
 	// TokenTimeout.
 	LockTimeout time.Duration
@@ -131,14 +146,23 @@ type Refresher struct {
 	metrics      *metrics
 
 	sf singleflight.Group
+	// gate bounds the token calls on the wire.
+	gate *callGate
 
 	mu         sync.Mutex
 	backoff    map[string]*backoffState
 	probeUntil map[string]time.Time
+	// endpoints tracks each integration's token endpoint's outages, to
+	// end accounts' back-offs when it recovers.
+	endpoints  map[string]*endpointState
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
 	fetchedAt  map[string]time.Time           // when each of tokens was fetched
 	retried    map[string]retriedToken
+	// unknown holds, by account id, the digest of a refresh token whose
+	// call was sent and whose answer was lost in this process, for when
+	// the durable mark in the store could not be written.
+	unknown map[string]string
 
 	life     sync.Mutex
 	lifeCond *sync.Cond
@@ -166,6 +190,12 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 	}
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = opts.TokenTimeout
+	}
+	if opts.TokenHardLimit <= 0 {
+		opts.TokenHardLimit = max(4*opts.TokenTimeout, 2*time.Minute)
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 4
 	}
 	if opts.RefreshAhead <= 0 {
 		opts.RefreshAhead = 10 * time.Minute
@@ -200,11 +230,14 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 		log:          opts.Logger,
 		metrics:      newMetrics(opts.Registerer),
 		backoff:      map[string]*backoffState{},
+		endpoints:    map[string]*endpointState{},
 		probeUntil:   map[string]time.Time{},
 		background:   map[string]bool{},
 		tokens:       map[string]account.Credentials{},
 		fetchedAt:    map[string]time.Time{},
 		retried:      map[string]retriedToken{},
+		unknown:      map[string]string{},
+		gate:         newCallGate(opts.MaxInFlight),
 	}
 	r.lifeCond = sync.NewCond(&r.life)
 	return r
@@ -244,7 +277,7 @@ func (r *Refresher) Credentials(ctx context.Context, a *account.Account) (accoun
 		return account.Credentials{}, ErrNeedsReauth
 	}
 	c := a.Credentials
-	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew() {
+	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c) {
 		return c, nil
 	}
 	if c.Expiry.After(now) {
@@ -497,6 +530,24 @@ func (r *Refresher) integration(name string) (*account.Integration, error) {
 		return nil, &Error{Class: Misconfigured, Code: "unknown_integration", Message: fmt.Sprintf("integration %q is not configured", name)}
 	}
 	return integ, nil
+}
+
+// integrationFor is a's integration with its token_url resolved for a: a
+// token_url that uses a's connection fields (a Zendesk subdomain) is
+// filled in, and its host must match the integration's allowed_hosts, or
+// no refresh token is sent.
+func (r *Refresher) integrationFor(a *account.Account) (*account.Integration, error) {
+	integ, err := r.integration(a.Integration)
+	if err != nil || !strings.Contains(integ.TokenURL, "{connection.") {
+		return integ, err
+	}
+	u, err := integ.ResolveURL("token_url", integ.TokenURL, integ.Connection(a.Context))
+	if err != nil {
+		return nil, &Error{Class: Misconfigured, Code: "connection_field", Message: err.Error()}
+	}
+	own := *integ
+	own.TokenURL = u
+	return &own, nil
 }
 
 func (r *Refresher) probeInterval(integration string) time.Duration {

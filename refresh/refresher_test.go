@@ -221,7 +221,11 @@ func TestAnswerWithoutRefreshTokenKeepsTheOldOne(t *testing.T) {
 }
 
 func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.TokenTimeout = 500 * time.Millisecond })
+	// The answer comes after the hard limit: it is lost for good.
+	e := newEnv(t, func(o *Options) {
+		o.TokenTimeout = 500 * time.Millisecond
+		o.TokenHardLimit = 500 * time.Millisecond
+	})
 	a := e.connect("acc-lost", e.clock.Now().Add(-time.Second))
 	// The server rotates and then answers too late.
 	e.auth.SetFault(testenv.Fault{Delay: 5 * time.Second, Count: 1})
@@ -249,8 +253,13 @@ func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
 	if !errors.Is(err, ErrNeedsReauth) {
 		t.Fatalf("second attempt: %v, want ErrNeedsReauth", err)
 	}
-	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth || got.LastError == nil || got.LastError.Code != "invalid_grant" {
+	// It is reported as a lost answer, not as the user's revocation, and
+	// the log said the old token would be sent again.
+	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth || got.LastError == nil || got.LastError.Code != CodeAnswerLost {
 		t.Fatalf("account after invalid_grant: %s %+v", got.Status, got.LastError)
+	}
+	if !e.logged(zapcore.WarnLevel, "old refresh token will be sent again") {
+		t.Fatal("the log did not say that the old refresh token would be sent again")
 	}
 }
 
@@ -322,6 +331,37 @@ func TestProbeRunsOncePerIntervalAndHealsAMisclassifiedAccount(t *testing.T) {
 	if evs := e.eventsOf(a.ID); !slices.Equal(evs, []string{account.EventAuthenticationError, account.EventReactivated}) {
 		t.Fatalf("events %v", evs)
 	}
+}
+
+// TestSerialisedProbesOfAHealedAccountMakeOneTokenCall: requests that
+// still hold the needs_reauth copy of an account (the cache, or a caller
+// that read it before the probe) come one after the other; the first probe
+// heals the account, and the others must not refresh it again.
+func TestSerialisedProbesOfAHealedAccountMakeOneTokenCall(t *testing.T) {
+	onEachStore(t, func(t *testing.T, kind string) {
+		e := newEnvOn(t, kind, nil)
+		a := e.connect("acc-probe", e.clock.Now().Add(-time.Second))
+		if err := e.r.markFailed(context.Background(), a.ID, &account.Error{Code: "unauthorized", Message: "401"}); err != nil {
+			t.Fatal(err)
+		}
+		stale := e.get(a.ID)
+		e.clock.Add(e.integ.Probe() + time.Second)
+		for i := range 5 {
+			c, err := e.r.Credentials(context.Background(), stale)
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			if _, ok := e.auth.ValidAccessToken(c.AccessToken); !ok {
+				t.Fatalf("request %d got a dead access token", i)
+			}
+		}
+		if n := e.refreshCalls(); n != 1 {
+			t.Fatalf("%d token calls for one heal, want 1", n)
+		}
+		if evs := e.eventsOf(a.ID); !slices.Equal(evs, []string{account.EventAuthenticationError, account.EventReactivated}) {
+			t.Fatalf("events %v", evs)
+		}
+	})
 }
 
 func TestFailedProbeWaitsForTheNextInterval(t *testing.T) {

@@ -14,6 +14,9 @@ import (
 // accounts whose tokens expire within RefreshAhead and refreshes them, so
 // that requests seldom wait for a refresh.
 func (r *Refresher) Start() error {
+	// What a crashed process left in the journal is applied before the
+	// sweeper or a request can present a refresh token it has rotated.
+	r.recoverJournal(context.Background())
 	r.life.Lock()
 	defer r.life.Unlock()
 	if r.cancel != nil {
@@ -29,13 +32,16 @@ func (r *Refresher) Start() error {
 	return nil
 }
 
-// Stop stops the sweeper and waits for it and for every refresh still
-// running; those are bounded by TokenTimeout and LockTimeout.
+// Stop stops the sweeper and drains: refreshes queued that nobody waits
+// for are dropped, and Stop waits for every token call on the wire (its
+// answer may hold the only copy of a rotated refresh token; each is bounded
+// by TokenHardLimit) and for the refreshes callers still wait on.
 func (r *Refresher) Stop() error {
 	r.life.Lock()
 	cancel := r.cancel
 	r.cancel = nil
 	r.life.Unlock()
+	r.gate.stop()
 	if cancel != nil {
 		cancel()
 		r.sweeping.Wait()
@@ -52,6 +58,7 @@ func (r *Refresher) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(r.opts.SweepInterval)
 	defer t.Stop()
 	for {
+		r.recoverJournal(ctx)
 		r.Sweep(ctx)
 		select {
 		case <-ctx.Done():
@@ -100,7 +107,7 @@ func (r *Refresher) Sweep(ctx context.Context) int {
 				case sem <- struct{}{}:
 				}
 				defer func() { <-sem }()
-				_, _ = r.wait(ctx, id, modeAhead, "")
+				_, _ = r.await(ctx, id, modeAhead, "", false)
 			}()
 		}
 		wg.Wait()

@@ -3,11 +3,10 @@ package tokenstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // keyedMutex is a set of mutexes, one per key, that exist only while someone
@@ -61,7 +60,9 @@ func (k *keyedMutex) drop(key string, e *keyedEntry) {
 // WithRefreshLock runs fn while holding the refresh lock of account id. In
 // this process the lock is a mutex per account; across processes sharing the
 // file it is a row in refresh_locks with a lease that is renewed while fn
-// runs, so a crashed holder frees the account once its lease runs out. The
+// runs. The row names its owner's process (see lockowner.go): a row whose
+// process has died is taken over at once; one whose owner cannot be judged
+// frees the account when its lease runs out. The
 // caller's ctx bounds only the wait: fn runs on a context that ctx does not
 // cancel, because a refresh abandoned half way can lose the only copy of a
 // rotated refresh token.
@@ -72,7 +73,7 @@ func (s *SQLite) WithRefreshLock(ctx context.Context, id string, fn func(ctx con
 	}
 	defer unlock()
 
-	owner := uuid.NewString()
+	owner := newLockOwner()
 	for {
 		ok, err := s.tryLockRow(ctx, id, owner)
 		if err != nil {
@@ -120,12 +121,25 @@ func (s *SQLite) WithRefreshLock(ctx context.Context, id string, fn func(ctx con
 	return fn(runCtx)
 }
 
-// tryLockRow takes the lock row of id for owner if it is free or its lease
-// has run out.
+// tryLockRow takes the lock row of id for owner if it is free, its lease
+// has run out or its owner process has died.
 func (s *SQLite) tryLockRow(ctx context.Context, id, owner string) (bool, error) {
 	var took bool
 	err := s.write(ctx, "taking refresh lock", func(tx *sql.Tx) error {
 		now := s.now()
+		var held string
+		err := tx.QueryRowContext(ctx, "SELECT owner FROM refresh_locks WHERE account_id = ? AND lease_until >= ?", id, now.UnixNano()).Scan(&held)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return storeErr("taking refresh lock", err)
+		case ownerDead(held):
+			// A killed process left its row: the account need not wait
+			// for the lease (up to 30 s of failed requests) to run out.
+			if _, err := tx.ExecContext(ctx, "DELETE FROM refresh_locks WHERE account_id = ? AND owner = ?", id, held); err != nil {
+				return storeErr("taking refresh lock", err)
+			}
+		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO refresh_locks (account_id, owner, lease_until) VALUES (?, ?, ?)
 			ON CONFLICT (account_id) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
 			WHERE refresh_locks.lease_until < ?`,
@@ -138,4 +152,35 @@ func (s *SQLite) tryLockRow(ctx context.Context, id, owner string) (bool, error)
 		return nil
 	})
 	return took, err
+}
+
+// dropDeadLocks deletes the refresh lock rows of processes that have died,
+// so that accounts a crashed instance was refreshing are free at start.
+func (s *SQLite) dropDeadLocks(ctx context.Context) error {
+	rows, err := s.r.QueryContext(ctx, "SELECT account_id, owner FROM refresh_locks")
+	if err != nil {
+		return storeErr("reading refresh locks", err)
+	}
+	type row struct{ id, owner string }
+	var dead []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.id, &r.owner); err != nil {
+			rows.Close()
+			return storeErr("reading refresh locks", err)
+		}
+		if ownerDead(r.owner) {
+			dead = append(dead, r)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return storeErr("reading refresh locks", err)
+	}
+	for _, r := range dead {
+		if _, err := s.w.ExecContext(ctx, "DELETE FROM refresh_locks WHERE account_id = ? AND owner = ?", r.id, r.owner); err != nil {
+			return storeErr("dropping a dead process's refresh lock", err)
+		}
+	}
+	return nil
 }

@@ -36,8 +36,9 @@ type SQLite struct {
 	now   func() time.Time
 	locks keyedMutex
 	// lockLease is how long a refresh lock row holds without renewal; it is
-	// renewed every lockLease/3 while fn runs, so a crashed holder frees the
-	// account after at most lockLease.
+	// renewed every lockLease/3 while fn runs. A holder known to have died
+	// is taken over at once; one that cannot be judged frees the account
+	// after at most lockLease.
 	lockLease time.Duration
 	// lockPoll is how often a waiter in another process retries the row.
 	lockPoll time.Duration
@@ -116,6 +117,10 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 		lockLease: 30 * time.Second, lockPoll: 25 * time.Millisecond,
 	}
 	if err := st.migrate(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
+	}
+	if err := st.dropDeadLocks(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
 	}

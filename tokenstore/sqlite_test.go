@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/tokenstore"
@@ -289,8 +292,24 @@ func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
 	}
 
 	// A live holder renews its lease: a waiter on the other handle does not
-	// get in after one lease length.
-	tokenstore.SetLockTiming(h1, 100*time.Millisecond, 5*time.Millisecond)
+	// get in after one lease length. The test waits for the renewal to be
+	// seen in the row rather than for a time, so a busy machine cannot
+	// make it pass or fail by chance; the lease is long enough that a
+	// renewal every third of it does not lapse on a loaded machine.
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	leaseOf := func(id string) (owner string, until time.Time) {
+		t.Helper()
+		var n int64
+		if err := raw.QueryRow("SELECT owner, lease_until FROM refresh_locks WHERE account_id = ?", id).Scan(&owner, &n); err != nil {
+			t.Fatalf("reading the lock row of %s: %v", id, err)
+		}
+		return owner, time.Unix(0, n)
+	}
+	tokenstore.SetLockTiming(h1, 2*time.Second, 5*time.Millisecond)
 	held := make(chan struct{})
 	release := make(chan struct{})
 	holderDone := make(chan error, 1)
@@ -302,8 +321,19 @@ func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
 		})
 	}()
 	<-held
-	waitCtx, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
-	err := h2.WithRefreshLock(waitCtx, "acc_lease", func(context.Context) error { return nil })
+	owner, first := leaseOf("acc_lease")
+	for {
+		o, until := leaseOf("acc_lease")
+		if o != owner {
+			t.Fatalf("the lock changed owner while its holder ran: %q, then %q", owner, o)
+		}
+		if until.After(first) && time.Now().After(first) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	err = h2.WithRefreshLock(waitCtx, "acc_lease", func(context.Context) error { return nil })
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("other handle while the lock is held past its first lease: %v, want DeadlineExceeded", err)
@@ -316,27 +346,119 @@ func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A process that died holding the lock: its row stays until the lease
-	// runs out, then the account is free again.
+	// A holder that cannot be identified as a process of this machine
+	// keeps the lock for its whole lease; once the lease has run out the
+	// account is free again.
+	if _, err := raw.Exec("INSERT INTO refresh_locks (account_id, owner, lease_until) VALUES (?, ?, ?)",
+		"acc_unknown", "crashed-process", time.Now().Add(time.Hour).UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	err = h2.WithRefreshLock(waitCtx, "acc_unknown", func(context.Context) error { return nil })
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("while an unidentified holder's lease runs: %v, want DeadlineExceeded", err)
+	}
+	if _, err := raw.Exec("UPDATE refresh_locks SET lease_until = ? WHERE account_id = ?", time.Now().Add(-time.Second).UnixNano(), "acc_unknown"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.WithRefreshLock(ctx, "acc_unknown", func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("after an unidentified holder's lease ran out: %v", err)
+	}
+}
+
+// TestSQLiteRefreshLockOfDeadProcess: a lock row left by a process that was
+// killed (SIGKILL runs no cleanup) does not block the account for its
+// 30-second lease: a process that finds it takes it over at once, and
+// opening the file drops such rows. A row of a live process is respected.
+func TestSQLiteRefreshLockOfDeadProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("process identities are read from /proc, which this system lacks; locks fall back to their lease")
+	}
+	path := filepath.Join(t.TempDir(), "linkgate.db")
+	key := newKey(t)
+	h := openSQLite(t, path, key)
+	defer h.Close()
+
+	// A real process that has exited: its pid and start time are what its
+	// lock rows would carry.
+	child := exec.Command("sleep", "0.01")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	own, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	childStat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := func(pid int, stat []byte) string {
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		return fmt.Sprintf("%s host=%s boot=%s pid=%d start=%s", uuid.NewString(), host, strings.TrimSpace(string(boot)), pid, f[19])
+	}
 	raw, err := sql.Open("sqlite", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	if _, err := raw.Exec("INSERT INTO refresh_locks (account_id, owner, lease_until) VALUES (?, ?, ?)",
-		"acc_dead", "crashed-process", time.Now().Add(150*time.Millisecond).UnixNano()); err != nil {
-		t.Fatal(err)
+	lease := time.Now().Add(time.Hour).UnixNano()
+	insert := func(id, owner string) {
+		t.Helper()
+		if _, err := raw.Exec("INSERT INTO refresh_locks (account_id, owner, lease_until) VALUES (?, ?, ?)", id, owner, lease); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitCtx, cancel = context.WithTimeout(ctx, 20*time.Millisecond)
-	err = h2.WithRefreshLock(waitCtx, "acc_dead", func(context.Context) error { return nil })
+	insert("acc_dead", owner(child.Process.Pid, childStat))
+	// Our own pid with another start time: a dead process whose pid was
+	// given to a new one.
+	insert("acc_reused", owner(os.Getpid(), []byte("1 (x) S 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1")))
+	insert("acc_live", owner(os.Getpid(), own))
+
+	for _, id := range []string{"acc_dead", "acc_reused"} {
+		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ran := false
+		err := h.WithRefreshLock(waitCtx, id, func(context.Context) error { ran = true; return nil })
+		cancel()
+		if err != nil || !ran {
+			t.Fatalf("lock of %s held by a dead process (lease 1h): %v, want taken over at once", id, err)
+		}
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	err = h.WithRefreshLock(waitCtx, "acc_live", func(context.Context) error { return nil })
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("while a dead holder's lease runs: %v, want DeadlineExceeded", err)
+		t.Fatalf("lock held by a live process: %v, want DeadlineExceeded", err)
 	}
-	waitCtx, cancel = context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := h2.WithRefreshLock(waitCtx, "acc_dead", func(context.Context) error { return nil }); err != nil {
-		t.Fatalf("after a dead holder's lease ran out: %v", err)
+
+	// Opening the file drops a dead process's rows and keeps a live one's.
+	insert("acc_dead2", owner(child.Process.Pid, childStat))
+	h2 := openSQLite(t, path, key)
+	defer h2.Close()
+	var left []string
+	rows, err := raw.Query("SELECT account_id FROM refresh_locks ORDER BY account_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, id)
+	}
+	rows.Close()
+	if strings.Join(left, ",") != "acc_live" {
+		t.Fatalf("lock rows after opening the file: %v, want only acc_live", left)
 	}
 }
 
