@@ -160,6 +160,11 @@ func (a *App) newImport(req importRequest, now time.Time) (*account.Account, acc
 	if err := requireCredentials(in.Auth, creds); err != nil {
 		return nil, account.Change{}, err
 	}
+	// An imported account must be usable as it is: every connection field
+	// its integration needs comes with it, whatever its usual source.
+	if meta, err = in.CheckContext(meta, func(*account.ConnectionField) bool { return true }); err != nil {
+		return nil, account.Change{}, connectionFieldError(err)
+	}
 	acc := &account.Account{
 		ID: req.ID, TenantID: req.TenantID, Integration: in.Name, Method: in.Auth,
 		Context: meta, Credentials: creds, CreatedAt: now, UpdatedAt: now,
@@ -321,7 +326,22 @@ func (h *API) patch(w http.ResponseWriter, r *http.Request) {
 		if a.Context == nil {
 			a.Context = map[string]any{}
 		}
-		for k, v := range req.Context {
+		// Connection fields in the context are checked as on import: a
+		// value that fails its kind, or the removal of a required one,
+		// is refused and nothing changes.
+		patch := req.Context
+		if in, ok := h.app.Integrations[a.Integration]; ok && len(in.ConnectionFields) > 0 {
+			for k, v := range patch {
+				if f := in.Field(k); f != nil && v == nil && !f.Optional {
+					return nil, wire.Errorf(http.StatusBadRequest, "context.%s: connection field %s is required by integration %s and cannot be removed", k, k, in.Name)
+				}
+			}
+			var err error
+			if patch, err = in.CheckContext(patch, nil); err != nil {
+				return nil, connectionFieldError(err)
+			}
+		}
+		for k, v := range patch {
 			if v == nil {
 				delete(a.Context, k)
 				continue
@@ -482,3 +502,13 @@ var (
 	_ caddy.Provisioner           = (*API)(nil)
 	_ caddyhttp.MiddlewareHandler = (*API)(nil)
 )
+
+// connectionFieldError is the API's answer to a refused connection field:
+// 400, naming it.
+func connectionFieldError(err error) error {
+	var fe *account.FieldError
+	if errors.As(err, &fe) {
+		return wire.Errorf(http.StatusBadRequest, "context.%s: %s", fe.Field, fe.Message)
+	}
+	return wire.Errorf(http.StatusBadRequest, "context: %s", err)
+}

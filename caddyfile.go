@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/webhook"
 )
 
@@ -79,6 +80,11 @@ func caddyconfig(v any) json.RawMessage {
 //		public_url <url>
 //		allowed_origins <origin...>
 //		link_token_ttl <duration>
+//		branding {                      # the product on the connect page
+//			name <product name>
+//			logo_url <https url>        # an image the product serves
+//			primary_color <rrggbb>      # "#" optional; quote it if written: "#1a73e8"
+//		}
 //		environment_id <id>
 //		cache_size <bytes>
 //		retry_body_limit <bytes>
@@ -117,6 +123,29 @@ func caddyconfig(v any) json.RawMessage {
 //			validate_url <url>
 //			refresh_skew <duration>
 //			probe_interval <duration>
+//			preset <name>               # start from a catalogue entry; options here win
+//			allowed_hosts <host...>     # host, *.domain, each with an optional :port
+//			connection_field <name> {   # a value each account needs, used as {connection.<name>}
+//				kind dns_label|host|https_url|uuid|pattern
+//				pattern <regexp>
+//				label <text>
+//				help <text>
+//				source user|token_response|callback|discovery
+//				path <dotted.path>
+//				param <query parameter>
+//				optional
+//			}
+//			discovery <url> {
+//				header <name> <value>
+//			}
+//			authorize_param <name> <value>
+//			scope_separator <separator>
+//			token_field access_token|refresh_token|expires_in|token_type|scope <dotted.path>
+//			default_expires_in <duration>
+//			pkce on|off
+//			token_body form|json
+//			header <name> <value>
+//			keep_refresh_token on|off
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -184,6 +213,10 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.AllowedOrigins = append(a.AllowedOrigins, args...)
+		case "branding":
+			if err := unmarshalBranding(d, a); err != nil {
+				return err
+			}
 		case "link_token_ttl":
 			dur, err := durationArg(d)
 			if err != nil {
@@ -347,6 +380,7 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 		"issuer": &in.Issuer, "category": &in.Category, "userinfo_url": &in.UserinfoURL, "user_id_field": &in.UserIDField,
 		"api_key_query": &in.APIKeyQuery, "validate_url": &in.ValidateURL,
 		"display_name": &in.DisplayName, "help": &in.Help, "docs": &in.Docs,
+		"preset": &in.Preset, "scope_separator": &in.ScopeSeparator, "token_body": &in.TokenBody,
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
@@ -396,11 +430,154 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 			} else {
 				in.ProbeInterval = account.Duration(dur)
 			}
+		case "allowed_hosts":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return nil, d.ArgErr()
+			}
+			in.AllowedHosts = append(in.AllowedHosts, args...)
+		case "authorize_param", "header", "token_field":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return nil, d.Errf("integration %s: %s <name> <value>", in.Name, opt)
+			}
+			m := map[string]*map[string]string{"authorize_param": &in.AuthorizeParams, "header": &in.Headers, "token_field": &in.TokenFields}[opt]
+			if *m == nil {
+				*m = map[string]string{}
+			}
+			(*m)[args[0]] = args[1]
+		case "default_expires_in":
+			dur, err := durationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			in.DefaultExpiresIn = account.Duration(dur)
+		case "pkce", "keep_refresh_token":
+			v, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			var b bool
+			switch v {
+			case "on", "true":
+				b = true
+			case "off", "false":
+			default:
+				return nil, d.Errf("integration %s: %s on|off", in.Name, opt)
+			}
+			if opt == "pkce" {
+				in.PKCE = &b
+			} else {
+				in.KeepRefreshToken = &b
+			}
+		case "connection_field":
+			f, err := parseConnectionField(d, in.Name)
+			if err != nil {
+				return nil, err
+			}
+			in.ConnectionFields = append(in.ConnectionFields, f)
+		case "discovery":
+			url, err := oneArg(d)
+			if err != nil {
+				return nil, err
+			}
+			in.Discovery = &account.Discovery{URL: url}
+			for n := d.Nesting(); d.NextBlock(n); {
+				if d.Val() != "header" {
+					return nil, d.Errf("integration %s: discovery: unknown option %q", in.Name, d.Val())
+				}
+				args := d.RemainingArgs()
+				if len(args) != 2 {
+					return nil, d.Errf("integration %s: discovery: header <name> <value>", in.Name)
+				}
+				if in.Discovery.Headers == nil {
+					in.Discovery.Headers = map[string]string{}
+				}
+				in.Discovery.Headers[args[0]] = args[1]
+			}
 		default:
 			return nil, d.Errf("integration %s: unknown option %q", in.Name, opt)
 		}
 	}
 	return in, nil
+}
+
+// unmarshalBranding reads the branding block.
+func unmarshalBranding(d *caddyfile.Dispenser, a *App) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	if a.Branding == nil {
+		a.Branding = &linkflow.Branding{}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		v, err := oneArg(d)
+		if err != nil {
+			return err
+		}
+		switch opt {
+		case "name":
+			a.Branding.Name = v
+		case "logo_url":
+			a.Branding.LogoURL = v
+		case "primary_color":
+			// An unquoted # starts a Caddyfile comment, so the # may be
+			// left out.
+			if !strings.HasPrefix(v, "#") {
+				v = "#" + v
+			}
+			a.Branding.PrimaryColor = v
+		default:
+			return d.Errf("branding: unknown option %q (want name, logo_url or primary_color)", opt)
+		}
+	}
+	return nil
+}
+
+// parseConnectionField reads
+//
+//	connection_field <name> {
+//		kind dns_label|host|https_url|uuid|pattern
+//		pattern <regexp>
+//		label <text>
+//		help <text>
+//		source user|token_response|callback|discovery
+//		path <dotted.path>
+//		param <query parameter>
+//		optional
+//	}
+func parseConnectionField(d *caddyfile.Dispenser, integration string) (account.ConnectionField, error) {
+	var f account.ConnectionField
+	if !d.NextArg() {
+		return f, d.Errf("integration %s: connection_field: a name is required", integration)
+	}
+	f.Name = d.Val()
+	if d.NextArg() {
+		return f, d.ArgErr()
+	}
+	strs := map[string]*string{"kind": &f.Kind, "pattern": &f.Pattern, "label": &f.Label, "help": &f.Help,
+		"source": &f.Source, "path": &f.Path, "param": &f.Param}
+	for n := d.Nesting(); d.NextBlock(n); {
+		opt := d.Val()
+		if p, ok := strs[opt]; ok {
+			v, err := oneArg(d)
+			if err != nil {
+				return f, err
+			}
+			*p = v
+			continue
+		}
+		if opt == "optional" {
+			if d.NextArg() {
+				return f, d.ArgErr()
+			}
+			f.Optional = true
+			continue
+		}
+		return f, d.Errf("integration %s: connection_field %s: unknown option %q", integration, f.Name, opt)
+	}
+	return f, nil
 }
 
 func oneArg(d *caddyfile.Dispenser) (string, error) {

@@ -81,6 +81,7 @@ func splitCredentials(ctx map[string]any, now time.Time) (map[string]any, accoun
 				return nil, c, wire.Errorf(http.StatusBadRequest, "context.oauth.token.expires_in must be a positive number of seconds")
 			}
 			c.Expiry = now.Add(time.Duration(secs) * time.Second)
+			c.IssuedAt = now
 		case t.Expiry != "" || t.ExpiresAt != "":
 			v := t.Expiry
 			if v == "" {

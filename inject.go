@@ -101,6 +101,9 @@ const callVar = "linkgate.call"
 type call struct {
 	up     *upstream
 	target *target
+	// headers are the integration's static headers, resolved for the
+	// account.
+	headers [][2]string
 	// creds are the credentials of the current attempt; inject_credentials
 	// sets them before handing the request on.
 	creds account.Credentials
@@ -174,6 +177,15 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 			Message: fmt.Sprintf("integration %q is not configured in this gateway", acct.Integration)})
 		return nil
 	}
+	// Where this account's requests go, checked against allowed_hosts
+	// before anything is sent, the token endpoint included.
+	tg, headers, err := up.forAccount(acct)
+	if err != nil {
+		a.metrics.count(outcomeCredentialsError)
+		wire.WriteErr(w, &wire.Error{Status: http.StatusBadRequest, AccountID: id,
+			Message: fmt.Sprintf("integrated account %s cannot be proxied: %s: set the field in the account's context or reconnect the account", id, err)})
+		return nil
+	}
 	creds, err := rt.refresher.Credentials(ctx, acct)
 	if err != nil {
 		a.metrics.count(outcomeCredentialsError)
@@ -184,11 +196,11 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	// The caller's credentials stay here, whatever route follows.
 	delete(r.Header, "Authorization")
 	delete(r.Header, "Proxy-Authorization")
-	// Where this request goes: the one place that decides it. Every
-	// account of an integration shares the integration's target today.
-	// The call and the writers that watch its answer come in one
-	// allocation.
-	p := &proxied{call: call{up: up, target: up.target}}
+	// Where this request goes: the one place that decides it (the
+	// integration's target, or the account's own when base_url uses its
+	// connection fields). The call and the writers that watch its answer
+	// come in one allocation.
+	p := &proxied{call: call{up: up, target: tg, headers: headers}}
 	c := &p.call
 	caddyhttp.SetVar(ctx, callVar, c)
 

@@ -29,6 +29,7 @@ import (
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/internal/wire"
+	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/tokenstore"
 	"github.com/linkgate/linkgate/webhook"
 )
@@ -72,6 +73,10 @@ type App struct {
 
 	// LinkTokenTTL is how long a link token stays usable. Default 7 days.
 	LinkTokenTTL caddy.Duration `json:"link_token_ttl,omitempty"`
+
+	// Branding is the product's name, logo URL and primary colour on the
+	// connect pages end users see. Optional.
+	Branding *linkflow.Branding `json:"branding,omitempty"`
 
 	// Integrations are the third-party APIs accounts connect to, by name.
 	Integrations map[string]*account.Integration `json:"integrations,omitempty"`
@@ -237,18 +242,34 @@ func (a *App) Provision(ctx caddy.Context) error {
 	for i, o := range a.AllowedOrigins {
 		a.AllowedOrigins[i] = strings.TrimRight(repl.ReplaceAll(o, ""), "/")
 	}
+	if b := a.Branding; b != nil {
+		b.Name = repl.ReplaceAll(b.Name, "")
+		b.LogoURL = repl.ReplaceAll(b.LogoURL, "")
+		b.PrimaryColor = repl.ReplaceAll(b.PrimaryColor, "")
+	}
 	for name, in := range a.Integrations {
 		if in == nil {
 			return fmt.Errorf("integration %s: empty configuration", name)
 		}
 		in.Name = name
-		in.BaseURL = repl.ReplaceAll(in.BaseURL, "")
-		in.AuthorizeURL = repl.ReplaceAll(in.AuthorizeURL, "")
-		in.TokenURL = repl.ReplaceAll(in.TokenURL, "")
-		in.UserinfoURL = repl.ReplaceAll(in.UserinfoURL, "")
-		in.ValidateURL = repl.ReplaceAll(in.ValidateURL, "")
+		// ReplaceKnown: {env.X} and {file.X} resolve now, while an
+		// account's {connection.<name>} stays for each request.
+		in.BaseURL = repl.ReplaceKnown(in.BaseURL, "")
+		in.AuthorizeURL = repl.ReplaceKnown(in.AuthorizeURL, "")
+		in.TokenURL = repl.ReplaceKnown(in.TokenURL, "")
+		in.UserinfoURL = repl.ReplaceKnown(in.UserinfoURL, "")
+		in.ValidateURL = repl.ReplaceKnown(in.ValidateURL, "")
 		in.ClientID = repl.ReplaceAll(in.ClientID, "")
 		in.ClientSecret = repl.ReplaceAll(in.ClientSecret, "")
+		for k, v := range in.Headers {
+			in.Headers[k] = repl.ReplaceKnown(v, "")
+		}
+		if in.Discovery != nil {
+			in.Discovery.URL = repl.ReplaceKnown(in.Discovery.URL, "")
+			for k, v := range in.Discovery.Headers {
+				in.Discovery.Headers[k] = repl.ReplaceKnown(v, "")
+			}
+		}
 	}
 	for i := range a.Webhooks {
 		w := &a.Webhooks[i]
@@ -270,6 +291,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.validate(); err != nil {
 		return err
 	}
+	a.warnUnvalidated()
 	a.upstreams = make(map[string]*upstream, len(a.Integrations))
 	for name, in := range a.Integrations {
 		up, err := newUpstream(in)
@@ -304,6 +326,24 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// warnUnvalidated warns about api_key and basic integrations without a
+// validate_url: the connect page then saves any key the end user types,
+// and a wrong one shows only when the first proxied call fails.
+func (a *App) warnUnvalidated() {
+	names := make([]string, 0, len(a.Integrations))
+	for name := range a.Integrations {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		in := a.Integrations[name]
+		if (in.Auth == account.MethodAPIKey || in.Auth == account.MethodBasic) && in.ValidateURL == "" {
+			a.logger.Warn("this integration cannot check the credentials end users enter on the connect page: a wrong key is saved and fails only on the first proxied call; set validate_url to a cheap GET of its API that answers 2xx to good credentials",
+				zap.String("integration", name), zap.String("auth", string(in.Auth)), zap.String("option", "validate_url"))
+		}
+	}
+}
+
 // validate checks the configuration and names the option that is wrong.
 func (a *App) validate() error {
 	switch a.Storage.Driver {
@@ -332,6 +372,9 @@ func (a *App) validate() error {
 		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 			return fmt.Errorf("allowed_origins: %q is not an origin like https://app.example.com", o)
 		}
+	}
+	if err := a.Branding.Validate(); err != nil {
+		return err
 	}
 	for _, in := range a.Integrations {
 		if err := in.Validate(); err != nil {

@@ -83,6 +83,7 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		OnCommit:       rt.dispatcher.Notify,
 		SecretKeys:     a.storeHold.secretKeys(),
 		Environment:    env,
+		Branding:       a.Branding,
 		TenantAllowed: func(ctx context.Context, tenant string) bool {
 			return callerOf(ctx).allows(tenant)
 		},

@@ -165,6 +165,9 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 			delete(h, "Upgrade")
 		}
 	}
+	for _, kv := range c.headers {
+		h[kv[0]] = []string{kv[1]}
+	}
 	out.Header = h
 	c.up.setCredentials(out, c.creds)
 	if out.Body != nil && out.Trailer != nil {
@@ -194,7 +197,7 @@ func (up *upstream) dropsHeader(k string) bool {
 		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
 		return true
 	}
-	return k == up.credHeader
+	return k == up.credHeader || up.headerNames[k]
 }
 
 // setCredentials puts the account's credentials where the integration wants

@@ -99,6 +99,50 @@ type upstream struct {
 	// credHeader is "" when the key goes in the query.
 	credHeader, credPrefix string
 	name                   any
+	// perAccount: base_url or headers use connection fields, so target
+	// and headers are resolved for each account (target is then nil).
+	perAccount bool
+	// headers are the integration's static headers (canonical names),
+	// when they are the same for every account.
+	headers [][2]string
+	// headerNames are the static headers' canonical names: the caller's
+	// values of them never reach the upstream.
+	headerNames map[string]bool
+}
+
+// canonicalHeaders returns headers as canonical name-value pairs.
+func canonicalHeaders(h map[string]string) [][2]string {
+	var out [][2]string
+	for k, v := range h {
+		out = append(out, [2]string{http.CanonicalHeaderKey(k), v})
+	}
+	return out
+}
+
+// forAccount returns where a request of account a goes and the static
+// headers it carries. For an integration whose base_url or headers use
+// connection fields, they are resolved from the account's context, and
+// the resolved host must match the integration's allowed_hosts; the error
+// is then an *account.FieldError naming the field or option refused.
+func (up *upstream) forAccount(a *account.Account) (*target, [][2]string, error) {
+	if !up.perAccount {
+		return up.target, up.headers, nil
+	}
+	in := up.integration
+	conn := in.Connection(a.Context)
+	base, err := in.ResolveURL("base_url", in.BaseURL, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := newTarget(base)
+	if err != nil {
+		return nil, nil, &account.FieldError{Field: "base_url", Message: err.Error()}
+	}
+	h, err := in.ResolveHeaders("headers", in.Headers, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, canonicalHeaders(h), nil
 }
 
 // unfitCredentialHeader reports headers that a key would not survive in:
@@ -115,11 +159,29 @@ func unfitCredentialHeader(h string) bool {
 }
 
 func newUpstream(in *account.Integration) (*upstream, error) {
-	t, err := newTarget(in.BaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("integration %s: base_url: %w", in.Name, err)
+	up := &upstream{integration: in, name: in.Name, credHeader: "Authorization"}
+	if in.Templated() {
+		// Each account has its own target, resolved for every request
+		// from its connection fields (see forAccount).
+		up.perAccount = true
+	} else {
+		t, err := newTarget(in.BaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("integration %s: base_url: %w", in.Name, err)
+		}
+		up.target = t
+		up.headers = canonicalHeaders(in.Headers)
 	}
-	up := &upstream{integration: in, target: t, name: in.Name, credHeader: "Authorization"}
+	for k := range in.Headers {
+		ck := http.CanonicalHeaderKey(k)
+		if unfitCredentialHeader(ck) || ck == "Authorization" {
+			return nil, fmt.Errorf("integration %s: headers: %s cannot be set as a static header", in.Name, k)
+		}
+		if up.headerNames == nil {
+			up.headerNames = map[string]bool{}
+		}
+		up.headerNames[ck] = true
+	}
 	if in.Auth == account.MethodAPIKey {
 		switch {
 		case in.APIKeyQuery != "":

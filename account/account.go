@@ -63,10 +63,14 @@ type Credentials struct {
 	RefreshToken string    `json:"refresh_token,omitempty"`
 	TokenType    string    `json:"token_type,omitempty"`
 	Expiry       time.Time `json:"expiry,omitzero"`
-	Scope        string    `json:"scope,omitempty"`
-	APIKey       string    `json:"api_key,omitempty"`
-	Username     string    `json:"username,omitempty"`
-	Password     string    `json:"password,omitempty"`
+	// IssuedAt is when the access token was received, by linkgate's clock:
+	// with Expiry it gives the token's lifetime as issued, which paces its
+	// refreshes. Zero when unknown (a token imported with a bare expiry).
+	IssuedAt time.Time `json:"issued_at,omitzero"`
+	Scope    string    `json:"scope,omitempty"`
+	APIKey   string    `json:"api_key,omitempty"`
+	Username string    `json:"username,omitempty"`
+	Password string    `json:"password,omitempty"`
 }
 
 // Empty reports whether c holds no secret at all.

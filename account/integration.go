@@ -73,6 +73,84 @@ type Integration struct {
 	// ProbeInterval: at most one refresh try per account in needs_reauth
 	// per interval, so a misclassified failure heals. Default 10m.
 	ProbeInterval Duration `json:"probe_interval,omitempty"`
+
+	// Preset names an entry of linkgate's catalogue of providers: the
+	// integration starts from it and every option written beside it wins.
+	Preset string `json:"preset,omitempty"`
+
+	// AllowedHosts are the hosts every URL of the integration may reach,
+	// after its connection fields are filled in: an exact host, or "*."
+	// and a domain (one or more labels before it), each with an optional
+	// :port (without one, only the scheme's default port). Required when
+	// a URL or header uses {connection.<name>}; by default the hosts of
+	// the literal URLs.
+	AllowedHosts []string `json:"allowed_hosts,omitempty"`
+	// ConnectionFields are the values each account needs besides its
+	// credentials (a subdomain, an instance URL, a tenant id), usable in
+	// URLs and headers as {connection.<name>}.
+	ConnectionFields []ConnectionField `json:"connection_fields,omitempty"`
+	// Discovery is a GET made with the new access token after the token
+	// is obtained, which fills the fields with source "discovery".
+	Discovery *Discovery `json:"discovery,omitempty"`
+	// AuthorizeParams are extra query parameters of the authorization
+	// request, e.g. {"access_type": "offline", "prompt": "consent"}.
+	AuthorizeParams map[string]string `json:"authorize_params,omitempty"`
+	// ScopeSeparator joins the scopes in the authorization request;
+	// default " " (RFC 6749), "," for providers that want commas.
+	ScopeSeparator string `json:"scope_separator,omitempty"`
+	// TokenFields are dotted paths into the token response for
+	// access_token, refresh_token, expires_in, token_type and scope, for
+	// providers that nest them (Slack's "authed_user.access_token");
+	// default the RFC 6749 names at the top level.
+	TokenFields map[string]string `json:"token_fields,omitempty"`
+	// DefaultExpiresIn is the token lifetime assumed when a token
+	// response has no expires_in; absent, such a token is used until an
+	// upstream answers 401.
+	DefaultExpiresIn Duration `json:"default_expires_in,omitempty"`
+	// PKCE: false sends no PKCE challenge (for providers that refuse it);
+	// absent or true, S256.
+	PKCE *bool `json:"pkce,omitempty"`
+	// TokenBody is how token requests are encoded: "form" (the default,
+	// RFC 6749) or "json".
+	TokenBody string `json:"token_body,omitempty"`
+	// Headers are static request headers sent to the upstream with every
+	// proxied call, set like the credentials (the caller cannot override
+	// them); values may use {connection.<name>}.
+	Headers map[string]string `json:"headers,omitempty"`
+	// KeepRefreshToken: false means a refresh answer without a
+	// refresh_token leaves the account without one; absent or true, the
+	// old one is kept.
+	KeepRefreshToken *bool `json:"keep_refresh_token,omitempty"`
+
+	// defaultHosts are the literal URLs' hosts, when AllowedHosts is empty.
+	defaultHosts []string
+}
+
+// UsesPKCE reports whether the authorization request carries a PKCE
+// challenge.
+func (i *Integration) UsesPKCE() bool { return i.PKCE == nil || *i.PKCE }
+
+// KeepsRefreshToken reports whether a refresh answer without a refresh
+// token keeps the old one.
+func (i *Integration) KeepsRefreshToken() bool {
+	return i.KeepRefreshToken == nil || *i.KeepRefreshToken
+}
+
+// TokenFieldPath is the path of a token response field (access_token,
+// refresh_token, expires_in, token_type, scope).
+func (i *Integration) TokenFieldPath(name string) string {
+	if p := i.TokenFields[name]; p != "" {
+		return p
+	}
+	return name
+}
+
+// Separator joins scopes in the authorization request.
+func (i *Integration) Separator() string {
+	if i.ScopeSeparator == "" {
+		return " "
+	}
+	return i.ScopeSeparator
 }
 
 // Duration is a time.Duration that reads "90s" or a number of nanoseconds
@@ -140,11 +218,12 @@ func (i *Integration) Validate() error {
 	if i.BaseURL == "" {
 		return fmt.Errorf("integration %s: base_url is required", i.Name)
 	}
-	for opt, v := range map[string]string{"base_url": i.BaseURL, "authorize_url": i.AuthorizeURL, "token_url": i.TokenURL, "userinfo_url": i.UserinfoURL, "validate_url": i.ValidateURL} {
+	for _, o := range i.urlOptions() {
+		opt, v := o[0], o[1]
 		if v == "" {
 			continue
 		}
-		u, err := url.Parse(v)
+		u, err := url.Parse(i.sampleTemplate(v))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("integration %s: %s %q is not an absolute http(s) URL", i.Name, opt, v)
 		}
@@ -167,5 +246,41 @@ func (i *Integration) Validate() error {
 	default:
 		return fmt.Errorf("integration %s: auth_style %q is not header or params", i.Name, i.AuthStyle)
 	}
-	return nil
+	switch i.TokenBody {
+	case "", "form", "json":
+	default:
+		return fmt.Errorf("integration %s: token_body %q is not form or json", i.Name, i.TokenBody)
+	}
+	for k, p := range i.TokenFields {
+		switch k {
+		case "access_token", "refresh_token", "expires_in", "token_type", "scope":
+		default:
+			return fmt.Errorf("integration %s: token_fields: %q is not one of access_token, refresh_token, expires_in, token_type, scope", i.Name, k)
+		}
+		if p == "" || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
+			return fmt.Errorf("integration %s: token_fields %s: %q is not a dotted path", i.Name, k, p)
+		}
+	}
+	if i.DefaultExpiresIn < 0 {
+		return fmt.Errorf("integration %s: default_expires_in must be positive", i.Name)
+	}
+	for k := range i.AuthorizeParams {
+		switch k {
+		case "response_type", "client_id", "redirect_uri", "state", "scope", "code_challenge", "code_challenge_method":
+			return fmt.Errorf("integration %s: authorize_params cannot set %s, which linkgate sets itself", i.Name, k)
+		}
+	}
+	return i.validateConnection()
+}
+
+// sampleTemplate fills a URL's templates with a sample value that has the
+// shape of its field's kind, so the URL's structure can be checked when
+// the configuration loads.
+func (i *Integration) sampleTemplate(s string) string {
+	return templatePattern.ReplaceAllStringFunc(s, func(m string) string {
+		if f := i.Field(m[len("{connection.") : len(m)-1]); f != nil && f.Kind == KindHTTPSURL {
+			return "https://sample.invalid"
+		}
+		return "sample"
+	})
 }

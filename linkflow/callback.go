@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -87,16 +88,16 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(q.Get("iss")), []byte(in.Issuer)) != 1 {
 			s.log.Warn("authorization response from an unexpected issuer", zap.String("integration", in.Name))
 			s.showError(w, lt, false, &pageError{http.StatusBadRequest, errConnection, "Sign-in not recognised",
-				fmt.Sprintf("This sign-in answer does not come from %s. Start again from the connection link.", in.Name)})
+				fmt.Sprintf("This sign-in answer does not come from %s. Start again from the connection link.", in.Title())})
 			return
 		}
 	}
 	if e := q.Get("error"); e != "" {
 		code := oauthErrorCode(e)
 		s.log.Info("provider refused the authorization", zap.String("integration", in.Name), zap.String("error", code))
-		msg := fmt.Sprintf("%s did not grant access (%s). Nothing was changed; you can try again with the same link.", in.Name, code)
+		msg := fmt.Sprintf("%s did not grant access (%s). Nothing was changed; you can try again with the same link.", in.Title(), code)
 		if code == "access_denied" {
-			msg = fmt.Sprintf("Access to %s was denied. Nothing was changed; you can try again with the same link.", in.Name)
+			msg = fmt.Sprintf("Access to %s was denied. Nothing was changed; you can try again with the same link.", in.Title())
 		}
 		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errConnection, "Connection not completed", msg})
 		return
@@ -110,7 +111,11 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 	cfg := s.oauthConfig(in, nil)
 	cfg.RedirectURL = cs.RedirectURI
 	xctx := context.WithValue(ctx, oauth2.HTTPClient, s.opts.Client)
-	tok, err := cfg.Exchange(xctx, code, oauth2.VerifierOption(cs.Verifier))
+	var opts []oauth2.AuthCodeOption
+	if cs.Verifier != "" { // empty when the integration turns PKCE off
+		opts = append(opts, oauth2.VerifierOption(cs.Verifier))
+	}
+	tok, err := cfg.Exchange(xctx, code, opts...)
 	if err != nil {
 		s.showError(w, lt, false, s.exchangeFailed(in, err))
 		return
@@ -121,6 +126,11 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		TokenType:    tok.Type(),
 		Expiry:       tok.Expiry.UTC(),
 	}
+	if !creds.Expiry.IsZero() {
+		// x/oauth2 counts expires_in from its receipt, now: the token's
+		// lifetime paces its refreshes.
+		creds.IssuedAt = time.Now().UTC()
+	}
 	if sc, ok := tok.Extra("scope").(string); ok {
 		creds.Scope = sc
 	}
@@ -130,7 +140,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			s.log.Warn("reading the upstream identity failed", zap.String("integration", in.Name), zap.Error(err))
 			s.showError(w, lt, false, &pageError{http.StatusBadGateway, errConnection, "Connection not completed",
-				fmt.Sprintf("linkgate could not read which %s user signed in. Nothing was changed; try again with the same link.", in.Name)})
+				fmt.Sprintf("linkgate could not read which %s user signed in. Nothing was changed; try again with the same link.", in.Title())})
 			return
 		}
 	}
@@ -139,7 +149,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 		s.showError(w, lt, false, pe)
 		return
 	}
-	s.renderSuccess(w, lt, in.Name, id, false)
+	s.renderSuccess(w, lt, in, id, false)
 }
 
 // oauthErrorCode keeps an error code fit to show: RFC 6749 codes are
@@ -168,12 +178,12 @@ func (s *Service) exchangeFailed(in *account.Integration, err error) *pageError 
 			s.log.Error("integration misconfigured: the token endpoint refused the client", zap.String("integration", in.Name), zap.String("error", code))
 		}
 		return &pageError{http.StatusBadRequest, errConnection, "Connection not completed",
-			fmt.Sprintf("%s refused the sign-in (%s). Nothing was changed; start again from the connection link.", in.Name, code)}
+			fmt.Sprintf("%s refused the sign-in (%s). Nothing was changed; start again from the connection link.", in.Title(), code)}
 	}
 	// The error of x/oauth2 may quote the answer's body; log its class only.
 	s.log.Warn("code exchange failed", zap.String("integration", in.Name), zap.Bool("retrieve_error", errors.As(err, &re)))
 	return &pageError{http.StatusBadGateway, errConnection, "Connection not completed",
-		fmt.Sprintf("%s could not be reached to finish the sign-in. Nothing was changed; start again from the connection link.", in.Name)}
+		fmt.Sprintf("%s could not be reached to finish the sign-in. Nothing was changed; start again from the connection link.", in.Title())}
 }
 
 // upstreamUser reads the signed-in user's id from the integration's
@@ -263,7 +273,7 @@ func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *ac
 					s.log.Warn("reconnect as a different upstream user refused",
 						zap.String("integrated_account_id", a.ID), zap.String("integration", in.Name))
 					return "", &pageError{http.StatusConflict, errConnection, "Different account",
-						fmt.Sprintf("You signed in to %s as a different user than the one this connection belongs to. Nothing was changed; sign in as the original user, or ask the application for a new connection.", in.Name)}
+						fmt.Sprintf("You signed in to %s as a different user than the one this connection belongs to. Nothing was changed; sign in as the original user, or ask the application for a new connection.", in.Title())}
 				}
 			}
 			var base map[string]any

@@ -96,10 +96,10 @@ func connectData(lt *tokenstore.LinkToken, in *account.Integration, token string
 	d := &pageData{
 		Kind:        string(in.Auth),
 		Iframe:      iframe,
-		Integration: in.Name,
+		Integration: in.Title(),
+		Monogram:    monogram(in.Title()),
+		Help:        in.Help,
 		Reconnect:   lt.AccountID != "",
-		TenantID:    lt.TenantID,
-		AccountID:   lt.AccountID,
 		LinkToken:   token,
 	}
 	if lt.Integration == "" {
@@ -195,7 +195,7 @@ func (s *Service) pickerData(lt *tokenstore.LinkToken, token string, iframe bool
 		}
 		names = kept
 	}
-	d := &pageData{Kind: kindPicker, Iframe: iframe, TenantID: lt.TenantID}
+	d := &pageData{Kind: kindPicker, Iframe: iframe}
 	for _, n := range names {
 		v := url.Values{"link_token": {token}, "integration": {n}}
 		if iframe {
@@ -207,7 +207,7 @@ func (s *Service) pickerData(lt *tokenstore.LinkToken, token string, iframe bool
 		if noBack {
 			v.Set("no_back", "true")
 		}
-		d.Choices = append(d.Choices, choice{Name: n, Label: s.integrations[n].Name, URL: s.publicURL + PathConnect + "?" + v.Encode()})
+		d.Choices = append(d.Choices, choice{Name: n, Label: s.integrations[n].Title(), Monogram: monogram(s.integrations[n].Title()), URL: s.publicURL + PathConnect + "?" + v.Encode()})
 	}
 	return d
 }
@@ -262,7 +262,7 @@ func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
 		s.submitCredentials(w, r, lt, in, token, iframe)
 	default:
 		s.showError(w, lt, iframe, &pageError{http.StatusBadRequest, errInvalidIntegration, "Nothing to connect",
-			fmt.Sprintf("The integration %s does not connect through this page.", in.Name)})
+			fmt.Sprintf("The integration %s does not connect through this page.", in.Title())})
 	}
 }
 
@@ -305,7 +305,16 @@ func scopesFor(in *account.Integration, lt *tokenstore.LinkToken) []string {
 // checks), and sends the browser to the provider.
 func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration) {
 	state := randomToken(32)
-	verifier := oauth2.GenerateVerifier()
+	var verifier string
+	if in.UsesPKCE() {
+		verifier = oauth2.GenerateVerifier()
+	}
+	to, err := AuthorizeURL(in, in.Connection(lt.Context), s.RedirectURI(), scopesFor(in, lt), state, verifier)
+	if err != nil {
+		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errValidation, "Check the connection details",
+			fmt.Sprintf("The connection cannot start: %v.", err)})
+		return
+	}
 	cs := &tokenstore.ConnectState{
 		Hash:          hashOf(state),
 		LinkTokenHash: lt.Hash,
@@ -322,7 +331,6 @@ func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenst
 			"linkgate could not start the connection right now. Try again in a moment."})
 		return
 	}
-	to := s.oauthConfig(in, scopesFor(in, lt)).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
 	s.binding.bind(w, r, state)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
@@ -357,8 +365,17 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 		return
 	}
 	if in.ValidateURL != "" {
-		if msg := s.validate(r.Context(), in, creds); msg != "" {
-			again(http.StatusBadRequest, msg)
+		if msg, errType := s.validate(r.Context(), in, creds); msg != "" {
+			// The form is shown again for another try, and the
+			// application hears of the failure at once, as from Truto.
+			d := connectData(lt, in, token, iframe)
+			d.Error = msg
+			d.Username = creds.Username
+			d.Post = &postConfig{
+				Message: map[string]any{"is_truto": true, "result": "error", "error": msg, "error_type": errType},
+				Targets: s.targets(lt),
+			}
+			s.render(w, http.StatusBadRequest, d, "")
 			return
 		}
 	}
@@ -367,16 +384,16 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 		s.showError(w, lt, iframe, pe)
 		return
 	}
-	s.renderSuccess(w, lt, in.Name, id, iframe)
+	s.renderSuccess(w, lt, in, id, iframe)
 }
 
 // validate requests the integration's ValidateURL with creds as the proxy
 // would send them, and returns what to tell the user when it does not
 // answer 2xx (empty when it does).
-func (s *Service) validate(ctx context.Context, in *account.Integration, creds account.Credentials) string {
+func (s *Service) validate(ctx context.Context, in *account.Integration, creds account.Credentials) (msg, errType string) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.ValidateURL, nil)
 	if err != nil {
-		return "linkgate could not check these credentials: the integration's validation URL is wrong."
+		return "linkgate could not check these credentials: the integration's validation URL is wrong.", errConnection
 	}
 	if in.Auth == account.MethodBasic {
 		req.SetBasicAuth(creds.Username, creds.Password)
@@ -399,12 +416,12 @@ func (s *Service) validate(ctx context.Context, in *account.Integration, creds a
 	if err != nil {
 		// The URL may carry the key in its query: log the host only.
 		s.log.Warn("validating credentials failed", zap.String("integration", in.Name), zap.String("host", req.URL.Host))
-		return fmt.Sprintf("%s could not be reached to check these credentials. Try again in a moment.", in.Name)
+		return fmt.Sprintf("%s could not be reached to check these credentials. Try again in a moment.", in.Title()), errConnection
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		s.log.Info("credentials refused by validation", zap.String("integration", in.Name), zap.Int("status", resp.StatusCode))
-		return fmt.Sprintf("%s did not accept these credentials (HTTP %d). Check them and try again.", in.Name, resp.StatusCode)
+		return fmt.Sprintf("%s did not accept these credentials (HTTP %d). Check them and try again.", in.Title(), resp.StatusCode), errValidation
 	}
-	return ""
+	return "", ""
 }

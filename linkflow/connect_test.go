@@ -20,11 +20,17 @@ func TestConnectPageNamesIntegrationAndAccount(t *testing.T) {
 		t.Fatalf("connect page = %d: %s", r.status, r.body)
 	}
 	assertPageHeaders(t, r)
-	for _, want := range []string{"Reconnect acme", "re-authorizes an existing acme connection", a.ID, a.TenantID,
+	for _, want := range []string{"Reconnect acme", "Your acme connection has stopped working",
 		`id="connect"`, `action="` + h.public + `/connect-account"`, h.public + "/connect-account/page.js",
 		`lang="en"`, `name="viewport"`} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("page lacks %q", want)
+		}
+	}
+	// The application's ids mean nothing to the end user and are not shown.
+	for _, never := range []string{a.ID, a.TenantID, "keeps its id"} {
+		if strings.Contains(r.body, never) {
+			t.Errorf("the connect page shows %q", never)
 		}
 	}
 	if strings.Contains(r.body, "<style") || strings.Contains(r.body, "style=") || strings.Contains(r.body, "onclick") {
@@ -38,7 +44,7 @@ func TestConnectPageNamesIntegrationAndAccount(t *testing.T) {
 
 	nw := h.linkToken(map[string]any{"tenant_id": "tenant-9", "integration": "acme"})
 	r = h.get(nw.URL + "&iframe=true")
-	if r.status != http.StatusOK || !strings.Contains(r.body, "Connect acme") || strings.Contains(r.body, "re-authorizes") ||
+	if r.status != http.StatusOK || !strings.Contains(r.body, "Connect acme") || strings.Contains(r.body, "stopped working") || strings.Contains(r.body, "tenant-9") ||
 		!strings.Contains(r.body, `class="framed"`) || !strings.Contains(r.body, `name="iframe" value="true"`) {
 		t.Errorf("new-connection page in a frame = %d:\n%s", r.status, r.body)
 	}
@@ -141,6 +147,11 @@ func TestAPIKeyConnectValidatesBeforeSaving(t *testing.T) {
 	}
 	if strings.Contains(r.body, "wrong-key") {
 		t.Errorf("the page echoes the refused key")
+	}
+	// The application hears of the refusal at once, as Truto tells it.
+	if p := postedBy(t, r.body); p.Message["result"] != "error" || p.Message["error_type"] != "validation_error" ||
+		len(p.Targets) != 1 || p.Targets[0] != appOriginForHandlers {
+		t.Errorf("a refused key posts %+v, want an error of type validation_error to the redirect_uri origin", p)
 	}
 	if got := h.accountsOf("tenant-k"); len(got) != 0 || h.validations.Load() != 1 {
 		t.Fatalf("after a refused key: %d accounts, %d validations", len(got), h.validations.Load())

@@ -86,6 +86,8 @@ type harnessOptions struct {
 	cached bool
 	// configure may change integrations before the service is built.
 	configure func(map[string]*account.Integration)
+	// branding is the product's branding on the pages.
+	branding *linkflow.Branding
 }
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
@@ -176,6 +178,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 		Now:            h.clock.Now,
 		OnCommit:       func() { h.commits.Add(1) },
 		SecretKeys:     [][]byte{key},
+		Branding:       o.branding,
 	})
 	if err != nil {
 		t.Fatalf("linkflow.New: %v", err)

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -37,24 +38,29 @@ const (
 
 // choice is one integration of the picker.
 type choice struct {
-	Name  string
-	Label string
-	URL   string
+	Name     string
+	Label    string
+	Monogram string
+	URL      string
 }
 
 // pageData is everything page.html shows. It holds the link token only on
 // the connect page, in the form that spends it.
 type pageData struct {
-	Kind        string
-	Base        string
-	Iframe      bool
+	Kind   string
+	Base   string
+	Iframe bool
+	// Integration is the integration's display name; Monogram its
+	// initials, the icon; Help the integration's help text.
 	Integration string
+	Monogram    string
+	Help        string
 	Reconnect   bool
-	TenantID    string
-	AccountID   string
-	LinkToken   string
-	Error       string
-	Username    string
+	// The tenant and the account are never shown to the end user: they
+	// are the application's ids, not words the end user knows.
+	LinkToken string
+	Error     string
+	Username  string
 	// Picked is the integration the end user picked, for a link token
 	// that names none; Back leads to the list again.
 	Picked string
@@ -64,6 +70,10 @@ type pageData struct {
 	// Unreachable is the origin of the page that opened this one when the
 	// result cannot be posted to it (not an allowed origin).
 	Unreachable string
+
+	// Brand is the product's branding; BrandCSS says brand.css applies.
+	Brand    *Branding
+	BrandCSS bool
 
 	Success bool
 	Heading string
@@ -105,6 +115,8 @@ func (s *Service) frameAncestors() string {
 // which would cut the opener the Link SDK listens to.
 func (s *Service) render(w http.ResponseWriter, status int, d *pageData, formTarget string) {
 	d.Base = s.publicURL
+	d.Brand = s.opts.Branding
+	d.BrandCSS = s.opts.Branding.brandCSS() != ""
 	var buf bytes.Buffer
 	if err := pageTemplate.Execute(&buf, d); err != nil {
 		s.log.Error("rendering the connect page", zap.Error(err))
@@ -120,8 +132,12 @@ func (s *Service) render(w http.ResponseWriter, status int, d *pageData, formTar
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
+	img := "data:"
+	if s.logoOrigin != "" {
+		img += " " + s.logoOrigin
+	}
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src "+s.publicOrigin+"; style-src "+s.publicOrigin+
-		"; img-src data:; form-action "+formAction+"; frame-ancestors "+s.frameAncestors()+"; base-uri 'none'")
+		"; img-src "+img+"; form-action "+formAction+"; frame-ancestors "+s.frameAncestors()+"; base-uri 'none'")
 	h.Del("Content-Length")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
@@ -145,7 +161,8 @@ func (s *Service) renderError(w http.ResponseWriter, status int, lt *tokenstore.
 // renderSuccess shows the end of a connection and posts it to the
 // application; with no opener nor parent (same-window mode) page.js goes to
 // the link token's redirect_uri instead.
-func (s *Service) renderSuccess(w http.ResponseWriter, lt *tokenstore.LinkToken, integration, accountID string, iframe bool) {
+func (s *Service) renderSuccess(w http.ResponseWriter, lt *tokenstore.LinkToken, in *account.Integration, accountID string, iframe bool) {
+	integration := in.Name
 	post := &postConfig{
 		Message: map[string]any{"is_truto": true, "result": "success", "integration": integration, "integrated_account_id": accountID},
 		Targets: s.targets(lt),
@@ -164,9 +181,9 @@ func (s *Service) renderSuccess(w http.ResponseWriter, lt *tokenstore.LinkToken,
 		Kind:        kindResult,
 		Iframe:      iframe,
 		Success:     true,
-		Integration: integration,
-		AccountID:   accountID,
-		Heading:     "Connection successful",
+		Integration: in.Title(),
+		Monogram:    monogram(in.Title()),
+		Heading:     in.Title() + " connected",
 		Message:     "Connection successful. You can close this tab.",
 		Post:        post,
 	}, "")

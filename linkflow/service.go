@@ -42,6 +42,7 @@ const (
 	PathSDK      = "/connect-account/sdk.js"
 	pathPageJS   = "/connect-account/page.js"
 	pathStyle    = "/connect-account/style.css"
+	pathBrand    = "/connect-account/brand.css"
 )
 
 // Options configure a Service.
@@ -81,6 +82,9 @@ type Options struct {
 	// Environment maps Truto's environment_integration_id to integration
 	// names. Optional.
 	Environment *wire.Environment
+	// Branding is the product's name, logo and colour on the connect
+	// pages. Optional; New checks it.
+	Branding *Branding
 	// TenantAllowed, if set, tells whether the API caller whose request
 	// carries ctx may act for a tenant; a link token for another tenant is
 	// refused. Nil allows every tenant.
@@ -99,6 +103,8 @@ type Service struct {
 	binding      *binding
 	submits      *submitLimiter
 	openers      openerWarnings
+	// logoOrigin is the origin of Branding.LogoURL, for img-src.
+	logoOrigin string
 }
 
 // New returns a Service over store for the given integrations (by name).
@@ -116,6 +122,12 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 		opts:         opts,
 		publicURL:    strings.TrimSuffix(opts.PublicURL, "/"),
 		publicOrigin: originOf(pu),
+	}
+	if err := opts.Branding.Validate(); err != nil {
+		return nil, fmt.Errorf("linkflow: %w", err)
+	}
+	if opts.Branding != nil && opts.Branding.LogoURL != "" {
+		s.logoOrigin, _ = logoOrigin(opts.Branding.LogoURL)
 	}
 	for _, o := range opts.AllowedOrigins {
 		n, err := normalizeOrigin(o)
@@ -189,6 +201,11 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		serveAsset(w, r, "style.css", "text/css; charset=utf-8", false)
+	case strings.HasSuffix(p, pathBrand):
+		if !allowMethods(w, r, http.MethodGet) {
+			return
+		}
+		s.serveBrand(w, r)
 	case strings.HasSuffix(p, PathConnect):
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:

@@ -20,7 +20,7 @@ func (r *Refresher) clientToken(ctx context.Context, integ *account.Integration)
 	r.mu.Lock()
 	c, ok := r.tokens[integ.Name]
 	r.mu.Unlock()
-	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew()) {
+	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c)) {
 		return c, nil
 	}
 	if ok && c.Expiry.After(now) {
@@ -58,7 +58,7 @@ func (r *Refresher) fetchClientToken(integ *account.Integration) (account.Creden
 	r.mu.Lock()
 	c, ok := r.tokens[integ.Name]
 	r.mu.Unlock()
-	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew()) {
+	if ok && (c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c)) {
 		return c, nil
 	}
 	res, e := r.callClientCredentials(integ)
@@ -70,8 +70,9 @@ func (r *Refresher) fetchClientToken(integ *account.Integration) (account.Creden
 		} else {
 			log.Error("token endpoint refused the integration's client credentials: check its client_id, client_secret, scopes and auth_style")
 		}
-		return account.Credentials{}, r.setBackoff(key, e)
+		return account.Credentials{}, r.setBackoff(key, integ.Name, e)
 	}
+	r.endpointAnswered(integ.Name)
 	var out account.Credentials
 	res.apply(&out)
 	r.mu.Lock()

@@ -87,12 +87,20 @@ func onEachStore(t *testing.T, test func(t *testing.T, kind string)) {
 // newEnvOn is newEnv on a store of the given kind, "sqlite" or "postgres".
 func newEnvOn(t testing.TB, kind string, tune func(*Options)) *env {
 	t.Helper()
+	return newEnvLife(t, kind, 0, tune)
+}
+
+// newEnvLife is newEnvOn with an authorization server whose access tokens
+// live life (1h when zero).
+func newEnvLife(t testing.TB, kind string, life time.Duration, tune func(*Options)) *env {
+	t.Helper()
 	var dsn string
 	if kind == "postgres" {
 		dsn, _ = testenv.PostgresSchema(t)
 	}
 	auth := testenv.NewAuthServer(t, testenv.AuthServerOptions{
-		Clients: []testenv.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{redirectURI}}},
+		Clients:             []testenv.Client{{ID: clientID, Secret: clientSecret, RedirectURIs: []string{redirectURI}}},
+		AccessTokenLifespan: life,
 	})
 	key, err := tokenstore.GenerateKey()
 	if err != nil {

@@ -45,6 +45,12 @@ type backoffState struct {
 	failures int
 	until    time.Time
 	last     *Error
+	// integration is the integration whose token endpoint failed; at is
+	// when, and spread how long after the endpoint's next success for
+	// another account this one retries (see endpointAnswered).
+	integration string
+	at          time.Time
+	spread      time.Duration
 }
 
 // wait joins or starts the flight of id in mode for a caller that needs its
@@ -242,6 +248,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	if cerr != nil {
 		return r.failed(ctx, cur, integ, res, cerr)
 	}
+	r.endpointAnswered(integ.Name)
 	saved, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 		res.apply(&a.Credentials)
 		clearUnknown(a)
@@ -276,16 +283,17 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 // needed reports whether the re-read account still needs the refresh that
 // mode asked for.
 func (r *Refresher) needed(a *account.Account, integ *account.Integration, m mode, sent string, now time.Time) bool {
-	exp := a.Credentials.Expiry
+	c := a.Credentials
+	exp := c.Expiry
 	switch m {
 	case modeExpiring, modeProbe:
 		// A probe that finds the account active again (an earlier probe,
 		// another instance or a reconnect healed it while this caller held
 		// an old copy) has nothing to find out: refreshing now would only
 		// spend a rotation.
-		return !exp.IsZero() && exp.Sub(now) <= integ.Skew()
+		return !exp.IsZero() && exp.Sub(now) <= skewFor(integ, c)
 	case modeAhead:
-		return !exp.IsZero() && exp.Sub(now) <= r.opts.RefreshAhead
+		return !exp.IsZero() && exp.Sub(now) <= clampTo(r.opts.RefreshAhead, c, aheadFraction)
 	case modeStale:
 		return sameSecret(a.Credentials.AccessToken, sent)
 	case modeRecover:
@@ -343,7 +351,7 @@ func (r *Refresher) failed(ctx context.Context, cur *account.Account, integ *acc
 			log.Warn("token endpoint failed; backing off")
 		}
 	}
-	return nil, r.setBackoff(id, e)
+	return nil, r.setBackoff(id, integ.Name, e)
 }
 
 // errSuperseded says that the credentials a refresh started from were
@@ -411,12 +419,24 @@ func (r *Refresher) setProbeUntil(id string, t time.Time) {
 	r.mu.Unlock()
 }
 
-// backingOff returns the last failure of key while its back-off lasts.
+// backingOff returns the last failure of key while its back-off lasts. A
+// back-off for a failure of the token endpoint ends soon after the endpoint
+// has answered another account of the integration since: the outage is
+// over, and each account waiting out its own doubling wait would keep
+// failing requests for minutes after it.
 func (r *Refresher) backingOff(key string, now time.Time) *Error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := r.backoff[key]
-	if b == nil || !now.Before(b.until) {
+	if b == nil {
+		return nil
+	}
+	if endpointOutage(b.last) {
+		if ep := r.endpoints[b.integration]; ep != nil && ep.recovered.After(b.at) {
+			b.until = minTime(b.until, ep.recovered.Add(b.spread))
+		}
+	}
+	if !now.Before(b.until) {
 		return nil
 	}
 	e := *b.last
@@ -426,7 +446,7 @@ func (r *Refresher) backingOff(key string, now time.Time) *Error {
 
 // setBackoff records a failure of key: exponential back-off with jitter,
 // capped, and never shorter than the endpoint's Retry-After.
-func (r *Refresher) setBackoff(key string, e *Error) *Error {
+func (r *Refresher) setBackoff(key, integration string, e *Error) *Error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	b := r.backoff[key]
@@ -434,6 +454,13 @@ func (r *Refresher) setBackoff(key string, e *Error) *Error {
 		b = &backoffState{}
 		r.backoff[key] = b
 	}
+	b.integration, b.at = integration, r.opts.Now()
+	if endpointOutage(e) {
+		r.endpoint(integration).failed = b.at
+	}
+	// Accounts released by the endpoint's recovery retry spread over
+	// BackoffBase, not all at once.
+	b.spread = rand.N(r.opts.BackoffBase + 1)
 	b.failures++
 	d := r.opts.BackoffBase << min(b.failures-1, 20)
 	if d <= 0 || d > r.opts.BackoffMax {
@@ -450,8 +477,96 @@ func (r *Refresher) setBackoff(key string, e *Error) *Error {
 	return &out
 }
 
+// endpointState is what the refresher knows of one integration's token
+// endpoint: when it last failed and when it first answered after that.
+type endpointState struct {
+	failed, recovered time.Time
+}
+
+// endpoint returns integration's endpoint state; r.mu is held.
+func (r *Refresher) endpoint(integration string) *endpointState {
+	ep := r.endpoints[integration]
+	if ep == nil {
+		ep = &endpointState{}
+		r.endpoints[integration] = ep
+	}
+	return ep
+}
+
+// endpointAnswered records that integration's token endpoint issued a
+// token. The first answer after a failure ends the outage: back-offs for
+// earlier failures end soon after it (see backingOff); later answers do
+// not move that moment.
+func (r *Refresher) endpointAnswered(integration string) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ep := r.endpoint(integration)
+	if !ep.recovered.After(ep.failed) {
+		ep.recovered = now
+	}
+}
+
+// endpointOutage reports whether e is a failure of the token endpoint that
+// its success for another account disproves: not one it asked us to wait
+// out (Retry-After), and not one of the store or of the gateway itself.
+func endpointOutage(e *Error) bool {
+	if e == nil || e.RetryAfter > 0 {
+		return false
+	}
+	switch e.Code {
+	case "store_unavailable", "busy", "stopping":
+		return false
+	}
+	return e.Class == Transient || e.Class == Misconfigured
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 func (r *Refresher) clearBackoff(key string) {
 	r.mu.Lock()
 	delete(r.backoff, key)
 	r.mu.Unlock()
+}
+
+// Fractions of a token's lifetime as issued that pace its refreshes, so that
+// a token living less than the configured skew or look-ahead is not
+// refreshed on every request or every sweep. Neither path refreshes a token
+// in the first half of its life: only a refused or expired one, or the
+// refresh-credentials API, refreshes younger tokens.
+const (
+	// skewFraction: the request path refreshes a token only in the last
+	// 1/skewFraction of its lifetime (or the configured skew, if shorter).
+	skewFraction = 4
+	// aheadFraction: the sweeper refreshes a token only in the last
+	// 1/aheadFraction of its lifetime (or RefreshAhead, if shorter).
+	aheadFraction = 2
+)
+
+// lifetime is how long c's access token was valid for when it was issued;
+// 0 when that is unknown.
+func lifetime(c account.Credentials) time.Duration {
+	if c.IssuedAt.IsZero() || c.Expiry.IsZero() || !c.Expiry.After(c.IssuedAt) {
+		return 0
+	}
+	return c.Expiry.Sub(c.IssuedAt)
+}
+
+// clampTo shortens d to 1/frac of c's lifetime, when that is known and
+// shorter.
+func clampTo(d time.Duration, c account.Credentials, frac int64) time.Duration {
+	if l := lifetime(c); l > 0 {
+		return min(d, l/time.Duration(frac))
+	}
+	return d
+}
+
+// skewFor is integ's refresh skew clamped to c's lifetime.
+func skewFor(integ *account.Integration, c account.Credentials) time.Duration {
+	return clampTo(integ.Skew(), c, skewFraction)
 }

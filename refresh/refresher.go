@@ -151,6 +151,9 @@ type Refresher struct {
 	mu         sync.Mutex
 	backoff    map[string]*backoffState
 	probeUntil map[string]time.Time
+	// endpoints tracks each integration's token endpoint's outages, to
+	// end accounts' back-offs when it recovers.
+	endpoints  map[string]*endpointState
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
 	fetchedAt  map[string]time.Time           // when each of tokens was fetched
@@ -226,6 +229,7 @@ func New(store tokenstore.Store, integrations map[string]*account.Integration, o
 		log:          opts.Logger,
 		metrics:      newMetrics(opts.Registerer),
 		backoff:      map[string]*backoffState{},
+		endpoints:    map[string]*endpointState{},
 		probeUntil:   map[string]time.Time{},
 		background:   map[string]bool{},
 		tokens:       map[string]account.Credentials{},
@@ -272,7 +276,7 @@ func (r *Refresher) Credentials(ctx context.Context, a *account.Account) (accoun
 		return account.Credentials{}, ErrNeedsReauth
 	}
 	c := a.Credentials
-	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > integ.Skew() {
+	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c) {
 		return c, nil
 	}
 	if c.Expiry.After(now) {

@@ -50,9 +50,10 @@ func (t *tokenResult) apply(c *account.Credentials) {
 	if t.tok.RefreshToken != "" {
 		c.RefreshToken = t.tok.RefreshToken
 	}
-	c.Expiry = time.Time{}
+	c.Expiry, c.IssuedAt = time.Time{}, time.Time{}
 	if secs := expiresIn(t.tok); secs > 0 {
 		c.Expiry = t.received.Add(time.Duration(secs) * time.Second)
+		c.IssuedAt = t.received
 	}
 	if s, ok := t.tok.Extra("scope").(string); ok && s != "" {
 		c.Scope = s

@@ -2,8 +2,12 @@
 // with the message protocol of Truto's Link SDK.
 (function () {
   "use strict";
+  // A window can close itself only when a script opened it (a popup of
+  // the Link SDK); in a tab opened from an e-mail the button would do
+  // nothing, so it is shown only in a popup.
   var close = document.getElementById("close");
-  if (close) {
+  if (close && window.opener && !window.opener.closed) {
+    close.hidden = false;
     close.addEventListener("click", function () { window.close(); });
   }
   // The server marks a page opened from an origin it may not post to; the
