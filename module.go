@@ -241,6 +241,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("integration %s: empty configuration", name)
 		}
 		in.Name = name
+		if in.Preset != "" {
+			merged, err := withPreset(in)
+			if err != nil {
+				return err
+			}
+			in = merged
+			a.Integrations[name] = in
+		}
 		// ReplaceKnown: {env.X} and {file.X} resolve now, while an
 		// account's {connection.<name>} stays for each request.
 		in.BaseURL = repl.ReplaceKnown(in.BaseURL, "")

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,6 +155,7 @@ type Refresher struct {
 	// endpoints tracks each integration's token endpoint's outages, to
 	// end accounts' back-offs when it recovers.
 	endpoints  map[string]*endpointState
+	outage     storeOutage
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
 	fetchedAt  map[string]time.Time           // when each of tokens was fetched
@@ -529,6 +531,24 @@ func (r *Refresher) integration(name string) (*account.Integration, error) {
 		return nil, &Error{Class: Misconfigured, Code: "unknown_integration", Message: fmt.Sprintf("integration %q is not configured", name)}
 	}
 	return integ, nil
+}
+
+// integrationFor is a's integration with its token_url resolved for a: a
+// token_url that uses a's connection fields (a Zendesk subdomain) is
+// filled in, and its host must match the integration's allowed_hosts, or
+// no refresh token is sent.
+func (r *Refresher) integrationFor(a *account.Account) (*account.Integration, error) {
+	integ, err := r.integration(a.Integration)
+	if err != nil || !strings.Contains(integ.TokenURL, "{connection.") {
+		return integ, err
+	}
+	u, err := integ.ResolveURL("token_url", integ.TokenURL, integ.Connection(a.Context))
+	if err != nil {
+		return nil, &Error{Class: Misconfigured, Code: "connection_field", Message: err.Error()}
+	}
+	own := *integ
+	own.TokenURL = u
+	return &own, nil
 }
 
 func (r *Refresher) probeInterval(integration string) time.Duration {

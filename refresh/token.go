@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/quirks"
 )
 
 // tokenResult is what one token-endpoint call brought back.
@@ -38,6 +39,9 @@ type tokenResult struct {
 	uncertain bool
 	// entry is the call's journal record, when there is a journal.
 	entry *journalEntry
+	// dropRefresh: the answer carried no refresh token and the
+	// integration keeps none then (keep_refresh_token off).
+	dropRefresh bool
 }
 
 // apply writes the token into c. A refresh answer without refresh_token
@@ -49,6 +53,9 @@ func (t *tokenResult) apply(c *account.Credentials) {
 	}
 	if t.tok.RefreshToken != "" {
 		c.RefreshToken = t.tok.RefreshToken
+	}
+	if t.dropRefresh {
+		c.RefreshToken = ""
 	}
 	c.Expiry, c.IssuedAt = time.Time{}, time.Time{}
 	if secs := expiresIn(t.tok); secs > 0 {
@@ -77,7 +84,7 @@ func (r *Refresher) callRefresh(integ *account.Integration, refreshToken string)
 		ClientSecret: integ.ClientSecret,
 		Endpoint:     oauth2.Endpoint{TokenURL: integ.TokenURL, AuthStyle: authStyle(integ.AuthStyle)},
 	}
-	return r.tokenCall(refreshToken, []string{integ.ClientSecret}, func(ctx context.Context) (*oauth2.Token, error) {
+	return r.tokenCall(integ, refreshToken, []string{integ.ClientSecret}, func(ctx context.Context) (*oauth2.Token, error) {
 		return cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	})
 }
@@ -92,7 +99,7 @@ func (r *Refresher) callClientCredentials(integ *account.Integration) (*tokenRes
 		Scopes:       integ.Scopes,
 		AuthStyle:    authStyle(integ.AuthStyle),
 	}
-	return r.tokenCall("", []string{integ.ClientSecret}, cfg.Token)
+	return r.tokenCall(integ, "", []string{integ.ClientSecret}, cfg.Token)
 }
 
 // tokenCall runs one token request on its own context bounded by
@@ -100,12 +107,16 @@ func (r *Refresher) callClientCredentials(integ *account.Integration) (*tokenRes
 // the request goes on, since the provider may already have rotated the
 // refresh token), and classifies its outcome. secrets are
 // scrubbed from any text of the answer that reaches an error message.
-func (r *Refresher) tokenCall(refreshToken string, secrets []string, call func(context.Context) (*oauth2.Token, error)) (*tokenResult, *Error) {
+func (r *Refresher) tokenCall(integ *account.Integration, refreshToken string, secrets []string, call func(context.Context) (*oauth2.Token, error)) (*tokenResult, *Error) {
 	base := r.opts.Client.Transport
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	capt := &captureTransport{base: base}
+	// The integration's quirks (a JSON body, nested token fields, a
+	// default lifetime) are undone below the capture, so that a salvaged
+	// refresh token is found where the integration says it is.
+	q := quirks.New(integ, base)
+	capt := &captureTransport{base: q}
 	client := &http.Client{Transport: capt, Timeout: r.opts.Client.Timeout, CheckRedirect: r.opts.Client.CheckRedirect}
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.TokenHardLimit)
 	defer cancel()
@@ -115,6 +126,9 @@ func (r *Refresher) tokenCall(refreshToken string, secrets []string, call func(c
 	tok, err := call(ctx)
 	r.metrics.duration.Observe(time.Since(start).Seconds())
 	res := &tokenResult{tok: tok, received: r.opts.Now()}
+	if _, had := q.Answer(); err == nil && refreshToken != "" && !had && !integ.KeepsRefreshToken() {
+		res.dropRefresh = true
+	}
 	secrets = append(secrets, refreshToken)
 	if err != nil {
 		body, answered := capt.answer()

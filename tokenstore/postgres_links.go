@@ -87,7 +87,7 @@ func (p *Postgres) CreateConnectState(ctx context.Context, cs *ConnectState) err
 	if len(cs.Hash) == 0 {
 		return errors.New("creating connect state: empty hash")
 	}
-	sealed, err := p.sealer.Seal([]byte(cs.Verifier), cs.Hash)
+	sealed, err := p.sealer.Seal(connectSecret(cs), cs.Hash)
 	if err != nil {
 		return fmt.Errorf("sealing connect state: %w", err)
 	}
@@ -142,7 +142,10 @@ func (p *Postgres) TakeConnectState(ctx context.Context, hash []byte) (*ConnectS
 	if err != nil {
 		return nil, fmt.Errorf("connect state verifier: %w", err)
 	}
-	cs.Verifier, cs.ExpiresAt = string(v), fromNanos(expires)
+	if err := openConnectSecret(&cs, v); err != nil {
+		return nil, err
+	}
+	cs.ExpiresAt = fromNanos(expires)
 	return &cs, nil
 }
 

@@ -95,7 +95,7 @@ func (s *SQLite) CreateConnectState(ctx context.Context, cs *ConnectState) error
 	if len(cs.Hash) == 0 {
 		return errors.New("creating connect state: empty hash")
 	}
-	sealed, err := s.sealer.Seal([]byte(cs.Verifier), cs.Hash)
+	sealed, err := s.sealer.Seal(connectSecret(cs), cs.Hash)
 	if err != nil {
 		return fmt.Errorf("sealing connect state: %w", err)
 	}
@@ -146,7 +146,10 @@ func (s *SQLite) TakeConnectState(ctx context.Context, hash []byte) (*ConnectSta
 	if err != nil {
 		return nil, fmt.Errorf("connect state verifier: %w", err)
 	}
-	cs.Verifier, cs.ExpiresAt = string(v), fromNanos(expires)
+	if err := openConnectSecret(&cs, v); err != nil {
+		return nil, err
+	}
+	cs.ExpiresAt = fromNanos(expires)
 	return &cs, nil
 }
 

@@ -7,7 +7,9 @@ package tokenstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/linkgate/linkgate/account"
@@ -117,6 +119,41 @@ type ConnectState struct {
 	// page, for a link token that left the choice to them; empty when the
 	// link token names its integration.
 	Integration string
+	// Connection holds the connection fields the end user gave on the
+	// connect page before OAuth started (a subdomain), for the callback.
+	// It is sealed with the verifier.
+	Connection map[string]string
+}
+
+// connectSecret is the plaintext sealed in a connect state's verifier
+// column: the verifier alone, as before connection fields existed, or a
+// JSON object with both (a PKCE verifier never starts with "{").
+func connectSecret(cs *ConnectState) []byte {
+	if len(cs.Connection) == 0 {
+		return []byte(cs.Verifier)
+	}
+	b, _ := json.Marshal(struct {
+		Verifier   string            `json:"v"`
+		Connection map[string]string `json:"c"`
+	}{cs.Verifier, cs.Connection})
+	return b
+}
+
+// openConnectSecret reads what connectSecret sealed.
+func openConnectSecret(cs *ConnectState, pt []byte) error {
+	if len(pt) == 0 || pt[0] != '{' {
+		cs.Verifier = string(pt)
+		return nil
+	}
+	var v struct {
+		Verifier   string            `json:"v"`
+		Connection map[string]string `json:"c"`
+	}
+	if err := json.Unmarshal(pt, &v); err != nil {
+		return fmt.Errorf("connect state: %w", err)
+	}
+	cs.Verifier, cs.Connection = v.Verifier, v.Connection
+	return nil
 }
 
 // ConnectStatesPerLinkToken is how many OAuth states of one link token a

@@ -602,6 +602,19 @@ func testLinkTokens(t *testing.T, s tokenstore.Store) {
 	if _, err := s.TakeConnectState(ctx, cs.Hash); !errors.Is(err, tokenstore.ErrNotFound) {
 		t.Fatalf("second take: %v, want ErrNotFound", err)
 	}
+	// The connection fields given before OAuth started come back with
+	// the state, and a state without PKCE keeps them too.
+	for _, verifier := range []string{"verifier-" + uuid.NewString(), ""} {
+		cs2 := &tokenstore.ConnectState{Hash: []byte("state-hash-2" + verifier), LinkTokenHash: lt.Hash, Verifier: verifier,
+			RedirectURI: cs.RedirectURI, ExpiresAt: cs.ExpiresAt, Connection: map[string]string{"subdomain": "acme"}}
+		if err := s.CreateConnectState(ctx, cs2); err != nil {
+			t.Fatal(err)
+		}
+		taken, err = s.TakeConnectState(ctx, cs2.Hash)
+		if err != nil || taken.Verifier != verifier || !reflect.DeepEqual(taken.Connection, cs2.Connection) {
+			t.Fatalf("connect state with connection fields = %+v, %v", taken, err)
+		}
+	}
 }
 
 func testTakeConnectStateRace(t *testing.T, s tokenstore.Store) {

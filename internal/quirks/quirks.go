@@ -1,0 +1,185 @@
+// Package quirks adapts token requests and answers of providers that stray
+// from RFC 6749 to what golang.org/x/oauth2 reads: a JSON request body
+// instead of a form, token fields nested in the answer (Slack's
+// authed_user), a missing expires_in. It is an http.RoundTripper put under
+// the client x/oauth2 uses, so the exchange and the refresh share it, and it
+// keeps the answer's JSON so that connection fields can be read from it.
+package quirks
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/linkgate/linkgate/account"
+)
+
+// maxAnswer bounds a token answer read into memory.
+const maxAnswer = 1 << 20
+
+// Transport sends one token request of an integration. Use a new one per
+// call: it keeps that call's answer.
+type Transport struct {
+	In   *account.Integration
+	Base http.RoundTripper
+
+	mu         sync.Mutex
+	doc        any
+	hadRefresh bool
+}
+
+// New returns a Transport for in over base (http.DefaultTransport if nil).
+func New(in *account.Integration, base http.RoundTripper) *Transport {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &Transport{In: in, Base: base}
+}
+
+// Answer returns the decoded JSON of the last successful answer (nil when
+// it was not JSON), and whether it carried a refresh token.
+func (t *Transport) Answer() (any, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.doc, t.hadRefresh
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.In.TokenBody == "json" && req.Body != nil {
+		var err error
+		if req, err = jsonBody(req); err != nil {
+			return nil, err
+		}
+	}
+	res, err := t.Base.RoundTrip(req)
+	if err != nil || res.StatusCode < 200 || res.StatusCode > 299 {
+		return res, err
+	}
+	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer))
+	res.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	var doc any
+	if ct == "application/x-www-form-urlencoded" || ct == "text/plain" {
+		if v, err := url.ParseQuery(string(body)); err == nil && ct == "application/x-www-form-urlencoded" {
+			m := map[string]any{}
+			for k := range v {
+				m[k] = v.Get(k)
+			}
+			doc = m
+		}
+	}
+	if doc == nil {
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		if dec.Decode(&doc) != nil {
+			doc = nil
+		}
+	}
+	flat, hadRefresh := t.flatten(doc)
+	t.mu.Lock()
+	t.doc, t.hadRefresh = doc, hadRefresh
+	t.mu.Unlock()
+	if flat != nil {
+		b, err := json.Marshal(flat)
+		if err != nil {
+			return nil, err
+		}
+		res.Body = io.NopCloser(bytes.NewReader(b))
+		res.ContentLength = int64(len(b))
+		res.Header = res.Header.Clone()
+		res.Header.Set("Content-Type", "application/json")
+		res.Header.Del("Content-Length")
+	}
+	return res, nil
+}
+
+// flatten returns the answer with the token fields at the RFC 6749 names,
+// or nil when the answer needs no change. It also reports whether the
+// answer carried a refresh token.
+func (t *Transport) flatten(doc any) (map[string]any, bool) {
+	in := t.In
+	top, _ := doc.(map[string]any)
+	rt, _ := account.LookupPath(doc, in.TokenFieldPath("refresh_token"))
+	hadRefresh := rt != ""
+	if top == nil || (len(in.TokenFields) == 0 && in.DefaultExpiresIn == 0) {
+		return nil, hadRefresh
+	}
+	out := make(map[string]any, len(top)+5)
+	for k, v := range top {
+		out[k] = v
+	}
+	for _, name := range []string{"access_token", "refresh_token", "token_type", "scope", "expires_in"} {
+		if in.TokenFields[name] == "" {
+			continue
+		}
+		delete(out, name)
+		if v, ok := account.LookupPath(doc, in.TokenFieldPath(name)); ok {
+			out[name] = v
+		}
+	}
+	if v, ok := out["expires_in"]; !ok || v == nil || v == "" {
+		if in.DefaultExpiresIn > 0 {
+			out["expires_in"] = strconv.FormatInt(int64(time.Duration(in.DefaultExpiresIn)/time.Second), 10)
+		}
+	}
+	// x/oauth2 reads expires_in as a number only.
+	if s, ok := out["expires_in"].(string); ok {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			out["expires_in"] = n
+		} else {
+			delete(out, "expires_in")
+		}
+	}
+	if _, ok := out["token_type"]; !ok {
+		out["token_type"] = "Bearer"
+	}
+	return out, hadRefresh
+}
+
+// jsonBody re-encodes a form-encoded token request as a JSON object.
+func jsonBody(req *http.Request) (*http.Request, error) {
+	b, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	v, err := url.ParseQuery(string(b))
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(v))
+	for k := range v {
+		m[k] = v.Get(k)
+	}
+	j, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	r := req.Clone(req.Context())
+	r.Body = io.NopCloser(bytes.NewReader(j))
+	r.ContentLength = int64(len(j))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(j)), nil }
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json")
+	return r, nil
+}
+
+// Field reads a connection field of source token_response from an answer.
+func Field(doc any, path string) (string, bool) {
+	if doc == nil {
+		return "", false
+	}
+	return account.LookupPath(doc, strings.TrimSpace(path))
+}
