@@ -155,8 +155,19 @@ type StorageConfig struct {
 
 // RefreshConfig tunes token refresh.
 type RefreshConfig struct {
-	// TokenTimeout bounds one call to a token endpoint. Default 30s.
+	// TokenTimeout is how long a request waits for a call to a token
+	// endpoint. Default 30s. The call is not abandoned then (the provider
+	// may already have rotated the refresh token): it runs on, up to
+	// TokenHardLimit, and its answer is stored.
 	TokenTimeout caddy.Duration `json:"token_timeout,omitempty"`
+	// TokenHardLimit bounds a token call that nobody waits for any more.
+	// Default 4 × token_timeout, at least 2m.
+	TokenHardLimit caddy.Duration `json:"token_hard_limit,omitempty"`
+	// MaxInFlight bounds the token calls this instance has on the wire at
+	// once; requests waiting on an expired token go before the sweeper. A
+	// crash loses at most the answers of the calls on the wire, so this is
+	// also the most grants a SIGKILL can cost. Default 4.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
 	// RefreshAhead: tokens that expire within this are refreshed in the
 	// background by the sweeper. Default 10m.
 	RefreshAhead caddy.Duration `json:"refresh_ahead,omitempty"`
@@ -219,10 +230,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 			}
 			continue
 		}
-		sum := sha256.Sum256([]byte(t))
-		seen[sum] = true
 		example := slices.Contains(exampleAPITokens, t)
-		a.tokens = append(a.tokens, hashedToken{sum: sum, example: example})
+		ht := newHashedToken(t, "", example)
+		seen[ht.sum] = true
+		a.tokens = append(a.tokens, ht)
 		if example {
 			a.logger.Warn("api_token is a published example token: it is accepted only from clients on this machine (loopback); configure a token of your own, e.g. from openssl rand -hex 32")
 		}
@@ -245,12 +256,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if slices.Contains(exampleAPITokens, tok) {
 			return fmt.Errorf("tenant api_token #%d: a published example token cannot be restricted to a tenant; configure a token of your own", i+1)
 		}
-		sum := sha256.Sum256([]byte(tok))
-		if seen[sum] {
+		ht := newHashedToken(tok, tenant, false)
+		if seen[ht.sum] {
 			return fmt.Errorf("tenant api_token #%d: the same token is configured twice; one token has one restriction", i+1)
 		}
-		seen[sum] = true
-		a.tokens = append(a.tokens, hashedToken{sum: sum, tenant: tenant})
+		seen[ht.sum] = true
+		a.tokens = append(a.tokens, ht)
 	}
 	if !slices.ContainsFunc(a.tokens, func(t hashedToken) bool { return t.tenant == "" }) && len(emptyTokens) > 0 {
 		return fmt.Errorf("api_token: at least one API token without a tenant restriction is required, and %s", strings.Join(emptyTokens, "; "))
@@ -564,10 +575,9 @@ func (a *App) tokenIndex(bearer string) int {
 	if bearer == "" {
 		return -1
 	}
-	got := sha256.Sum256([]byte(bearer))
 	idx := -1
 	for i := range a.tokens {
-		idx = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(got[:], a.tokens[i].sum[:]), i, idx)
+		idx = subtle.ConstantTimeSelect(a.tokens[i].matches(bearer), i, idx)
 	}
 	return idx
 }
