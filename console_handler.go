@@ -242,6 +242,8 @@ func (h *Console) console() (*console.Console, error) {
 			rt.dispatcher.Notify()
 			return nil
 		},
+		Webhooks: rt.webhookAPI,
+		Notify:   rt.dispatcher.Notify,
 		// The console shows every tenant: unrestricted API tokens only.
 		Authenticate: func(r *http.Request, token string) bool {
 			c, err := h.app.authorize(r, token)

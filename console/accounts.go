@@ -41,6 +41,8 @@ type accountsData struct {
 	First        string
 	Problem      string
 	Filtered     bool
+	// Reauth is how many accounts need reauthorization ("" for none).
+	Reauth string
 }
 
 func (c *Console) accounts(w http.ResponseWriter, r *http.Request) {
@@ -86,6 +88,10 @@ func (c *Console) accounts(w http.ResponseWriter, r *http.Request) {
 	for _, a := range page.Accounts {
 		d.Accounts = append(d.Accounts, a.View())
 	}
+	if d.Reauth, err = c.countReauth(r.Context()); err != nil {
+		c.storeFailed(w, r, "counting accounts that need reauthorization", err)
+		return
+	}
 	if page.NextCursor != "" {
 		d.Next = c.accountsURL(d, page.NextCursor)
 	}
@@ -124,6 +130,9 @@ type accountData struct {
 	LinkError  string
 	Deliveries []deliveryRow
 	MoreDeliv  string
+	History    []historyItem
+	// NoHistory says the store keeps no event history.
+	NoHistory bool
 }
 
 func (c *Console) loadAccount(w http.ResponseWriter, r *http.Request) (*account.Account, bool) {
@@ -167,6 +176,20 @@ func (c *Console) showAccount(w http.ResponseWriter, r *http.Request, status int
 	if dp.NextCursor != "" {
 		d.MoreDeliv = c.path("/deliveries")
 	}
+	var events []tokenstore.Event
+	if h, ok := c.opts.Store.(tokenstore.History); ok {
+		events, err = h.AccountEvents(r.Context(), a.ID, historySize)
+		if errors.Is(err, tokenstore.ErrNoHistory) {
+			d.NoHistory, err = true, nil
+		}
+		if err != nil {
+			c.storeFailed(w, r, "listing an account's events", err)
+			return
+		}
+	} else {
+		d.NoHistory = true
+	}
+	d.History = history(a, events, dp.Deliveries)
 	c.render(w, r, status, "account", "Account "+a.ID, "accounts", d)
 }
 

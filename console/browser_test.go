@@ -372,3 +372,158 @@ func TestBrowserKeyboardOnly(t *testing.T) {
 		t.Fatalf("the Copy button did not confirm: %v", err)
 	}
 }
+
+// seedDeliveries writes n failed deliveries of an account's events.
+func seedDeliveries(t *testing.T, h *harness, n int) {
+	t.Helper()
+	ctx := context.Background()
+	a := h.seed("4d6f8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a11", "northwind-traders", "acme", account.StatusNeedsReauth, time.Now().Add(-time.Hour), account.Credentials{}, nil)
+	var evs []tokenstore.Event
+	for i := range n {
+		evs = append(evs, tokenstore.NewEvent("integrated_account:authentication_error", a, time.Now().Add(time.Duration(i-n)*time.Minute)))
+	}
+	if err := h.store.AddEvents(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.FanOut(ctx, 1000, func(tokenstore.Event) []string {
+		return []string{"https://app.example.com/hooks/linkgate/receiver"}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := h.store.ClaimDeliveries(ctx, time.Now().Add(time.Minute), time.Minute, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range claimed {
+		d := &claimed[i]
+		d.Status, d.Attempts, d.LastStatus, d.LastError = tokenstore.DeliveryFailed, 8, 503, "endpoint answered 503 Service Unavailable after 15 s of waiting"
+		if err := h.store.FinishAttempt(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestBrowserConsoleLayoutStaysCompact(t *testing.T) {
+	h := newHarness(t, harnessOptions{realClock: true})
+	seedDeliveries(t, h, 45)
+	ctx := newBrowser(t)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatal(err)
+	}
+	signIn(t, ctx, h)
+	height := func(p string) int {
+		t.Helper()
+		if err := chromedp.Do(ctx, chromedp.Navigate(h.url(p)), chromedp.WaitVisible(chromedp.ID("main"))); err != nil {
+			t.Fatal(err)
+		}
+		px, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollHeight`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return px
+	}
+	// 45 deliveries: about 40 px a row, not 150.
+	if px := height("/deliveries"); px > 2600 {
+		t.Errorf("45 deliveries make a %d px page at 1280 px; want at most 2600", px)
+	} else {
+		t.Logf("45 deliveries: %d px at 1280x800", px)
+	}
+	// Event names are whole: each on one line, none clipped.
+	broken, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll(".event-name")].filter(e => e.getClientRects().length !== 1 || e.scrollWidth > e.offsetWidth + 1).map(e => e.textContent)`))
+	if err != nil || len(broken) != 0 {
+		t.Fatalf("event names broken or clipped: %v, %v", broken, err)
+	}
+	noHorizontalScrollAt(t, ctx, 1280, "/deliveries")
+
+	// The list shows the needs_reauth count as a filter; ids are short
+	// and copy whole.
+	height("/accounts")
+	if err := chromedp.Do(ctx,
+		chromedp.WaitVisible(`button.copy[data-copy-text="4d6f8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a11"]`),
+		chromedp.Click(`button.copy[data-copy-text="4d6f8a0c-2e4a-4c6e-8a0c-2e4a6c8e0a11"]`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("button.copy").textContent === "Copied"`, chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("the id's Copy button did not confirm: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("needs-reauth-count")), chromedp.WaitReady(`option[value="needs_reauth"][selected]`)); err != nil {
+		t.Fatalf("the needs_reauth count does not filter: %v", err)
+	}
+
+	// On a phone the menu and the filters fold away until asked for.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(375, 812, chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	height("/accounts")
+	visible := func(id string) bool {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const e = document.getElementById("`+id+`"); return !!e && e.getClientRects().length > 0 })()`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if visible("top-menu") || visible("account-filters") || !visible("accounts") {
+		t.Fatalf("on a phone: menu %v, filters %v, accounts %v; want only the accounts", visible("top-menu"), visible("account-filters"), visible("accounts"))
+	}
+	top, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.getElementById("accounts").getBoundingClientRect().top`))
+	if err != nil || top > 400 {
+		t.Fatalf("the accounts start %v px down on a phone (%v)", top, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(`button[data-toggle="top-menu"]`), chromedp.Click(`button[data-toggle="account-filters"]`)); err != nil {
+		t.Fatal(err)
+	}
+	if !visible("top-menu") || !visible("account-filters") {
+		t.Fatal("the Menu and Filters buttons do not open what they fold")
+	}
+	// On a phone each delivery is a card of about three short lines.
+	if px := height("/deliveries"); px > 7000 {
+		t.Errorf("45 deliveries make a %d px page on a phone; want at most 7000", px)
+	} else {
+		t.Logf("45 deliveries: %d px at 375x812", px)
+	}
+	noHorizontalScrollAt(t, ctx, 375, "/deliveries")
+}
+
+// noHorizontalScrollAt fails when the page is wider than the viewport.
+func noHorizontalScrollAt(t *testing.T, ctx context.Context, width int, what string) {
+	t.Helper()
+	w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w > width {
+		wide, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[document.querySelector(".scroll"), document.querySelector("main"), document.body, ...document.querySelectorAll("tbody tr:first-child td")].map(e => e.tagName + "." + e.className + " cw=" + e.clientWidth + " sw=" + e.scrollWidth + " ov=" + getComputedStyle(e).overflowX)`))
+		t.Logf("widths: %v", wide)
+		wide, _ = chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 5).map(e => e.tagName + "." + e.className + "#" + e.id + " " + Math.round(e.getBoundingClientRect().right))`))
+		t.Fatalf("%s is %d px wide at a %d px viewport; past its edge: %v", what, w, width, wide)
+	}
+	if w > width {
+		t.Fatalf("%s is %d px wide at a %d px viewport", what, w, width)
+	}
+}
+
+func TestBrowserDeleteAsksFirst(t *testing.T) {
+	h := newHarness(t, harnessOptions{realClock: true})
+	target := seedDemo(t, h)
+	ctx := newBrowser(t)
+	signIn(t, ctx, h)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(h.url("/accounts/"+target)),
+		chromedp.WaitVisible(chromedp.ID("history")),
+		chromedp.Click(chromedp.ID("confirm-delete")),
+		chromedp.Click(chromedp.ID("delete-account")),
+		chromedp.WaitVisible(chromedp.ID("confirm-ok")),
+	); err != nil {
+		t.Fatalf("the delete dialog: %v", err)
+	}
+	if _, err := h.store.GetAccount(context.Background(), target); err != nil {
+		t.Fatalf("the account went before the dialog was answered: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("confirm-ok")), chromedp.WaitVisible(chromedp.ID("flash"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.GetAccount(context.Background(), target); err == nil {
+		t.Fatal("the account is still there after a confirmed delete")
+	}
+}

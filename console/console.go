@@ -66,6 +66,13 @@ type Options struct {
 	// store's Redeliver, due now; the Caddy wrapper also wakes the
 	// dispatcher.
 	Redeliver func(ctx context.Context, id string) error
+	// Webhooks is the webhook API (webhook.NewAPI): the console lists
+	// the endpoints, sends test events and enables endpoints through it,
+	// with the requests the HTTP API takes. Nil hides the endpoints page.
+	Webhooks http.Handler
+	// Notify, if set, wakes the webhook dispatcher after the console wrote
+	// events (an account deleted).
+	Notify func()
 	// Authenticate reports whether token is an API token that the client
 	// sending r may use, in constant time. Nil disables sign-in with an
 	// API token.
@@ -214,6 +221,13 @@ func New(opts Options) (*Console, error) {
 	m.HandleFunc("GET /accounts/{id}", c.accountPage)
 	m.HandleFunc("POST /accounts/{id}/link", c.createLink)
 	m.HandleFunc("POST /accounts/{id}/refresh", c.refresh)
+	m.HandleFunc("POST /accounts/{id}/delete", c.deleteAccount)
+	m.HandleFunc("GET /accounts/new", c.newLinkPage)
+	m.HandleFunc("POST /accounts/new", c.createNewLink)
+	m.HandleFunc("POST /tenant-links", c.tenantLinks)
+	m.HandleFunc("GET /webhooks", c.webhooks)
+	m.HandleFunc("POST /webhooks/test", c.testWebhooks)
+	m.HandleFunc("POST /webhooks/{id}/enable", c.enableWebhook)
 	m.HandleFunc("GET /deliveries", c.deliveries)
 	m.HandleFunc("POST /deliveries/{id}/redeliver", c.redeliver)
 	m.HandleFunc("POST /logout", c.logout)

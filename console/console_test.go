@@ -380,7 +380,9 @@ func TestGetConnectionLink(t *testing.T) {
 	if connect.status != http.StatusOK {
 		t.Fatalf("opening the link: %d", connect.status)
 	}
-	mustContain(t, connect.body, "Reconnect acme", "acct-l")
+	mustContain(t, connect.body, "Reconnect acme")
+	// The end user is not shown the application's account id.
+	mustNotContain(t, connect.body, "acct-l")
 	// Reloading the account page does not show the link again.
 	mustNotContain(t, c.get(h.url("/accounts/acct-l")).body, "link_token=")
 

@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,7 @@ import (
 	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/refresh"
 	"github.com/linkgate/linkgate/tokenstore"
+	"github.com/linkgate/linkgate/webhook"
 )
 
 const (
@@ -79,6 +81,10 @@ type harness struct {
 	clock   *clock
 	ints    map[string]*account.Integration
 	refr    *refresh.Refresher
+	// hooks are two webhook endpoints: good answers 204, broken 500;
+	// broken starts disabled, as after a 410.
+	good, broken string
+	notified     atomic.Int64
 }
 
 type harnessOptions struct {
@@ -145,10 +151,29 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if prefix == "" {
 		prefix = console.DefaultPrefix
 	}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/good") {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(receiver.Close)
+	h.good, h.broken = receiver.URL+"/hooks/good", receiver.URL+"/hooks/broken"
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("console-test-webhook-secret-0123"))
+	dispatcher := webhook.NewDispatcher(h.store, []webhook.Endpoint{
+		{URL: h.good, Secrets: []string{secret}, Events: []string{"integrated_account:*"}},
+		{URL: h.broken, Secrets: []string{secret}, Events: []string{"integrated_account:authentication_error"}},
+	}, webhook.Options{Now: now})
+	if err := h.store.DisableEndpoint(context.Background(), h.broken, "the endpoint answered 410 Gone", now()); err != nil {
+		t.Fatal(err)
+	}
 	h.console, err = console.New(console.Options{
-		Store:   h.store,
-		Links:   h.links,
-		Refresh: h.refr.Refresh,
+		Webhooks: webhook.NewAPI(h.store, dispatcher),
+		Notify:   func() { h.notified.Add(1) },
+		Store:    h.store,
+		Links:    h.links,
+		Refresh:  h.refr.Refresh,
 		Authenticate: func(_ *http.Request, tok string) bool {
 			return subtle.ConstantTimeCompare([]byte(tok), []byte(apiToken)) == 1
 		},

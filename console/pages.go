@@ -57,6 +57,30 @@ var funcs = template.FuncMap{
 		return string(r[:8]) + "…"
 	},
 	"endpoint": endpointLabel,
+	// clock is a compact time for crowded rows: the time of day when it
+	// is today, else the date and time; the full time is in the title.
+	"clock": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		t = t.UTC()
+		if t.Format("2006-01-02") == time.Now().UTC().Format("2006-01-02") {
+			return t.Format("15:04:05")
+		}
+		return t.Format("Jan 2 15:04")
+	},
+	// answer is a delivery's last answer in one line.
+	"answer": func(status int, errText string) string {
+		switch {
+		case status != 0 && errText != "":
+			return fmt.Sprintf("HTTP %d %s", status, errText)
+		case status != 0:
+			return fmt.Sprintf("HTTP %d", status)
+		case errText != "":
+			return errText
+		}
+		return "—"
+	},
 	// dict passes several values to a shared template.
 	"dict": func(kv ...any) (map[string]any, error) {
 		if len(kv)%2 != 0 {
@@ -80,7 +104,7 @@ func loadPages() (*pages, error) {
 		return nil, fmt.Errorf("console: parsing the layout: %w", err)
 	}
 	p := &pages{byName: map[string]*template.Template{}}
-	for _, name := range []string{"login", "accounts", "account", "deliveries", "error"} {
+	for _, name := range []string{"login", "accounts", "account", "deliveries", "error", "newlink", "tenantlinks", "webhooks"} {
 		t, err := template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console: parsing page %s: %w", name, err)

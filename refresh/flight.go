@@ -168,13 +168,19 @@ func (r *Refresher) run(id string, m mode, sent string) (*account.Account, error
 	})
 	if err != nil {
 		var e *Error
-		if errors.As(err, &e) || errors.Is(err, ErrNeedsReauth) || errors.Is(err, tokenstore.ErrNotFound) {
+		if errors.As(err, &e) {
+			if e.Code == codeStoreUnavailable {
+				// Saving failed after the token call (logged there).
+				return nil, r.storeFailed(id, e, nil)
+			}
+			return nil, err
+		}
+		if errors.Is(err, ErrNeedsReauth) || errors.Is(err, tokenstore.ErrNotFound) {
 			return nil, err
 		}
 		// The store failed (or its lock was not had in time): not the
 		// account's fault, and nothing the caller can fix.
-		r.log.Warn("refreshing integrated account", zap.String("account", id), zap.Stringer("mode", m), zap.Error(err))
-		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the account store did not answer in time"}
+		return nil, r.storeFailed(id, &Error{Class: Transient, Code: codeStoreUnavailable, Message: "the account store did not answer in time"}, err)
 	}
 	return out, nil
 }
@@ -184,6 +190,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 	if err != nil {
 		return nil, fmt.Errorf("loading account %s: %w", id, err)
 	}
+	r.storeAnswered()
 	cur = cur.Clone()
 	integ, err := r.integrationFor(cur)
 	if err != nil {
@@ -270,7 +277,7 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		r.log.Error("saving refreshed credentials failed; the answer is kept in the refresh journal for the next attempt, or, without a journal, the account may need reconnecting if its provider rotates refresh tokens",
 			zap.String("account", id), zap.String("integration", integ.Name), zap.Error(err))
 		r.metrics.outcome(Transient)
-		return nil, &Error{Class: Transient, Code: "store_unavailable", Message: "the refreshed credentials could not be saved"}
+		return nil, &Error{Class: Transient, Code: codeStoreUnavailable, Message: "the refreshed credentials could not be saved"}
 	}
 	r.clearBackoff(id)
 	r.mu.Lock()
@@ -436,6 +443,10 @@ func (r *Refresher) backingOff(key string, now time.Time) *Error {
 			b.until = minTime(b.until, ep.recovered.Add(b.spread))
 		}
 	}
+	if b.last.Code == codeStoreUnavailable && r.outage.recovered.After(b.at) {
+		// The store answers again: its outage is no reason to wait.
+		b.until = b.at
+	}
 	if !now.Before(b.until) {
 		return nil
 	}
@@ -515,7 +526,7 @@ func endpointOutage(e *Error) bool {
 		return false
 	}
 	switch e.Code {
-	case "store_unavailable", "busy", "stopping":
+	case codeStoreUnavailable, "busy", "stopping":
 		return false
 	}
 	return e.Class == Transient || e.Class == Misconfigured
@@ -569,4 +580,66 @@ func clampTo(d time.Duration, c account.Credentials, frac int64) time.Duration {
 // skewFor is integ's refresh skew clamped to c's lifetime.
 func skewFor(integ *account.Integration, c account.Credentials) time.Duration {
 	return clampTo(integ.Skew(), c, skewFraction)
+}
+
+// codeStoreUnavailable is the Error code of a refresh that failed on the
+// account store rather than at the token endpoint.
+const codeStoreUnavailable = "store_unavailable"
+
+// storeOutage is a run of refreshes failing on the account store. It is
+// logged when it starts and when it ends, with how many attempts failed,
+// rather than once per attempt: a full disk or a database restart would
+// otherwise write a warning per account per try.
+type storeOutage struct {
+	open      bool
+	since     time.Time
+	failures  int
+	recovered time.Time
+}
+
+// storeFailed records a refresh of id that failed on the store with e
+// (cause, when set, is the store's error, logged when the outage starts)
+// and backs the account off.
+func (r *Refresher) storeFailed(id string, e *Error, cause error) *Error {
+	r.storeFailing(id, cause)
+	return r.setBackoff(id, "", e)
+}
+
+// storeFailing counts a failure on the store and logs it if it starts an
+// outage. id is the account concerned, if any.
+func (r *Refresher) storeFailing(id string, cause error) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	first := !r.outage.open
+	if first {
+		r.outage.open, r.outage.since, r.outage.failures = true, now, 0
+	}
+	r.outage.failures++
+	r.mu.Unlock()
+	if first {
+		var fields []zap.Field
+		if id != "" {
+			fields = append(fields, zap.String("account", id))
+		}
+		if cause != nil {
+			fields = append(fields, zap.Error(cause))
+		}
+		r.log.Warn("the account store is failing; refreshes back off until it answers again, and further failures are counted, not logged", fields...)
+	}
+}
+
+// storeAnswered records that the store answered a refresh: an outage is
+// over, and the back-offs it caused end.
+func (r *Refresher) storeAnswered() {
+	r.mu.Lock()
+	if !r.outage.open {
+		r.mu.Unlock()
+		return
+	}
+	now := r.opts.Now()
+	o := r.outage
+	r.outage = storeOutage{recovered: now}
+	r.mu.Unlock()
+	r.log.Info("the account store answers refreshes again",
+		zap.Int("failed_attempts", o.failures), zap.Duration("outage", now.Sub(o.since)))
 }

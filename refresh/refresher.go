@@ -155,6 +155,7 @@ type Refresher struct {
 	// endpoints tracks each integration's token endpoint's outages, to
 	// end accounts' back-offs when it recovers.
 	endpoints  map[string]*endpointState
+	outage     storeOutage
 	background map[string]bool
 	tokens     map[string]account.Credentials // client-credentials tokens by integration
 	fetchedAt  map[string]time.Time           // when each of tokens was fetched

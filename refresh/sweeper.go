@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // Start starts the proactive sweeper: every SweepInterval it claims the
@@ -83,10 +81,11 @@ func (r *Refresher) Sweep(ctx context.Context) int {
 		ids, err := r.store.ClaimExpiring(ctx, r.opts.Now().Add(r.opts.RefreshAhead), lease, r.opts.SweepBatch)
 		if err != nil {
 			if ctx.Err() == nil {
-				r.log.Warn("claiming expiring accounts", zap.Error(err))
+				r.storeFailing("", err)
 			}
 			return total
 		}
+		r.storeAnswered()
 		total += len(ids)
 		sem := make(chan struct{}, r.opts.SweepConcurrency)
 		var wg sync.WaitGroup
