@@ -90,6 +90,8 @@ func caddyconfig(v any) json.RawMessage {
 //		retry_body_limit <bytes>
 //		refresh {
 //			token_timeout <duration>
+//			token_hard_limit <duration>
+//			max_in_flight <n>
 //			refresh_ahead <duration>
 //		}
 //		webhook_timeout <duration>
@@ -248,18 +250,33 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				opt := d.Val()
+				if opt == "max_in_flight" {
+					n, err := intArg(d)
+					if err != nil {
+						return err
+					}
+					if n < 1 {
+						return d.Errf("refresh: max_in_flight must be at least 1, got %d", n)
+					}
+					a.Refresh.MaxInFlight = int(n)
+					continue
+				}
+				var dst *caddy.Duration
+				switch opt {
+				case "token_timeout":
+					dst = &a.Refresh.TokenTimeout
+				case "token_hard_limit":
+					dst = &a.Refresh.TokenHardLimit
+				case "refresh_ahead":
+					dst = &a.Refresh.RefreshAhead
+				default:
+					return d.Errf("refresh: unknown option %q", opt)
+				}
 				dur, err := durationArg(d)
 				if err != nil {
 					return err
 				}
-				switch opt {
-				case "token_timeout":
-					a.Refresh.TokenTimeout = caddy.Duration(dur)
-				case "refresh_ahead":
-					a.Refresh.RefreshAhead = caddy.Duration(dur)
-				default:
-					return d.Errf("refresh: unknown option %q", opt)
-				}
+				*dst = caddy.Duration(dur)
 			}
 		case "webhook_timeout", "webhook_lease":
 			opt := d.Val()

@@ -24,6 +24,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		{"bad duration", "integrated_accounts {\n link_token_ttl soon\n}", "link_token_ttl"},
 		{"negative size", "integrated_accounts {\n cache_size -1\n}", "cache_size"},
 		{"unknown refresh option", "integrated_accounts {\n refresh {\n  speed 1s\n }\n}", `unknown option "speed"`},
+		{"zero refresh bound", "integrated_accounts {\n refresh {\n  max_in_flight 0\n }\n}", `max_in_flight must be at least 1`},
 		{"webhook without url", "integrated_accounts {\n webhook {\n }\n}", "URL is required"},
 		{"unknown webhook option", "integrated_accounts {\n webhook https://a.example/h {\n  retries 3\n }\n}", `unknown option "retries"`},
 		{"integration without name", "integrated_accounts {\n integration {\n }\n}", "name is required"},

@@ -153,8 +153,19 @@ type StorageConfig struct {
 
 // RefreshConfig tunes token refresh.
 type RefreshConfig struct {
-	// TokenTimeout bounds one call to a token endpoint. Default 30s.
+	// TokenTimeout is how long a request waits for a call to a token
+	// endpoint. Default 30s. The call is not abandoned then (the provider
+	// may already have rotated the refresh token): it runs on, up to
+	// TokenHardLimit, and its answer is stored.
 	TokenTimeout caddy.Duration `json:"token_timeout,omitempty"`
+	// TokenHardLimit bounds a token call that nobody waits for any more.
+	// Default 4 × token_timeout, at least 2m.
+	TokenHardLimit caddy.Duration `json:"token_hard_limit,omitempty"`
+	// MaxInFlight bounds the token calls this instance has on the wire at
+	// once; requests waiting on an expired token go before the sweeper. A
+	// crash loses at most the answers of the calls on the wire, so this is
+	// also the most grants a SIGKILL can cost. Default 4.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
 	// RefreshAhead: tokens that expire within this are refreshed in the
 	// background by the sweeper. Default 10m.
 	RefreshAhead caddy.Duration `json:"refresh_ahead,omitempty"`

@@ -68,8 +68,11 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 	}
 	if a.Refresh != nil {
 		ropts.TokenTimeout = time.Duration(a.Refresh.TokenTimeout)
+		ropts.TokenHardLimit = time.Duration(a.Refresh.TokenHardLimit)
+		ropts.MaxInFlight = a.Refresh.MaxInFlight
 		ropts.RefreshAhead = time.Duration(a.Refresh.RefreshAhead)
 	}
+	ropts.Journal = a.storeHold.refreshJournal()
 	rt.refresher = refresh.New(st, a.Integrations, ropts)
 
 	links, err := linkflow.New(st, a.Integrations, linkflow.Options{

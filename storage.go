@@ -2,6 +2,7 @@ package linkgate
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/linkgate/linkgate/refresh"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -28,6 +30,9 @@ type storeHolder struct {
 	store       *tokenstore.Cached
 	stopListen  func()
 	stopJanitor func()
+	// journal keeps token calls and their answers durable on local disk
+	// (see refresh.Journal); nil when it could not be opened.
+	journal *refresh.Journal
 	// inUse are the keys the open store seals with: the configured ones,
 	// or the generated one.
 	inUse [][]byte
@@ -90,6 +95,7 @@ func (h *storeHolder) open(logger *zap.Logger) (*tokenstore.Cached, error) {
 		_ = inner.Close()
 		return nil, err
 	}
+	h.journal = openJournal(h.cfg, sealer, logger)
 	h.store = cached
 	h.inUse = keys
 	h.stopListen = startPostgresListener(inner, cached, logger)
@@ -107,9 +113,49 @@ func (h *storeHolder) Destruct() error {
 	}
 	h.stopJanitor()
 	h.stopListen()
+	if h.journal != nil {
+		_ = h.journal.Close()
+		h.journal = nil
+	}
 	err := h.store.Close()
 	h.store, h.inUse = nil, nil
 	return err
+}
+
+// refreshJournal is the open store's refresh journal, or nil.
+func (h *storeHolder) refreshJournal() *refresh.Journal {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.journal
+}
+
+// openJournal opens the refresh journal of a store: next to a SQLite file,
+// or in Caddy's data directory for PostgreSQL (one per database). Two
+// processes on one machine sharing the store each get a file of their own.
+// Without a journal refreshes still work; a crash can then lose the grants
+// whose answers had not reached the store, so the failure is logged loudly.
+func openJournal(cfg StorageConfig, sealer *tokenstore.Sealer, logger *zap.Logger) *refresh.Journal {
+	var base string
+	if cfg.Driver == "postgres" {
+		sum := sha256.Sum256([]byte(cfg.DSN))
+		base = filepath.Join(caddy.AppDataDir(), "linkgate", fmt.Sprintf("refresh-journal-%x", sum[:8]))
+	} else {
+		path := cfg.Path
+		if path == "" {
+			path = filepath.Join(caddy.AppDataDir(), "linkgate", "linkgate.db")
+		}
+		base = path + "-refresh-journal"
+	}
+	if err := os.MkdirAll(filepath.Dir(base), 0o700); err != nil {
+		logger.Error("cannot create the refresh journal's directory; a crash may lose grants whose refresh answers had not reached the store", zap.Error(err))
+		return nil
+	}
+	j, err := refresh.OpenJournalExclusive(base, sealer)
+	if err != nil {
+		logger.Error("cannot open the refresh journal; a crash may lose grants whose refresh answers had not reached the store", zap.Error(err))
+		return nil
+	}
+	return j
 }
 
 // keyFile is where the generated key of an unconfigured SQLite store lives,

@@ -278,16 +278,17 @@ func TestScreenshots(t *testing.T) {
 		if err := chromedp.Do(ctx, chromedp.EmulateViewport(size.width, size.height, opts...)); err != nil {
 			t.Fatal(err)
 		}
-		shot := func(name string) {
+		shotAs := func(file string) {
 			t.Helper()
 			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 			if err != nil {
-				t.Fatalf("screenshot %s: %v", name, err)
+				t.Fatalf("screenshot %s: %v", file, err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "console-"+name+"-"+size.name+".png"), png, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, file+"-"+size.name+".png"), png, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
+		shot := func(name string) { t.Helper(); shotAs("console-" + name) }
 		if err := chromedp.Do(ctx, chromedp.Navigate(h.url("/login")), chromedp.WaitVisible(chromedp.ID("secret"))); err != nil {
 			t.Fatal(err)
 		}
@@ -308,10 +309,23 @@ func TestScreenshots(t *testing.T) {
 			t.Fatal(err)
 		}
 		shot("account")
+		link, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("magic-link")))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := chromedp.Do(ctx, chromedp.Navigate(h.url("/deliveries")), chromedp.WaitVisible(chromedp.ID("main"))); err != nil {
 			t.Fatal(err)
 		}
 		shot("deliveries")
+		if err := chromedp.Do(ctx, chromedp.Navigate(h.url("/webhooks")), chromedp.Click(chromedp.ID("test-all")), chromedp.WaitVisible(chromedp.ID("test-summary"))); err != nil {
+			t.Fatal(err)
+		}
+		shot("webhooks")
+		// The page the end user sees from the magic link.
+		if err := chromedp.Do(ctx, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
+			t.Fatal(err)
+		}
+		shotAs("connect-page")
 	}
 }
 

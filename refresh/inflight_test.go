@@ -296,3 +296,39 @@ func (e *env) sealer() Sealer {
 	}
 	return s
 }
+
+// Two processes on one machine sharing a store never share a journal: one
+// would empty the file while the other's records are still needed.
+func TestJournalBelongsToOneProcess(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "journal")
+	s := (&env{t: t, key: mustKey(t)}).sealer()
+	a, err := OpenJournalExclusive(base, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenJournalExclusive(base, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Path() == b.Path() {
+		t.Fatalf("two holders of %s", a.Path())
+	}
+	b.Close()
+	a.Close()
+	c, err := OpenJournalExclusive(base, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Path() != base {
+		t.Fatalf("a freed journal is not reused: %s", c.Path())
+	}
+}
+
+func mustKey(t *testing.T) []byte {
+	k, err := tokenstore.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -55,12 +56,46 @@ type journalEntry struct {
 	At     time.Time            `json:"at"`
 }
 
+// OpenJournalExclusive opens the journal at base, or, while another live
+// process holds that one, at base.1, base.2, … up to base.7: a journal
+// belongs to one process at a time, and a file a dead process held is read
+// back by the next process that opens it.
+func OpenJournalExclusive(base string, s Sealer) (*Journal, error) {
+	for i := range 8 {
+		path := base
+		if i > 0 {
+			path = fmt.Sprintf("%s.%d", base, i)
+		}
+		j, err := openJournal(path, s, true)
+		if errors.Is(err, errJournalBusy) {
+			continue
+		}
+		return j, err
+	}
+	return nil, fmt.Errorf("opening refresh journal %s: eight processes on this machine hold journals of this store", base)
+}
+
+var errJournalBusy = errors.New("refresh journal held by another process")
+
 // OpenJournal opens (creating it, mode 0600) the journal at path and reads
-// back what a previous process left in it.
-func OpenJournal(path string, s Sealer) (*Journal, error) {
+// back what a previous process left in it. The caller makes sure no other
+// process uses the file; OpenJournalExclusive does that.
+func OpenJournal(path string, s Sealer) (*Journal, error) { return openJournal(path, s, false) }
+
+func openJournal(path string, s Sealer, exclusive bool) (*Journal, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening refresh journal %s: %w", path, err)
+	}
+	if exclusive {
+		busy, err := lockFile(f)
+		if busy || err != nil {
+			f.Close()
+			if busy {
+				return nil, errJournalBusy
+			}
+			return nil, fmt.Errorf("locking refresh journal %s: %w", path, err)
+		}
 	}
 	j := &Journal{path: path, sealer: s, f: f, recovered: map[string]*journalEntry{}}
 	sc := bufio.NewScanner(f)

@@ -68,12 +68,17 @@ type cluster struct {
 	// sqlitePath, when set, makes every instance share this SQLite file
 	// instead of the PostgreSQL schema (for benchmarks side by side).
 	sqlitePath string
+	// global is more integrated_accounts options for every instance.
+	global string
 }
 
 // withSQLite makes the instances share one SQLite file.
 func withSQLite() option {
 	return func(c *cluster) { c.sqlitePath = filepath.Join(c.t.TempDir(), "linkgate.db") }
 }
+
+// withGlobal adds options to every instance's integrated_accounts block.
+func withGlobal(opts string) option { return func(c *cluster) { c.global = opts } }
 
 // option changes a cluster before its instances start.
 type option func(*cluster)
@@ -100,6 +105,7 @@ const nodeCaddyfile = `{
 		encryption_key {{KEY}}
 		api_token ` + apiToken + `
 		public_url {{BASE}}
+		{{GLOBAL}}
 		# A short lease, so that deliveries a killed node had claimed come
 		# back within seconds rather than the default minute.
 		webhook_timeout 2s
@@ -222,7 +228,7 @@ func (c *cluster) startNode(t testing.TB, bin string, i int) *node {
 	}
 	cfg := strings.NewReplacer(
 		"{{STORAGE}}", storage, "{{KEY}}", c.key, "{{BASE}}", nd.base, "{{HOOK}}", c.hookURL,
-		"{{AS}}", c.as.URL(), "{{API}}", c.api.URL(),
+		"{{AS}}", c.as.URL(), "{{API}}", c.api.URL(), "{{GLOBAL}}", c.global,
 	).Replace(nodeCaddyfile)
 	cfgPath := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

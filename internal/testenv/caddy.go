@@ -18,9 +18,14 @@ var (
 // CaddyBinary builds ./cmd/caddy (Caddy with linkgate) once per test binary
 // and returns its path, for tests that run, kill and restart real Caddy
 // processes. The binary lives in a temporary directory that RemoveCaddyBinary
-// deletes; call it from TestMain.
+// deletes; call it from TestMain. LINKGATE_CADDY_BINARY names a binary to
+// use instead (to measure another build, e.g. an older commit, with the same
+// tests).
 func CaddyBinary(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv("LINKGATE_CADDY_BINARY"); bin != "" {
+		return bin
+	}
 	caddyOnce.Do(func() {
 		root, err := exec.Command("go", "env", "GOMOD").Output()
 		if err != nil {

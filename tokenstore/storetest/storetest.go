@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) tokenstore.Store) {
 		{"ImportAccounts", testImportAccounts},
 		{"ClaimEndpointDeliveries", testClaimEndpointDeliveries},
 		{"ClaimKeepsAccountOrder", testClaimKeepsAccountOrder},
+		{"AccountHistory", testAccountHistory},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
