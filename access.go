@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"strconv"
 	"strings"
@@ -54,13 +55,52 @@ func callerOf(ctx context.Context) caller {
 	return caller{tenant: "\x00no caller"}
 }
 
-// hashedToken is an API token kept as its SHA-256, with its restriction.
+// hashedToken is a configured API token with its restriction.
+//
+// A presented bearer is matched against it in two steps that take the same
+// time whatever the bearer holds: a 64-bit hash keyed by a random seed of
+// this token's (hash/maphash: a few dozen instructions, against about 2,500
+// for SHA-256 on every proxied request), then, only when the hashes agree, a
+// constant-time compare of the whole token. A wrong bearer's hash agrees
+// with probability 2^-64 and the seed never leaves the process, so the only
+// thing timing can tell is whether the bearer was the token, which the
+// answer says anyway; nothing is cached per bearer, so nothing grows.
 type hashedToken struct {
+	// sum identifies the token where it must be remembered (the console's
+	// session key); it is never compared with a bearer.
 	sum    [sha256.Size]byte
+	secret string
+	seed   maphash.Seed
+	hash   uint64
 	tenant string
 	// example marks a published example token, accepted from loopback
 	// clients only.
 	example bool
+}
+
+// newHashedToken keeps token for matching, restricted to tenant ("" for
+// every tenant).
+func newHashedToken(token, tenant string, example bool) hashedToken {
+	seed := maphash.MakeSeed()
+	return hashedToken{sum: sha256.Sum256([]byte(token)), secret: token, seed: seed,
+		hash: maphash.String(seed, token), tenant: tenant, example: example}
+}
+
+// matches returns 1 if bearer is the token and 0 if not, in a time that
+// depends on bearer's length only (and, for a bearer whose keyed hash
+// agrees, on the token's).
+func (t *hashedToken) matches(bearer string) int {
+	if maphash.String(t.seed, bearer) != t.hash {
+		return 0
+	}
+	if len(bearer) != len(t.secret) {
+		return 0
+	}
+	var v byte
+	for i := 0; i < len(bearer); i++ {
+		v |= bearer[i] ^ t.secret[i]
+	}
+	return subtle.ConstantTimeByteEq(v, 0)
 }
 
 // Integrated account tokens: a short-lived bearer token that authorizes

@@ -2,7 +2,6 @@ package linkgate
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -63,7 +62,7 @@ func TestAccountTokens(t *testing.T) {
 
 func TestIdentifyTenantTokens(t *testing.T) {
 	a := &App{APITokens: []string{"full-token-0123456789"}, TenantAPITokens: []TenantAPIToken{{Token: "acme-token-0123456789", Tenant: "acme"}}}
-	a.tokens = []hashedToken{{sum: sha("full-token-0123456789")}, {sum: sha("acme-token-0123456789"), tenant: "acme"}}
+	a.tokens = []hashedToken{newHashedToken("full-token-0123456789", "", false), newHashedToken("acme-token-0123456789", "acme", false)}
 	r := httptest.NewRequest("GET", "/", nil)
 	if c, err := a.authorize(r, "acme-token-0123456789"); err != nil || c.tenant != "acme" || !c.allows("acme") || c.allows("globex") {
 		t.Fatalf("tenant token: %+v %v", c, err)
@@ -80,4 +79,29 @@ func TestIdentifyTenantTokens(t *testing.T) {
 	}
 }
 
-func sha(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+// TestAPITokenMatchesExactly: only the configured token itself authorizes;
+// a bearer that differs in any one byte, is a prefix or an extension of it,
+// or is another tenant's token does not.
+func TestAPITokenMatchesExactly(t *testing.T) {
+	const full, acme = "full-token-0123456789abcdef", "acme-token-0123456789abcdef"
+	a := &App{tokens: []hashedToken{newHashedToken(full, "", false), newHashedToken(acme, "acme", false)}}
+	if a.tokenIndex(full) != 0 || a.tokenIndex(acme) != 1 {
+		t.Fatalf("the tokens themselves: %d %d", a.tokenIndex(full), a.tokenIndex(acme))
+	}
+	bad := []string{"", full[:len(full)-1], full + "x", " " + full, strings.ToUpper(full), full + full}
+	for i := range len(full) {
+		b := []byte(full)
+		b[i] ^= 1
+		bad = append(bad, string(b))
+	}
+	for _, b := range bad {
+		if i := a.tokenIndex(b); i != -1 {
+			t.Errorf("%q is taken for token %d", b, i)
+		}
+	}
+	// The same token under another seed still matches: nothing depends on
+	// which process or load hashed it.
+	if fresh := newHashedToken(full, "", false); fresh.matches(full) != 1 {
+		t.Fatal("a fresh seed does not match its own token")
+	}
+}

@@ -30,11 +30,20 @@ type bulkDeleteResult struct {
 	DryRun  bool     `json:"dry_run"`
 	Count   int      `json:"count"`
 	IDs     []string `json:"ids"`
+	// HasMore: the query matches more accounts than one request deletes
+	// (maxBulkDelete); send it again for the next ones.
+	HasMore bool `json:"has_more"`
 }
 
-// bulkDelete deletes every account a query matches; a query must filter on
-// something, so that a mistyped body cannot empty the store.
+// bulkDelete deletes the accounts a query matches, at most maxBulkDelete a
+// request; a query must filter on something, so that a mistyped body
+// cannot empty the store.
 func (h *API) bulkDelete(w http.ResponseWriter, r *http.Request) {
+	release, ok := h.bulkTurn(w)
+	if !ok {
+		return
+	}
+	defer release()
 	var req bulkDeleteRequest
 	if err := wire.DecodeJSON(r, &req); err != nil {
 		wire.WriteErr(w, err)
@@ -61,6 +70,7 @@ func (h *API) bulkDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	q.limit = maxListLimit
 	res := bulkDeleteResult{Success: true, DryRun: req.DryRun, IDs: []string{}}
+pages:
 	for {
 		page, err := q.page(r.Context(), rt.store)
 		if err != nil {
@@ -68,6 +78,10 @@ func (h *API) bulkDelete(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for _, a := range page.Accounts {
+			if len(res.IDs) == maxBulkDelete {
+				res.HasMore = true
+				break pages
+			}
 			if !req.DryRun {
 				gone := tokenstore.NewEvent(account.EventDeleted, &account.Account{ID: a.ID}, time.Now().UTC())
 				err := rt.store.DeleteAccount(r.Context(), a.ID, []tokenstore.Event{gone})

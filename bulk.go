@@ -25,7 +25,31 @@ const (
 	maxBulkBody = 32 << 20
 	// importChunk is how many rows one store transaction writes.
 	importChunk = 1000
+	// maxBulkDelete is how many accounts one POST
+	// /integrated-account/bulk-delete deletes (each in a transaction of
+	// its own, with its event): a few seconds of writes at most. More
+	// matches are deleted by sending the request again; has_more says so.
+	maxBulkDelete = 1000
 )
+
+// errBulkBusy answers a bulk import or delete while another runs.
+var errBulkBusy = &wire.Error{Status: http.StatusTooManyRequests,
+	Message: "another bulk import or bulk delete is running on this gateway: send this one when it has finished (one runs at a time)"}
+
+// bulkTurn takes the store's one turn for a bulk operation, or answers 429
+// with a Retry-After and reports false.
+func (h *API) bulkTurn(w http.ResponseWriter) (release func(), ok bool) {
+	hold := h.app.storeHold
+	if hold == nil {
+		return func() {}, true
+	}
+	if !hold.bulk.TryLock() {
+		w.Header().Set("Retry-After", "5")
+		wire.WriteErr(w, errBulkBusy)
+		return nil, false
+	}
+	return hold.bulk.Unlock, true
+}
 
 // bulkResult is the outcome of one row of a bulk import. Index counts rows
 // from 0 (the JSON array's index, or the line's number minus one).
@@ -55,6 +79,11 @@ type bulkRow struct {
 // is atomic and reported on its own; ?events=none writes no webhook events
 // (for a migration whose accounts the application already knows).
 func (h *API) bulkImport(w http.ResponseWriter, r *http.Request) {
+	release, ok := h.bulkTurn(w)
+	if !ok {
+		return
+	}
+	defer release()
 	events, err := importEvents(r.URL.Query().Get("events"))
 	if err != nil {
 		wire.WriteErr(w, err)

@@ -208,3 +208,47 @@ func TestBulkImportRefusesWholeRequests(t *testing.T) {
 		t.Fatalf("without the API token: %d", status)
 	}
 }
+
+// TestBulkDeleteIsCapped: one bulk delete handles at most 1,000 accounts and
+// says has_more when the query matches more.
+func TestBulkDeleteIsCapped(t *testing.T) {
+	recv := testenv.NewWebhookReceiver(t)
+	g := bulkGateway(t, recv)
+	var rows []map[string]any
+	for i := range 1001 {
+		rows = append(rows, map[string]any{"tenant_id": "leaving", "integration": "keyed",
+			"context": map[string]any{"api_key": fmt.Sprintf("key-%d", i)}})
+	}
+	keep := g.importAccount(map[string]any{"tenant_id": "staying", "integration": "keyed", "context": map[string]any{"api_key": "k"}})
+	if status, out := g.do("POST", "/integrated-account/bulk?events=none", rows); status != http.StatusOK {
+		t.Fatalf("bulk: %d %s", status, out)
+	}
+	type answer struct {
+		Count   int      `json:"count"`
+		IDs     []string `json:"ids"`
+		HasMore bool     `json:"has_more"`
+	}
+	del := func(dry bool) answer {
+		t.Helper()
+		status, out := g.do("POST", "/integrated-account/bulk-delete", map[string]any{"query": map[string]any{"tenant_id": "leaving"}, "dry_run": dry})
+		var a answer
+		if status != http.StatusOK || json.Unmarshal(out, &a) != nil {
+			t.Fatalf("bulk-delete: %d %s", status, out)
+		}
+		return a
+	}
+	// A dry run walks the same loop as a delete, without the deletes
+	// (a thousand deletes, each its own transaction, outlast the test
+	// client's timeout under -race on a busy machine).
+	if a := del(true); a.Count != 1000 || len(a.IDs) != 1000 || !a.HasMore {
+		t.Fatalf("dry run: count %d, %d ids, has_more %v; want 1000 and more", a.Count, len(a.IDs), a.HasMore)
+	}
+	status, out := g.do("POST", "/integrated-account/bulk-delete", map[string]any{"query": map[string]any{"tenant_id": "staying"}})
+	var a answer
+	if status != http.StatusOK || json.Unmarshal(out, &a) != nil || a.Count != 1 || a.HasMore {
+		t.Fatalf("a delete of fewer than the cap: %d %s", status, out)
+	}
+	if status, out := g.do("GET", "/integrated-account/"+keep, nil); status != http.StatusNotFound {
+		t.Fatalf("the deleted account: %d %s", status, out)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -230,6 +231,11 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		p.sw = statusWriter{ResponseWriterWrapper: &p.wrapper, call: c, hold401: canRetry && attempt == 0}
 		sw := &p.sw
 		err := next.ServeHTTP(sw, r)
+		if sw.status == 0 {
+			// No answer was written: the headers of one that may have
+			// been held back do not stay for whoever answers instead.
+			sw.restore()
+		}
 		switch {
 		case sw.bypassed:
 			a.metrics.count(outcomeNoTransport)
@@ -453,9 +459,56 @@ type statusWriter struct {
 	held     bool
 	bypassed bool
 	status   int
-	// header collects the response headers while the answer may still be
-	// held back, so that a held answer's headers never reach the client.
+	// header collects the headers written after an answer was held back,
+	// so that they never reach the client.
 	header http.Header
+	// While an answer may still be held back, its headers go straight
+	// into the client's response (no copy of the map on every request),
+	// and the response's headers as they were before are kept here, to
+	// be put back if the answer is held back. The few headers set before
+	// an answer fit the arrays inline.
+	saved     bool
+	fields    []savedField
+	vals      []string
+	fieldsBuf [4]savedField
+	valsBuf   [6]string
+}
+
+// savedField is one header of the client's response as it was before the
+// answer: its name and how many of the saved values are its.
+type savedField struct {
+	key string
+	n   int
+}
+
+// save keeps the client response's headers, once per attempt. The values
+// are copied, not shared: the proxy may change a slice in place.
+func (sw *statusWriter) save() {
+	if sw.saved {
+		return
+	}
+	sw.saved = true
+	sw.fields, sw.vals = sw.fieldsBuf[:0], sw.valsBuf[:0]
+	for k, v := range sw.ResponseWriter.Header() {
+		sw.fields = append(sw.fields, savedField{key: k, n: len(v)})
+		sw.vals = append(sw.vals, v...)
+	}
+}
+
+// restore puts back the client response's headers as save found them,
+// dropping whatever an answer that is not sent wrote.
+func (sw *statusWriter) restore() {
+	if !sw.saved {
+		return
+	}
+	sw.saved = false
+	real := sw.ResponseWriter.Header()
+	clear(real)
+	vals := sw.vals
+	for _, f := range sw.fields {
+		real[f.key] = slices.Clone(vals[:f.n:f.n])
+		vals = vals[f.n:]
+	}
 }
 
 func (sw *statusWriter) WriteHeader(code int) {
@@ -464,6 +517,7 @@ func (sw *statusWriter) WriteHeader(code int) {
 	}
 	if !sw.call.sent.Load() {
 		sw.status, sw.held, sw.bypassed = code, true, true
+		sw.restore()
 		return
 	}
 	if code >= 100 && code < 200 {
@@ -473,16 +527,10 @@ func (sw *statusWriter) WriteHeader(code int) {
 	sw.status = code
 	if code == http.StatusUnauthorized && sw.hold401 {
 		sw.held = true
+		sw.restore()
 		return
 	}
-	if sw.header != nil {
-		real := sw.ResponseWriter.Header()
-		clear(real)
-		for k, v := range sw.header {
-			real[k] = v
-		}
-		sw.header = nil
-	}
+	sw.saved = false
 	sw.ResponseWriter.WriteHeader(code)
 }
 
@@ -520,8 +568,9 @@ func (sw *statusWriter) FlushError() error {
 	return http.NewResponseController(sw.ResponseWriter).Flush()
 }
 
-// Header hides the headers of an answer that may be held back from the
-// client's response until it is known not to be.
+// Header keeps the headers of an answer that is held back from the
+// client's response: before the answer's status is known they are written
+// into the response after saving what it held, and put back if it is held.
 func (sw *statusWriter) Header() http.Header {
 	if sw.held {
 		if sw.header == nil {
@@ -529,11 +578,8 @@ func (sw *statusWriter) Header() http.Header {
 		}
 		return sw.header
 	}
-	if sw.status == 0 && (sw.header != nil || sw.hold401 || !sw.call.sent.Load()) {
-		if sw.header == nil {
-			sw.header = sw.ResponseWriter.Header().Clone()
-		}
-		return sw.header
+	if sw.status == 0 && (sw.hold401 || !sw.call.sent.Load()) {
+		sw.save()
 	}
 	return sw.ResponseWriter.Header()
 }

@@ -2,7 +2,6 @@ package linkgate
 
 import (
 	"context"
-	"crypto/sha256"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -97,7 +96,7 @@ func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
 	app := &App{
 		Integrations:   map[string]*account.Integration{"crm": in},
 		RetryBodyLimit: 64 << 10,
-		tokens:         []hashedToken{{sum: sha256.Sum256([]byte("bench-token"))}},
+		tokens:         []hashedToken{newHashedToken("bench-token", "", false)},
 		logger:         zap.NewNop(),
 		live:           new(liveRuntime),
 	}

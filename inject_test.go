@@ -4,7 +4,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/linkgate/linkgate/account"
 )
@@ -200,5 +203,66 @@ func TestUnfitCredentialHeadersRefused(t *testing.T) {
 		if _, err := newUpstream(in); err != nil {
 			t.Errorf("api_key_header %s: %v", h, err)
 		}
+	}
+}
+
+// TestHeldAnswerLeavesNoHeader: the headers of an answer held back (a 401
+// kept for a retry, an answer that bypassed the transport) never reach the
+// client, even when the proxy changed the response's own headers in place;
+// the answer that is sent keeps every change the proxy made.
+func TestHeldAnswerLeavesNoHeader(t *testing.T) {
+	before := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		rec.Header().Set("Server", "Caddy")
+		rec.Header()["X-Pre"] = []string{"orig", "two"}
+		return rec
+	}
+	answer := func(sw *statusWriter, code int, extra string) {
+		h := sw.Header()
+		h.Set("Www-Authenticate", "Bearer "+extra)
+		h.Del("Server")
+		h["X-Pre"][0] = "changed-" + extra
+		h.Add("X-Pre", "added-"+extra)
+		sw.WriteHeader(code)
+		_, _ = sw.Write([]byte("body-" + extra))
+	}
+	attempt := func(rec *httptest.ResponseRecorder, sent, hold401 bool) *statusWriter {
+		c := &call{}
+		c.sent.Store(sent)
+		return &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}, call: c, hold401: hold401}
+	}
+	pristine := http.Header{"Server": {"Caddy"}, "X-Pre": {"orig", "two"}}
+
+	for _, tc := range []struct {
+		name          string
+		sent, hold401 bool
+		code          int
+	}{
+		{"401 held for a retry", true, true, http.StatusUnauthorized},
+		{"answer that bypassed the transport", false, false, http.StatusBadGateway},
+	} {
+		rec := before()
+		sw := attempt(rec, tc.sent, tc.hold401)
+		answer(sw, tc.code, "held")
+		if !sw.held {
+			t.Fatalf("%s: not held", tc.name)
+		}
+		if !reflect.DeepEqual(rec.Header(), pristine) || rec.Body.Len() != 0 {
+			t.Errorf("%s: the client's response holds %v %q, want %v and no body", tc.name, rec.Header(), rec.Body, pristine)
+		}
+		// The retry's answer is what the client gets.
+		answer(attempt(rec, true, false), http.StatusOK, "sent")
+		want := http.Header{"Www-Authenticate": {"Bearer sent"}, "X-Pre": {"changed-sent", "two", "added-sent"}}
+		if !reflect.DeepEqual(rec.Header(), want) || rec.Code != http.StatusOK || rec.Body.String() != "body-sent" {
+			t.Errorf("%s: retry answered %d %v %q, want 200 %v", tc.name, rec.Code, rec.Header(), rec.Body, want)
+		}
+	}
+
+	// An answer that may have been held but is not keeps all its changes.
+	rec := before()
+	answer(attempt(rec, true, true), http.StatusOK, "ok")
+	want := http.Header{"Www-Authenticate": {"Bearer ok"}, "X-Pre": {"changed-ok", "two", "added-ok"}}
+	if !reflect.DeepEqual(rec.Header(), want) || rec.Body.String() != "body-ok" {
+		t.Errorf("an answer let through: %v %q, want %v", rec.Header(), rec.Body, want)
 	}
 }

@@ -211,10 +211,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if t == "" {
 			continue
 		}
-		sum := sha256.Sum256([]byte(t))
-		seen[sum] = true
 		example := slices.Contains(exampleAPITokens, t)
-		a.tokens = append(a.tokens, hashedToken{sum: sum, example: example})
+		ht := newHashedToken(t, "", example)
+		seen[ht.sum] = true
+		a.tokens = append(a.tokens, ht)
 		if example {
 			a.logger.Warn("api_token is a published example token: it is accepted only from clients on this machine (loopback); configure a token of your own, e.g. from openssl rand -hex 32")
 		}
@@ -231,12 +231,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if slices.Contains(exampleAPITokens, tok) {
 			return fmt.Errorf("tenant api_token #%d: a published example token cannot be restricted to a tenant; configure a token of your own", i+1)
 		}
-		sum := sha256.Sum256([]byte(tok))
-		if seen[sum] {
+		ht := newHashedToken(tok, tenant, false)
+		if seen[ht.sum] {
 			return fmt.Errorf("tenant api_token #%d: the same token is configured twice; one token has one restriction", i+1)
 		}
-		seen[sum] = true
-		a.tokens = append(a.tokens, hashedToken{sum: sum, tenant: tenant})
+		seen[ht.sum] = true
+		a.tokens = append(a.tokens, ht)
 	}
 	a.PublicURL = strings.TrimRight(repl.ReplaceAll(a.PublicURL, ""), "/")
 	for i, o := range a.AllowedOrigins {
@@ -516,10 +516,9 @@ func (a *App) tokenIndex(bearer string) int {
 	if bearer == "" {
 		return -1
 	}
-	got := sha256.Sum256([]byte(bearer))
 	idx := -1
 	for i := range a.tokens {
-		idx = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(got[:], a.tokens[i].sum[:]), i, idx)
+		idx = subtle.ConstantTimeSelect(a.tokens[i].matches(bearer), i, idx)
 	}
 	return idx
 }

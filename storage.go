@@ -36,6 +36,12 @@ type storeHolder struct {
 	// inUse are the keys the open store seals with: the configured ones,
 	// or the generated one.
 	inUse [][]byte
+	// bulk is held by the one bulk import or bulk delete of the API that
+	// may run at a time on this store (in this process, across config
+	// reloads): each writes for seconds, and SQLite has one writer, so
+	// callers that ran them side by side would take every write slot from
+	// the proxy's refreshes and the connect flow.
+	bulk sync.Mutex
 }
 
 // secretKeys are the keys the open store seals with, first current; the

@@ -2,11 +2,14 @@
 # Instructions per request of linkgate against plain Caddy, counted by
 # callgrind: Caddy, the Go upstream and the Go client run in one process
 # (bench/callgrind), in phases of equal request counts (plain, placeholder,
-# linkgate, repeated), each its own callgrind dump (--dump-before on the
+# linkgate, linkgate-oauth, repeated), each its own callgrind dump (--dump-before on the
 # phase marker). Every instruction of the process counts: Caddy's, the
 # client's and the upstream's, the runtime's and the GC's.
 #
 #   bench/callgrind.sh [rounds] [requests a phase]     (needs valgrind: apt-get install -y valgrind)
+#
+# KEEP=<dir> keeps the dumps there (cg.out.N, and phases.txt naming them),
+# to read one function's instructions with callgrind_annotate --inclusive=yes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-3}"
@@ -24,6 +27,11 @@ GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off valgrind --tool=callgrind --dump-before
 	exit 1
 }
 phases=$(sed -n 's/^phases \([^ ]*\) requests.*/\1/p' "$work/stderr")
+if [ -n "${KEEP:-}" ]; then
+	mkdir -p "$KEEP"
+	cp "$work"/cg.out* "$KEEP"/
+	echo "$phases" >"$KEEP/phases.txt"
+fi
 
 # The dumps in order: cg.out.1, cg.out.2, ... (one before each marker call),
 # then cg.out (at exit). Dump k+1 holds what ran between marker calls k and
@@ -50,15 +58,19 @@ for d in body:
 if len(merged) < len(phases):
     sys.exit(f"{len(merged)} dumps for {len(phases)} phases: {dumps}")
 per = {}
-rows = []
+rounds = []
 for name, ir in zip(phases, merged):
     per.setdefault(name, []).append(ir / requests)
-    rows.append((name, ir / requests))
-for i in range(0, len(rows), 3):
-    r = dict(rows[i:i + 3])
-    print(f"round {i // 3 + 1}: plain {r['plain']:,.0f}  placeholder {r['placeholder']:,.0f}  linkgate {r['linkgate']:,.0f} instr/request"
-          f"  linkgate/plain {r['linkgate'] / r['plain']:.3f}  linkgate/placeholder {r['linkgate'] / r['placeholder']:.3f}")
+    if name == phases[0]:
+        rounds.append({})
+    rounds[-1][name] = ir / requests
+names = list(per)
+lg = [n for n in names if n.startswith("linkgate")]
+for i, r in enumerate(rounds):
+    print(f"round {i + 1}: " + "  ".join(f"{n} {r[n]:,.0f}" for n in names) + " instr/request  "
+          + "  ".join(f"{n}/plain {r[n] / r['plain']:.3f}" for n in lg))
 m = {k: statistics.median(v) for k, v in per.items()}
-print(f"median: plain {m['plain']:,.0f}  placeholder {m['placeholder']:,.0f}  linkgate {m['linkgate']:,.0f} instr/request")
-print(f"linkgate/plain {m['linkgate'] / m['plain']:.3f}  placeholder/plain {m['placeholder'] / m['plain']:.3f}  linkgate/placeholder {m['linkgate'] / m['placeholder']:.3f}")
+print("median: " + "  ".join(f"{n} {m[n]:,.0f}" for n in names) + " instr/request")
+print("  ".join(f"{n}/plain {m[n] / m['plain']:.3f}" for n in names[1:])
+      + "  " + "  ".join(f"{n}/placeholder {m[n] / m['placeholder']:.3f}" for n in lg))
 PY

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -46,11 +45,14 @@ func importTimes(a *account.Account, now time.Time) (created, updated time.Time)
 	return created, updated
 }
 
-// ImportAccounts writes rows in one transaction with multi-row inserts
-// (fewer statements is most of the speed of a bulk import here); ids
-// already taken are skipped by ON CONFLICT rather than failing the
-// transaction, and RETURNING tells which rows were written, so that only
-// their events are inserted.
+// ImportAccounts writes rows in one transaction, one row at a time through
+// statements prepared once per call. A single-row insert needs no
+// statement journal (a multi-row one keeps one to undo itself midway, and
+// must be compiled for its parameters' count), and committing a thousand
+// rows at once is most of the speed of a bulk import. An id already taken
+// is skipped by ON CONFLICT rather than failing the transaction; the
+// changes count tells which rows were written, so that only their events
+// are inserted.
 func (s *SQLite) ImportAccounts(ctx context.Context, rows []Import) ([]error, error) {
 	errs := make([]error, len(rows))
 	enc := make([]accountRow, len(rows))
@@ -66,80 +68,50 @@ func (s *SQLite) ImportAccounts(ctx context.Context, rows []Import) ([]error, er
 	written := make([]bool, len(rows))
 	err := s.write(ctx, "importing accounts", func(tx *sql.Tx) error {
 		clear(written)
-		index := make(map[string]int, importStatementRows)
-		var args []any
-		var events []*Event
-		flushEvents := func(all bool) error {
-			for len(events) >= importStatementRows || (all && len(events) > 0) {
-				k := min(len(events), importStatementRows)
-				args = args[:0]
-				for _, e := range events[:k] {
-					args = append(args, e.ID, e.Name, e.AccountID, e.payload(), nanos(e.CreatedAt))
+		insAccount, err := tx.PrepareContext(ctx, sqliteImportAccount)
+		if err != nil {
+			return storeErr("importing accounts", err)
+		}
+		defer insAccount.Close()
+		var insEvent *sql.Stmt
+		for i, r := range rows {
+			if errs[i] != nil {
+				continue
+			}
+			a, row := r.Account, &enc[i]
+			created, updated := importTimes(a, now)
+			res, err := insAccount.ExecContext(ctx, a.ID, a.TenantID, a.Integration, string(a.Method), string(a.Status),
+				row.context, row.credentials, row.lastError, nanos(created), nanos(updated), row.probe,
+				row.expiresAt, row.hasRefresh)
+			if err != nil {
+				return storeErr("importing accounts", err)
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return storeErr("importing accounts", err)
+			} else if n == 0 {
+				continue // the id is taken
+			}
+			written[i] = true
+			for j := range r.Events {
+				e := &r.Events[j]
+				if err := e.fill(now); err != nil {
+					return err
 				}
-				if _, err := tx.ExecContext(ctx, sqliteInsertEvents(k), args...); err != nil {
+				if insEvent == nil {
+					if insEvent, err = tx.PrepareContext(ctx, sqliteImportEvent); err != nil {
+						return storeErr("importing events", err)
+					}
+					defer insEvent.Close()
+				}
+				if _, err := insEvent.ExecContext(ctx, e.ID, e.Name, e.AccountID, e.payload(), nanos(e.CreatedAt)); err != nil {
 					if isUniqueViolation(err) {
 						return fmt.Errorf("importing events: %w", ErrExists)
 					}
 					return storeErr("importing events", err)
 				}
-				events = events[k:]
 			}
-			return nil
 		}
-		for start := 0; start < len(rows); {
-			clear(index)
-			args = args[:0]
-			end := start
-			for ; end < len(rows) && len(index) < importStatementRows; end++ {
-				if errs[end] != nil {
-					continue
-				}
-				a, row := rows[end].Account, &enc[end]
-				if _, dup := index[a.ID]; dup {
-					// A second row with one id in the same statement would
-					// make RETURNING ambiguous: leave it to the next one,
-					// where ON CONFLICT skips it.
-					break
-				}
-				index[a.ID] = end
-				created, updated := importTimes(a, now)
-				args = append(args, a.ID, a.TenantID, a.Integration, string(a.Method), string(a.Status),
-					row.context, row.credentials, row.lastError, nanos(created), nanos(updated), row.probe,
-					row.expiresAt, row.hasRefresh)
-			}
-			if len(index) > 0 {
-				got, err := tx.QueryContext(ctx, sqliteInsertAccounts(len(index)), args...)
-				if err != nil {
-					return storeErr("importing accounts", err)
-				}
-				for got.Next() {
-					var id string
-					if err := got.Scan(&id); err != nil {
-						got.Close()
-						return storeErr("importing accounts", err)
-					}
-					i := index[id]
-					written[i] = true
-					for j := range rows[i].Events {
-						e := &rows[i].Events[j]
-						if err := e.fill(now); err != nil {
-							got.Close()
-							return err
-						}
-						events = append(events, e)
-					}
-				}
-				got.Close()
-				if err := got.Err(); err != nil {
-					return storeErr("importing accounts", err)
-				}
-				if err := flushEvents(false); err != nil {
-					return err
-				}
-			}
-			start = end
-		}
-		return flushEvents(true)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -148,21 +120,12 @@ func (s *SQLite) ImportAccounts(ctx context.Context, rows []Import) ([]error, er
 	return errs, nil
 }
 
-// importStatementRows is how many rows one insert statement of a bulk
-// import writes (13 parameters a row, far below SQLite's limit).
-const importStatementRows = 100
-
-func sqliteInsertAccounts(n int) string {
-	return `INSERT INTO accounts (id, tenant_id, integration, method, status, context, credentials, last_error,
-		version, created_at, updated_at, next_probe_at, expires_at, has_refresh) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?), ", n), ", ") +
-		` ON CONFLICT (id) DO NOTHING RETURNING id`
-}
-
-func sqliteInsertEvents(n int) string {
-	return `INSERT INTO events (id, name, account_id, payload, created_at) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?), ", n), ", ")
-}
+const (
+	sqliteImportAccount = `INSERT INTO accounts (id, tenant_id, integration, method, status, context, credentials, last_error,
+		version, created_at, updated_at, next_probe_at, expires_at, has_refresh)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	sqliteImportEvent = `INSERT INTO events (id, name, account_id, payload, created_at) VALUES (?, ?, ?, ?, ?)`
+)
 
 // finishImport updates the callers' copies of written rows and marks the
 // others that had no error of their own as taken.

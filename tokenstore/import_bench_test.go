@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +30,8 @@ func BenchmarkSQLiteImport(b *testing.B) {
 	now := time.Now()
 	n := 0
 	batch := make([]Import, 0, 1000)
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	flush := func() {
 		errs, err := st.ImportAccounts(ctx, batch)
 		if err != nil {
@@ -61,5 +64,8 @@ func BenchmarkSQLiteImport(b *testing.B) {
 	if len(batch) > 0 {
 		flush()
 	}
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "accounts/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu_µs/account")
 }

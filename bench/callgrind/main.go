@@ -1,8 +1,10 @@
 // Command callgrind runs Caddy with linkgate, a Go upstream and a Go client
 // in one process, in phases of equal request counts: plain (reverse_proxy
 // with a static header_up Authorization), placeholder (the same, dialing
-// {vars.upstream}) and linkgate (inject_credentials, then reverse_proxy
-// {integrated_account.upstream} with the linkgate transport). Before each
+// {vars.upstream}), linkgate (inject_credentials on an api_key account, then
+// reverse_proxy {integrated_account.upstream} with the linkgate transport)
+// and linkgate-oauth (the same on an OAuth account with a refresh token,
+// whose 401s would be held back for a retry). Before each
 // phase it calls phaseMarker, so that under
 //
 //	valgrind --tool=callgrind --dump-before=main.phaseMarker
@@ -54,7 +56,7 @@ func freePort() int {
 
 func main() {
 	log.SetFlags(0)
-	rounds := flag.Int("rounds", 5, "rounds of the three phases")
+	rounds := flag.Int("rounds", 5, "rounds of the four phases")
 	requests := flag.Int("requests", 2000, "requests a phase")
 	warmup := flag.Int("warmup", 500, "requests of each kind before the first phase")
 	flag.Parse()
@@ -98,6 +100,14 @@ func main() {
 			auth api_key
 			base_url http://%[5]s
 		}
+		integration mail {
+			auth oauth2
+			authorize_url http://127.0.0.1:1/authorize
+			token_url http://127.0.0.1:1/token
+			client_id bench
+			client_secret bench-secret
+			base_url http://%[5]s
+		}
 	}
 }
 http://127.0.0.1:%[1]d {
@@ -139,7 +149,12 @@ http://127.0.0.1:%[4]d {
 	defer func() { _ = caddy.Stop() }()
 
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	id := importAccount(client, ports[3])
+	id := importAccount(client, ports[3], `{"tenant_id":"bench","integration":"crm","context":{"api_key":"k"}}`)
+	// An OAuth account with a refresh token: its answers may be held back
+	// for a refresh and a retry on a 401, which the api_key account's are
+	// not. The token is valid for a year, so nothing is refreshed.
+	oauthID := importAccount(client, ports[3], fmt.Sprintf(`{"tenant_id":"bench","integration":"mail","context":{"oauth":{"token":{"access_token":"at-0123456789abcdef","refresh_token":"rt-0123456789abcdef","token_type":"bearer","expiry":%q}}}}`,
+		time.Now().AddDate(1, 0, 0).UTC().Format(time.RFC3339)))
 	phases := []struct {
 		name string
 		url  string
@@ -148,6 +163,7 @@ http://127.0.0.1:%[4]d {
 		{"plain", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10", ports[1]), ""},
 		{"placeholder", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10", ports[2]), ""},
 		{"linkgate", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10&integrated_account_id=%s", ports[0], id), "Bearer bench-token"},
+		{"linkgate-oauth", fmt.Sprintf("http://127.0.0.1:%d/crm/v3/objects/contacts?limit=10&integrated_account_id=%s", ports[0], oauthID), "Bearer bench-token"},
 	}
 	get := func(url, auth string) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
@@ -188,12 +204,12 @@ http://127.0.0.1:%[4]d {
 	fmt.Fprintf(os.Stderr, "phases %s requests %d\n", strings.Join(order, ","), *requests)
 }
 
-// importAccount creates the api_key account the linkgate phase uses.
-func importAccount(client *http.Client, apiPort int) string {
+// importAccount creates an account for a linkgate phase.
+func importAccount(client *http.Client, apiPort int, body string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/integrated-account", apiPort),
-		strings.NewReader(`{"tenant_id":"bench","integration":"crm","context":{"api_key":"k"}}`))
+		strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer bench-token")
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
