@@ -21,8 +21,11 @@ const (
 	StatusNeedsReauth Status = "needs_reauth"
 	// StatusPostInstallError and StatusValidationError are Truto's statuses
 	// of an account whose post-install or validation steps failed. linkgate
-	// runs no such steps of its own, so no account of it has them yet; they
-	// are known so that filtering on them answers an empty list, as Truto.
+	// runs such steps (discovery, connection fields, validate_url) while the
+	// end user connects and stores nothing when they fail: the connect page
+	// reports them with these names as its error_type instead, so no
+	// account of linkgate's is in them; they are known so that filtering on
+	// them answers an empty list, as Truto.
 	StatusPostInstallError Status = "post_install_error"
 	StatusValidationError  Status = "validation_error"
 )

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/quirks"
 	"github.com/linkgate/linkgate/tokenstore"
 )
 
@@ -109,9 +110,23 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 			"This sign-in answer carries no authorization code. Start again from the connection link."})
 		return
 	}
+	// The token endpoint of this account (a Zendesk subdomain's), checked
+	// against allowed_hosts before the code is sent.
+	tokenURL, err := in.ResolveURL("token_url", in.TokenURL, cs.Connection)
+	if err != nil {
+		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errValidation, "Check the connection details", fieldMessage(in, err)})
+		return
+	}
 	cfg := s.oauthConfig(in, nil)
+	cfg.Endpoint.TokenURL = tokenURL
 	cfg.RedirectURL = cs.RedirectURI
-	xctx := context.WithValue(ctx, oauth2.HTTPClient, s.opts.Client)
+	// The integration's quirks (JSON body, nested token fields, a default
+	// lifetime) are undone under x/oauth2, which keeps the answer for the
+	// connection fields read from it.
+	qt := quirks.New(in, s.opts.Client.Transport)
+	xclient := *s.opts.Client
+	xclient.Transport = qt
+	xctx := context.WithValue(ctx, oauth2.HTTPClient, &xclient)
 	var opts []oauth2.AuthCodeOption
 	if cs.Verifier != "" { // empty when the integration turns PKCE off
 		opts = append(opts, oauth2.VerifierOption(cs.Verifier))
@@ -135,9 +150,15 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 	if sc, ok := tok.Extra("scope").(string); ok {
 		creds.Scope = sc
 	}
+	answer, _ := qt.Answer()
+	conn, pe := s.afterToken(ctx, in, cs.Connection, answer, q, tok.AccessToken)
+	if pe != nil {
+		s.showError(w, lt, false, pe)
+		return
+	}
 	var upstreamID string
 	if in.UserinfoURL != "" {
-		upstreamID, err = s.upstreamUser(xctx, in, tok.AccessToken)
+		upstreamID, err = s.upstreamUser(ctx, in, conn, tok.AccessToken)
 		if err != nil {
 			s.log.Warn("reading the upstream identity failed", zap.String("integration", in.Name), zap.Error(err))
 			s.showError(w, lt, false, &pageError{http.StatusBadGateway, errConnection, "Connection not completed",
@@ -145,7 +166,7 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	id, pe := s.complete(ctx, lt, in, creds, upstreamID)
+	id, pe := s.complete(ctx, lt, in, creds, upstreamID, conn)
 	if pe != nil {
 		s.showError(w, lt, false, pe)
 		return
@@ -196,14 +217,18 @@ func (s *Service) exchangeFailed(in *account.Integration, err error) *pageError 
 
 // upstreamUser reads the signed-in user's id from the integration's
 // userinfo endpoint. UserIDField may be a dotted path ("data.user.id").
-func (s *Service) upstreamUser(ctx context.Context, in *account.Integration, accessToken string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.UserinfoURL, nil)
+func (s *Service) upstreamUser(ctx context.Context, in *account.Integration, conn map[string]string, accessToken string) (string, error) {
+	target, err := in.ResolveURL("userinfo_url", in.UserinfoURL, conn)
+	if err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return "", fmt.Errorf("building the userinfo request: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	req.Header.Set("Accept", "application/json")
-	resp, err := s.opts.Client.Do(req)
+	resp, err := s.noRedirects().Do(req)
 	if err != nil {
 		return "", fmt.Errorf("requesting userinfo of %s: %w", in.Name, err)
 	}
@@ -238,7 +263,7 @@ func (s *Service) upstreamUser(ctx context.Context, in *account.Integration, acc
 // complete stores creds for the link token's account, reconnecting it or
 // creating it, with its events, marking the link token used, in one
 // transaction. It returns the account id.
-func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *account.Integration, creds account.Credentials, upstreamID string) (string, *pageError) {
+func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *account.Integration, creds account.Credentials, upstreamID string, conn map[string]string) (string, *pageError) {
 	for attempt := 0; attempt < completeAttempts; attempt++ {
 		now := s.opts.Now().UTC()
 		var a *account.Account
@@ -250,7 +275,7 @@ func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *ac
 				TenantID:    lt.TenantID,
 				Integration: in.Name,
 				Method:      in.Auth,
-				Context:     mergeContext(nil, lt.Context),
+				Context:     withConnection(mergeContext(nil, lt.Context), conn),
 				Credentials: creds,
 				CreatedAt:   now,
 				UpdatedAt:   now,
@@ -288,7 +313,7 @@ func (s *Service) complete(ctx context.Context, lt *tokenstore.LinkToken, in *ac
 			if lt.PersistPreviousContext {
 				base = a.Context
 			}
-			a.Context = mergeContext(base, lt.Context)
+			a.Context = withConnection(mergeContext(base, lt.Context), conn)
 			if upstreamID != "" {
 				a.Context = setKey(a.Context, UpstreamUserKey, upstreamID)
 			}

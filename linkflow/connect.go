@@ -158,6 +158,7 @@ func (s *Service) connectPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := connectData(lt, in, token, iframe)
+	d.Fields = fieldInputs(in, s.knownConnection(r.Context(), lt, in), nil)
 	d.Unreachable = unreachable
 	if d.Picked != "" && q.Get("no_back") != "true" {
 		d.Back = s.pickerURL(token, iframe, q.Get("integrations"))
@@ -257,7 +258,16 @@ func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	switch in.Auth {
 	case account.MethodOAuth2:
-		s.startOAuth(w, r, lt, in)
+		conn, err := s.userConnection(r.Context(), lt, in, r.PostForm)
+		if err != nil {
+			// The form again, with what is wrong; nothing was stored.
+			d := connectData(lt, in, token, iframe)
+			d.Fields = fieldInputs(in, nil, r.PostForm)
+			d.Error = fieldMessage(in, err)
+			s.render(w, http.StatusBadRequest, d, formTarget(in))
+			return
+		}
+		s.startOAuth(w, r, lt, in, conn)
 	case account.MethodAPIKey, account.MethodBasic:
 		s.submitCredentials(w, r, lt, in, token, iframe)
 	default:
@@ -303,16 +313,16 @@ func scopesFor(in *account.Integration, lt *tokenstore.LinkToken) []string {
 // startOAuth creates a one-time state bound to the link token, with a PKCE
 // verifier the store seals, binds it to this browser (a cookie the callback
 // checks), and sends the browser to the provider.
-func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration) {
+func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenstore.LinkToken, in *account.Integration, conn map[string]string) {
 	state := randomToken(32)
 	var verifier string
 	if in.UsesPKCE() {
 		verifier = oauth2.GenerateVerifier()
 	}
-	to, err := AuthorizeURL(in, in.Connection(lt.Context), s.RedirectURI(), scopesFor(in, lt), state, verifier)
+	to, err := AuthorizeURL(in, conn, s.RedirectURI(), scopesFor(in, lt), state, verifier)
 	if err != nil {
 		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errValidation, "Check the connection details",
-			fmt.Sprintf("The connection cannot start: %v.", err)})
+			fieldMessage(in, err)})
 		return
 	}
 	cs := &tokenstore.ConnectState{
@@ -321,6 +331,7 @@ func (s *Service) startOAuth(w http.ResponseWriter, r *http.Request, lt *tokenst
 		Verifier:      verifier,
 		RedirectURI:   s.RedirectURI(),
 		ExpiresAt:     s.opts.Now().UTC().Add(s.opts.StateTTL),
+		Connection:    conn,
 	}
 	if lt.Integration == "" {
 		cs.Integration = in.Name
@@ -356,6 +367,7 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 	}
 	again := func(status int, msg string) {
 		d := connectData(lt, in, token, iframe)
+		d.Fields = fieldInputs(in, nil, r.PostForm)
 		d.Error = msg
 		d.Username = creds.Username
 		s.render(w, status, d, "")
@@ -364,11 +376,17 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 		again(http.StatusBadRequest, missing)
 		return
 	}
+	conn, err := s.userConnection(r.Context(), lt, in, r.PostForm)
+	if err != nil {
+		again(http.StatusBadRequest, fieldMessage(in, err))
+		return
+	}
 	if in.ValidateURL != "" {
-		if msg, errType := s.validate(r.Context(), in, creds); msg != "" {
+		if msg, errType := s.validate(r.Context(), in, creds, conn); msg != "" {
 			// The form is shown again for another try, and the
 			// application hears of the failure at once, as from Truto.
 			d := connectData(lt, in, token, iframe)
+			d.Fields = fieldInputs(in, nil, r.PostForm)
 			d.Error = msg
 			d.Username = creds.Username
 			d.Post = &postConfig{
@@ -379,7 +397,7 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 			return
 		}
 	}
-	id, pe := s.complete(r.Context(), lt, in, creds, "")
+	id, pe := s.complete(r.Context(), lt, in, creds, "", conn)
 	if pe != nil {
 		s.showError(w, lt, iframe, pe)
 		return
@@ -390,8 +408,13 @@ func (s *Service) submitCredentials(w http.ResponseWriter, r *http.Request, lt *
 // validate requests the integration's ValidateURL with creds as the proxy
 // would send them, and returns what to tell the user when it does not
 // answer 2xx (empty when it does).
-func (s *Service) validate(ctx context.Context, in *account.Integration, creds account.Credentials) (msg, errType string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, in.ValidateURL, nil)
+func (s *Service) validate(ctx context.Context, in *account.Integration, creds account.Credentials, conn map[string]string) (msg, errType string) {
+	// The credentials go to a host allowed_hosts names, or nowhere.
+	target, err := in.ResolveURL("validate_url", in.ValidateURL, conn)
+	if err != nil {
+		return fieldMessage(in, err), errValidation
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return "linkgate could not check these credentials: the integration's validation URL is wrong.", errConnection
 	}
@@ -412,7 +435,7 @@ func (s *Service) validate(ctx context.Context, in *account.Integration, creds a
 		req.Header.Set(header, prefix+creds.APIKey)
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := s.opts.Client.Do(req)
+	resp, err := s.noRedirects().Do(req)
 	if err != nil {
 		// The URL may carry the key in its query: log the host only.
 		s.log.Warn("validating credentials failed", zap.String("integration", in.Name), zap.String("host", req.URL.Host))

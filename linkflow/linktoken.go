@@ -119,8 +119,19 @@ func (s *Service) linkTokenFor(ctx context.Context, req *wire.LinkTokenRequest) 
 		lt.Integration = name
 	}
 	if lt.Integration != "" {
-		if _, err := s.connectable(lt.Integration); err != nil {
+		in, err := s.connectable(lt.Integration)
+		if err != nil {
 			return nil, err
+		}
+		// Connection fields given in the context (a subdomain) are
+		// checked now: a bad one is refused here, not on the end user's
+		// page.
+		if lt.Context, err = in.CheckContext(lt.Context, nil); err != nil {
+			var fe *account.FieldError
+			if errors.As(err, &fe) {
+				return nil, wire.Errorf(http.StatusBadRequest, "context.%s: %s", fe.Field, fe.Message)
+			}
+			return nil, wire.Errorf(http.StatusBadRequest, "context: %s", err)
 		}
 	} else if len(s.connectableNames()) == 0 {
 		return nil, wire.Errorf(http.StatusBadRequest, "no integration of this gateway can be connected by an end user (oauth2, api_key or basic): name one with integration")

@@ -25,6 +25,7 @@ const (
 	errInvalidIntegration = "invalid_integration"
 	errConnection         = "connection_error"
 	errValidation         = "validation_error"
+	errPostInstall        = "post_install_error"
 )
 
 // Page kinds.
@@ -44,6 +45,12 @@ type choice struct {
 	URL      string
 }
 
+// fieldInput is one connection field of the connect form.
+type fieldInput struct {
+	Name, Label, Help, Value string
+	Optional                 bool
+}
+
 // pageData is everything page.html shows. It holds the link token only on
 // the connect page, in the form that spends it.
 type pageData struct {
@@ -61,6 +68,9 @@ type pageData struct {
 	LinkToken string
 	Error     string
 	Username  string
+	// Fields are the connection fields the end user gives before
+	// connecting (a subdomain), with the values known so far.
+	Fields []fieldInput
 	// Picked is the integration the end user picked, for a link token
 	// that names none; Back leads to the list again.
 	Picked string

@@ -108,6 +108,50 @@ type AuthServer struct {
 	fault     *Fault
 	faultLeft int
 	issuer    string
+	// Quirk modes (see SetTokenExtra, SetCallbackParams, SetDiscovery).
+	tokenExtra     map[string]any
+	callbackParams map[string]string
+	discovery      any
+}
+
+// SetTokenExtra adds fields to every token response, as providers that
+// return more than RFC 6749 do (Salesforce's instance_url).
+func (a *AuthServer) SetTokenExtra(extra map[string]any) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.tokenExtra = extra
+}
+
+// SetCallbackParams adds query parameters to the authorization response,
+// as QuickBooks adds realmId.
+func (a *AuthServer) SetCallbackParams(p map[string]string) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.callbackParams = p
+}
+
+// SetDiscovery sets the JSON the discovery endpoint (DiscoveryURL) answers
+// to a request with a valid access token, as Atlassian's
+// accessible-resources does.
+func (a *AuthServer) SetDiscovery(v any) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.discovery = v
+}
+
+// DiscoveryURL is the discovery endpoint.
+func (a *AuthServer) DiscoveryURL() string { return a.srv.URL + "/discovery" }
+
+func (a *AuthServer) handleDiscovery(w http.ResponseWriter, r *http.Request) {
+	token, ok := bearerToken(r)
+	if _, valid := a.ValidAccessToken(token); !ok || !valid {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token"})
+		return
+	}
+	a.stateMu.Lock()
+	v := a.discovery
+	a.stateMu.Unlock()
+	writeJSON(w, http.StatusOK, v)
 }
 
 // NewAuthServer starts an authorization server with the given clients and
@@ -185,6 +229,7 @@ func NewAuthServer(t testing.TB, opts AuthServerOptions) *AuthServer {
 	mux.HandleFunc("/token", a.handleToken)
 	mux.HandleFunc("/revoke", a.handleRevoke)
 	mux.HandleFunc("/userinfo", a.handleUserinfo)
+	mux.HandleFunc("/discovery", a.handleDiscovery)
 	a.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		// Release handlers sleeping on a Delay fault so Close need not wait.
@@ -380,6 +425,11 @@ func (a *AuthServer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		if issuer != "" {
 			resp.AddParameter("iss", issuer)
 		}
+		a.stateMu.Lock()
+		for k, v := range a.callbackParams {
+			resp.AddParameter(k, v)
+		}
+		a.stateMu.Unlock()
 		a.provider.WriteAuthorizeResponse(ctx, w, ar, resp)
 	default:
 		w.Header().Set("Allow", "GET, POST")
@@ -483,6 +533,11 @@ func (a *AuthServer) issue(w http.ResponseWriter, r *http.Request, negativeExpir
 	if negativeExpiry {
 		resp.SetExpiresIn(-time.Hour)
 	}
+	a.stateMu.Lock()
+	for k, v := range a.tokenExtra {
+		resp.SetExtra(k, v)
+	}
+	a.stateMu.Unlock()
 	a.provider.WriteAccessResponse(ctx, w, ar, resp)
 }
 
