@@ -172,7 +172,16 @@ func TestSlowTokenEndpointLosesNoGrant(t *testing.T) {
 	}
 	e.auth.ClearFault()
 	for _, a := range accts {
-		if err := e.r.Refresh(context.Background(), a.ID); err != nil {
+		// On a busy machine a healthy call can still outlast the 200 ms
+		// timeout: that is a timeout, not a lost grant, and its answer is
+		// kept; ask again until the call fits.
+		var err error
+		eventually(t, "a refresh of "+a.ID+" fits its timeout", func() bool {
+			err = e.r.Refresh(context.Background(), a.ID)
+			var re *Error
+			return !errors.As(err, &re) || re.Class != Transient || re.Code != "timeout"
+		})
+		if err != nil {
 			t.Fatalf("refresh of %s after the slow answers: %v (the grant was lost)", a.ID, err)
 		}
 		if got := e.get(a.ID); got.Status != account.StatusActive || got.LastError != nil {

@@ -249,7 +249,17 @@ func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
 	if e.r.backingOff(a.ID, e.clock.Now()) != nil {
 		t.Fatal("the back-off outlasts its cap")
 	}
-	_, err = e.r.Credentials(context.Background(), a)
+	// On a busy machine the second call may itself outlast its 500 ms
+	// limits; that is another timeout, not the answer this test waits for:
+	// try again past the back-off until the provider's verdict arrives.
+	eventually(t, "the second attempt gets the provider's answer", func() bool {
+		_, err = e.r.Credentials(context.Background(), a)
+		if errors.As(err, &re) && re.Class == Transient && re.Code == "timeout" {
+			e.clock.Add(time.Second)
+			return false
+		}
+		return true
+	})
 	if !errors.Is(err, ErrNeedsReauth) {
 		t.Fatalf("second attempt: %v, want ErrNeedsReauth", err)
 	}
