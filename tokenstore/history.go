@@ -25,22 +25,7 @@ func (s *SQLite) AccountEvents(ctx context.Context, accountID string, limit int)
 		return nil, storeErr("listing an account's events", err)
 	}
 	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var (
-			e  Event
-			at int64
-		)
-		if err := rows.Scan(&e.ID, &e.Name, &e.AccountID, &e.Payload, &at); err != nil {
-			return nil, storeErr("listing an account's events", err)
-		}
-		e.CreatedAt = fromNanos(at)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr("listing an account's events", err)
-	}
-	return out, nil
+	return collect(rows, "listing an account's events", scanHistoryEvent)
 }
 
 // AccountEvents lists an account's events, newest first.
@@ -51,22 +36,7 @@ func (p *Postgres) AccountEvents(ctx context.Context, accountID string, limit in
 		return nil, storeErr("listing an account's events", err)
 	}
 	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var (
-			e  Event
-			at int64
-		)
-		if err := rows.Scan(&e.ID, &e.Name, &e.AccountID, &e.Payload, &at); err != nil {
-			return nil, storeErr("listing an account's events", err)
-		}
-		e.CreatedAt = fromNanos(at)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr("listing an account's events", err)
-	}
-	return out, nil
+	return collect(rows, "listing an account's events", scanHistoryEvent)
 }
 
 // AccountEvents asks the store under the cache; events are not cached.
@@ -83,3 +53,13 @@ var (
 	_ History = (*Postgres)(nil)
 	_ History = (*Cached)(nil)
 )
+
+func scanHistoryEvent(r rowSource) (Event, error) {
+	var (
+		e  Event
+		at int64
+	)
+	err := r.Scan(&e.ID, &e.Name, &e.AccountID, &e.Payload, &at)
+	e.CreatedAt = fromNanos(at)
+	return e, err
+}

@@ -120,18 +120,10 @@ func (s *SQLite) CheckKeys(ctx context.Context) (KeyCheck, error) {
 		if err != nil {
 			return storeErr("checking the encryption keys", err)
 		}
-		var stored []sealKeyRow
-		for rows.Next() {
-			var r sealKeyRow
-			if err := rows.Scan(&r.id, &r.check); err != nil {
-				rows.Close()
-				return storeErr("checking the encryption keys", err)
-			}
-			stored = append(stored, r)
-		}
+		stored, err := collect(rows, "checking the encryption keys", scanSealKey)
 		rows.Close()
-		if err := rows.Err(); err != nil {
-			return storeErr("checking the encryption keys", err)
+		if err != nil {
+			return err
 		}
 		if kc, err = s.sealer.judge(stored); err != nil || len(kc.Missing) > 0 && len(kc.Matched) == 0 {
 			return err
@@ -173,18 +165,10 @@ func (p *Postgres) CheckKeys(ctx context.Context) (KeyCheck, error) {
 		if err != nil {
 			return storeErr("checking the encryption keys", err)
 		}
-		var stored []sealKeyRow
-		for rows.Next() {
-			var r sealKeyRow
-			if err := rows.Scan(&r.id, &r.check); err != nil {
-				rows.Close()
-				return storeErr("checking the encryption keys", err)
-			}
-			stored = append(stored, r)
-		}
+		stored, err := collect(rows, "checking the encryption keys", scanSealKey)
 		rows.Close()
-		if err := rows.Err(); err != nil {
-			return storeErr("checking the encryption keys", err)
+		if err != nil {
+			return err
 		}
 		if kc, err = p.sealer.judge(stored); err != nil || len(kc.Missing) > 0 && len(kc.Matched) == 0 {
 			return err
@@ -216,3 +200,8 @@ var (
 	_ KeyChecker = (*SQLite)(nil)
 	_ KeyChecker = (*Postgres)(nil)
 )
+
+func scanSealKey(r rowSource) (sealKeyRow, error) {
+	var k sealKeyRow
+	return k, r.Scan(&k.id, &k.check)
+}
