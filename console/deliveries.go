@@ -63,10 +63,10 @@ func (c *Console) deliveries(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	d := deliveriesData{
 		Status:   q.Get("status"),
-		Statuses: []tokenstore.DeliveryStatus{tokenstore.DeliveryFailed, tokenstore.DeliveryPending, tokenstore.DeliveryDelivered},
+		Statuses: []tokenstore.DeliveryStatus{tokenstore.DeliveryFailed, tokenstore.DeliveryRetrying, tokenstore.DeliveryPending, tokenstore.DeliveryDelivered},
 	}
 	switch tokenstore.DeliveryStatus(d.Status) {
-	case "", tokenstore.DeliveryFailed, tokenstore.DeliveryPending, tokenstore.DeliveryDelivered:
+	case "", tokenstore.DeliveryFailed, tokenstore.DeliveryRetrying, tokenstore.DeliveryPending, tokenstore.DeliveryDelivered:
 	default:
 		d.Problem = "Unknown delivery status: choose one from the list."
 		c.render(w, r, http.StatusBadRequest, "deliveries", "Webhook deliveries", "deliveries", d)

@@ -265,7 +265,11 @@ func (p *Postgres) ListDeliveries(ctx context.Context, f DeliveryFilter) (Delive
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	if f.Status != "" {
+	switch f.Status {
+	case "":
+	case DeliveryRetrying:
+		where = append(where, "d.status = 'pending' AND d.attempts > 0")
+	default:
 		where = append(where, "d.status = "+arg(string(f.Status)))
 	}
 	if f.Event != "" {

@@ -287,7 +287,11 @@ func (s *SQLite) ListDeliveries(ctx context.Context, f DeliveryFilter) (Delivery
 		where []string
 		args  []any
 	)
-	if f.Status != "" {
+	switch f.Status {
+	case "":
+	case DeliveryRetrying:
+		where = append(where, "d.status = 'pending' AND d.attempts > 0")
+	default:
 		where, args = append(where, "d.status = ?"), append(args, string(f.Status))
 	}
 	if f.Event != "" {

@@ -202,6 +202,10 @@ const (
 	DeliveryPending   DeliveryStatus = "pending"
 	DeliveryDelivered DeliveryStatus = "delivered"
 	DeliveryFailed    DeliveryStatus = "failed"
+	// DeliveryRetrying is a filter, never a stored status: the pending
+	// deliveries whose endpoint has already refused or missed an attempt,
+	// so that a failing endpoint shows before its retries run out.
+	DeliveryRetrying DeliveryStatus = "retrying"
 )
 
 // Delivery is one event to one endpoint.

@@ -255,9 +255,9 @@ func (a *api) listDeliveries(w http.ResponseWriter, r *http.Request) {
 		Cursor:    q.Get("next_cursor"),
 	}
 	switch f.Status {
-	case "", tokenstore.DeliveryPending, tokenstore.DeliveryDelivered, tokenstore.DeliveryFailed:
+	case "", tokenstore.DeliveryPending, tokenstore.DeliveryDelivered, tokenstore.DeliveryFailed, tokenstore.DeliveryRetrying:
 	default:
-		wire.WriteError(w, http.StatusBadRequest, "status must be pending, delivered or failed")
+		wire.WriteError(w, http.StatusBadRequest, "status must be pending, retrying, delivered or failed")
 		return
 	}
 	if f.Event != "" && !slices.Contains(account.Events, f.Event) {

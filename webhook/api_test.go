@@ -221,3 +221,31 @@ func TestWebhookTestEvent(t *testing.T) {
 		t.Fatalf("pending deliveries after tests: %d %v", n, err)
 	}
 }
+
+// A delivery whose endpoint keeps failing is still pending while retries
+// remain; ?status=retrying shows it before the retries run out, and
+// ?status=failed does not.
+func TestAPIListsRetryingDeliveries(t *testing.T) {
+	st := openStore(t)
+	rc := newReceiver(t)
+	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { return http.StatusInternalServerError })
+	opts := fastOptions(t)
+	opts.Schedule = []time.Duration{0, time.Hour}
+	d := NewDispatcher(st, []Endpoint{{ID: "wh_main", URL: rc.URL(), Secrets: []string{newSecret(t)}}}, opts)
+	startDispatcher(t, d)
+	api := NewAPI(st, d)
+	addTestEvents(t, st, 1)
+	d.Notify()
+	waitFor(t, "a failed attempt", 10*time.Second, func() bool {
+		return len(deliveriesOf(t, st, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryRetrying})) == 1
+	})
+	rec := doAPI(t, api, http.MethodGet, "/webhook-delivery?status=retrying")
+	var list struct{ Result []DeliveryView }
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &list) != nil || len(list.Result) != 1 ||
+		list.Result[0].Status != "pending" || list.Result[0].Attempts != 1 || list.Result[0].LastStatus != http.StatusInternalServerError {
+		t.Fatalf("GET ?status=retrying: %d %s", rec.Code, rec.Body)
+	}
+	if rec := doAPI(t, api, http.MethodGet, "/webhook-delivery?status=failed"); !strings.Contains(rec.Body.String(), `"result":[]`) {
+		t.Fatalf("a delivery with retries left is listed as failed: %s", rec.Body)
+	}
+}

@@ -1062,7 +1062,14 @@ func testListDeliveries(t *testing.T, s tokenstore.Store) {
 		case 1:
 			d.Status = tokenstore.DeliveryDelivered
 		default:
-			continue
+			if i%2 == 0 {
+				continue // claimed, never answered
+			}
+			// An attempt that failed with retries left.
+			d.Status = tokenstore.DeliveryPending
+			d.Attempts++ // as the dispatcher counts an attempt
+			d.LastStatus = 500
+			d.NextAttemptAt = time.Now().Add(time.Hour)
 		}
 		if err := s.FinishAttempt(ctx, &d); err != nil {
 			t.Fatal(err)
@@ -1100,6 +1107,21 @@ func testListDeliveries(t *testing.T, s tokenstore.Store) {
 	p, err := s.ListDeliveries(ctx, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryFailed, Limit: 1000})
 	if err != nil || len(p.Deliveries) != len(failed) {
 		t.Fatalf("failed filter: %d, %v; want %d", len(p.Deliveries), err, len(failed))
+	}
+	retrying := map[string]bool{}
+	for _, d := range all {
+		if d.Status == tokenstore.DeliveryPending && d.LastStatus == 500 {
+			retrying[d.ID] = true
+		}
+	}
+	p, err = s.ListDeliveries(ctx, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryRetrying, Limit: 1000})
+	if err != nil || len(p.Deliveries) != len(retrying) || len(retrying) == 0 {
+		t.Fatalf("retrying filter: %d, %v; want the %d pending deliveries with a failed attempt", len(p.Deliveries), err, len(retrying))
+	}
+	for _, d := range p.Deliveries {
+		if !retrying[d.ID] || d.Attempts == 0 {
+			t.Fatalf("retrying filter lists %s (%s, %d attempts)", d.ID, d.Status, d.Attempts)
+		}
 	}
 	p, err = s.ListDeliveries(ctx, tokenstore.DeliveryFilter{AccountID: "acc_1", Event: account.Events[1], Limit: 1000})
 	if err != nil {
