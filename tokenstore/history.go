@@ -54,7 +54,7 @@ var (
 	_ History = (*Cached)(nil)
 )
 
-func scanHistoryEvent(r rowSource) (Event, error) {
+func scanHistoryEvent(r rowScanner) (Event, error) {
 	var (
 		e  Event
 		at int64

@@ -201,7 +201,7 @@ var (
 	_ KeyChecker = (*Postgres)(nil)
 )
 
-func scanSealKey(r rowSource) (sealKeyRow, error) {
+func scanSealKey(r rowScanner) (sealKeyRow, error) {
 	var k sealKeyRow
 	return k, r.Scan(&k.id, &k.check)
 }

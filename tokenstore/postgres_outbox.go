@@ -107,19 +107,7 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 		return nil, storeErr("claiming deliveries", err)
 	}
 	defer rows.Close()
-	var out []Delivery
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, storeErr("claiming deliveries", err)
-		}
-		d.LeaseUntil = fromNanos(until)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr("claiming deliveries", err)
-	}
-	return out, nil
+	return claimedDeliveries(rows, until)
 }
 
 // ClaimEndpointDeliveries leases every endpoint's due deliveries in one
@@ -151,19 +139,7 @@ func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, l
 		return nil, storeErr("claiming deliveries", err)
 	}
 	defer rows.Close()
-	var out []Delivery
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, storeErr("claiming deliveries", err)
-		}
-		d.LeaseUntil = fromNanos(until)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr("claiming deliveries", err)
-	}
-	return out, nil
+	return claimedDeliveries(rows, until)
 }
 
 // pgClaimEndpointQuery leases, for each (endpoint, limit, created before)
@@ -298,15 +274,8 @@ func (p *Postgres) ListDeliveries(ctx context.Context, f DeliveryFilter) (Delive
 	}
 	defer rows.Close()
 	var pg DeliveryPage
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return DeliveryPage{}, storeErr("listing deliveries", err)
-		}
-		pg.Deliveries = append(pg.Deliveries, d)
-	}
-	if err := rows.Err(); err != nil {
-		return DeliveryPage{}, storeErr("listing deliveries", err)
+	if pg.Deliveries, err = collect(rows, "listing deliveries", scanDelivery); err != nil {
+		return DeliveryPage{}, err
 	}
 	if len(pg.Deliveries) > limit {
 		pg.Deliveries = pg.Deliveries[:limit]

@@ -10,7 +10,7 @@ type rowSource interface {
 
 // collect reads every row of rows with scan; a failure is a store error
 // about what. The caller closes rows.
-func collect[T any](rows rowSource, what string, scan func(rowSource) (T, error)) ([]T, error) {
+func collect[T any](rows rowSource, what string, scan func(rowScanner) (T, error)) ([]T, error) {
 	var out []T
 	for rows.Next() {
 		v, err := scan(rows)
@@ -23,4 +23,14 @@ func collect[T any](rows rowSource, what string, scan func(rowSource) (T, error)
 		return nil, storeErr(what, err)
 	}
 	return out, nil
+}
+
+// claimedDeliveries reads claimed deliveries, each with the lease it was
+// claimed until.
+func claimedDeliveries(rows rowSource, until int64) ([]Delivery, error) {
+	out, err := collect(rows, "claiming deliveries", scanDelivery)
+	for i := range out {
+		out[i].LeaseUntil = fromNanos(until)
+	}
+	return out, err
 }

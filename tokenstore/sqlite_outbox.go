@@ -207,19 +207,7 @@ func (s *SQLite) claim(ctx context.Context, tx *sql.Tx, now time.Time, lease tim
 		return nil, storeErr("claiming deliveries", err)
 	}
 	defer rows.Close()
-	var out []Delivery
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, storeErr("claiming deliveries", err)
-		}
-		d.LeaseUntil = fromNanos(until)
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, storeErr("claiming deliveries", err)
-	}
-	return out, nil
+	return claimedDeliveries(rows, until)
 }
 
 // PendingEndpoints walks deliveries_endpoint_due from one endpoint to the
@@ -320,15 +308,8 @@ func (s *SQLite) ListDeliveries(ctx context.Context, f DeliveryFilter) (Delivery
 	}
 	defer rows.Close()
 	var p DeliveryPage
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return DeliveryPage{}, storeErr("listing deliveries", err)
-		}
-		p.Deliveries = append(p.Deliveries, d)
-	}
-	if err := rows.Err(); err != nil {
-		return DeliveryPage{}, storeErr("listing deliveries", err)
+	if p.Deliveries, err = collect(rows, "listing deliveries", scanDelivery); err != nil {
+		return DeliveryPage{}, err
 	}
 	if len(p.Deliveries) > limit {
 		p.Deliveries = p.Deliveries[:limit]
