@@ -2,7 +2,6 @@ package tokenstore_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"errors"
 	"path/filepath"
@@ -65,10 +64,7 @@ func TestSQLiteSealedBlobsStayInTheirRow(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "linkgate.db")
 	st := openSQLite(t, path, newKey(t))
 	defer st.Close()
-	raw, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := openRaw(t, path)
 	defer raw.Close()
 	testSealedBlobsStayInTheirRow(t, st, func(q string, args ...any) {
 		t.Helper()

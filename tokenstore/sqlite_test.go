@@ -49,6 +49,18 @@ func openSQLite(t testing.TB, path string, keys ...[]byte) *tokenstore.SQLite {
 	return st
 }
 
+// openRaw opens the SQLite file directly, beside a store that may be
+// writing to it: it waits for the store's write lock like the store's own
+// connections do instead of failing with SQLITE_BUSY at once.
+func openRaw(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func TestSQLiteConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) tokenstore.Store {
 		return openSQLite(t, filepath.Join(t.TempDir(), "linkgate.db"), newKey(t))
@@ -296,10 +308,7 @@ func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
 	// seen in the row rather than for a time, so a busy machine cannot
 	// make it pass or fail by chance; the lease is long enough that a
 	// renewal every third of it does not lapse on a loaded machine.
-	raw, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := openRaw(t, path)
 	defer raw.Close()
 	leaseOf := func(id string) (owner string, until time.Time) {
 		t.Helper()
@@ -333,7 +342,7 @@ func TestSQLiteRefreshLockAcrossHandles(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	err = h2.WithRefreshLock(waitCtx, "acc_lease", func(context.Context) error { return nil })
+	err := h2.WithRefreshLock(waitCtx, "acc_lease", func(context.Context) error { return nil })
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("other handle while the lock is held past its first lease: %v, want DeadlineExceeded", err)
@@ -406,10 +415,7 @@ func TestSQLiteRefreshLockOfDeadProcess(t *testing.T) {
 		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 		return fmt.Sprintf("%s host=%s boot=%s pid=%d start=%s", uuid.NewString(), host, strings.TrimSpace(string(boot)), pid, f[19])
 	}
-	raw, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := openRaw(t, path)
 	defer raw.Close()
 	lease := time.Now().Add(time.Hour).UnixNano()
 	insert := func(id, owner string) {
