@@ -12,7 +12,11 @@
 #   bench/scale.sh postgres 10000 100000        # needs LINKGATE_TEST_POSTGRES (a server; databases are created)
 #
 # IDLE_SECONDS (default 60) sets the idle measurement; KEEP=1 keeps the
-# databases in $WORK (default a temporary directory).
+# databases in $WORK (default a temporary directory). IMPORT_ONLY=1 stops
+# after the import (its rate and CPU time, the database's size): the bulk
+# import benchmark, or a quick build of a large database with KEEP=1.
+# RANDOM_IDS=1 (with IMPORT_ONLY) gives the accounts random UUIDs, as a
+# migration from another vendor brings, instead of ids in insertion order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="${1:?usage: bench/scale.sh sqlite|postgres N...}"
@@ -88,13 +92,26 @@ CADDY
 	export XDG_DATA_HOME="$work/xdg" XDG_CONFIG_HOME="$work/xdg"
 
 	# (a) the database, through the bulk path.
-	"$work/scale" gen -n "$n" >"$work/accounts.jsonl"
+	ids=seq
+	[ "${RANDOM_IDS:-}" = 1 ] && ids=random
+	"$work/scale" gen -n "$n" -ids "$ids" >"$work/accounts.jsonl"
+	load=$(cut -d' ' -f1 /proc/loadavg)
 	t0=$(date +%s.%N)
-	"$work/caddy" linkgate-import --config "$work/Caddyfile" --adapter caddyfile \
-		--input "$work/accounts.jsonl" --events none >"$work/failed.jsonl" 2>"$work/import.log"
+	# CPU time of the import process (user and system), from bash's times.
+	cpu=$( { /usr/bin/time -f '%U %S' "$work/caddy" linkgate-import --config "$work/Caddyfile" --adapter caddyfile \
+		--input "$work/accounts.jsonl" --events none >"$work/failed.jsonl" 2>"$work/import.log"; } 2>&1 | tail -1)
 	t1=$(date +%s.%N)
 	rm -f "$work/accounts.jsonl"
-	echo "{\"store\":\"$store\",\"accounts\":$n,\"import_s\":$(echo "$t1 - $t0" | bc),\"import_per_s\":$(echo "$n / ($t1 - $t0)" | bc),\"import_log\":$(tail -1 "$work/import.log" | sed 's/"/\\"/g; s/.*/"&"/')}"
+	cpu_s=$(echo "$cpu" | awk '{print $1 + $2}')
+	echo "{\"store\":\"$store\",\"accounts\":$n,\"ids\":\"$ids\",\"load_before\":$load,\"load_after\":$(cut -d' ' -f1 /proc/loadavg),\"import_s\":$(echo "$t1 - $t0" | bc),\"import_per_s\":$(echo "$n / ($t1 - $t0)" | bc),\"import_cpu_s\":$cpu_s,\"cpu_us_per_account\":$(echo "$cpu_s * 1000000 / $n" | bc),\"import_log\":$(tail -1 "$work/import.log" | sed 's/"/\\"/g; s/.*/"&"/')}"
+	if [ "${IMPORT_ONLY:-}" = 1 ]; then
+		if [ "$store" = sqlite ]; then
+			echo "{\"store\":\"$store\",\"accounts\":$n,\"db_mib\":$(( ($(stat -c %s "$db") + $(stat -c %s "$db-wal" 2>/dev/null || echo 0)) >> 20 ))}"
+		elif [ "${KEEP:-}" != 1 ]; then
+			psql "$LINKGATE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS lgscale_$n" >/dev/null
+		fi
+		continue
+	fi
 	"$work/scale" mark -store "$store" -db "$db" -n "$n" >/dev/null
 	if [ "$store" = sqlite ]; then
 		echo "{\"store\":\"$store\",\"accounts\":$n,\"db_mib\":$(( $(stat -c %s "$db") >> 20 ))}"
