@@ -602,13 +602,21 @@ func TestProviderHosts(t *testing.T) {
 	})
 
 	t.Run("bad subdomains", func(t *testing.T) {
+		good := hw.connected(t, map[string]any{"tenant_id": "t-good", "integration": "desk", "context": map[string]any{"subdomain": "acme"}}, nil, "gus")
 		strayBefore := hw.stray.Conns()
 		for _, bad := range []string{"evil.test#", "a.b", ".."} {
 			// The API: import and link token, 400 naming the field.
 			status, body := hw.do("POST", "/integrated-account", map[string]any{"tenant_id": "t-bad", "integration": "desk",
 				"context": map[string]any{"subdomain": bad, "oauth": map[string]any{"token": map[string]any{"access_token": "at", "refresh_token": "rt"}}}})
-			if status != http.StatusBadRequest || !strings.Contains(string(body), "subdomain") {
+			if status != http.StatusBadRequest || !strings.Contains(string(body), "context.subdomain") {
 				t.Fatalf("import with subdomain %q: %d %s", bad, status, body)
+			}
+			status, body = hw.do("PATCH", "/integrated-account/"+good, map[string]any{"context": map[string]any{"subdomain": bad}})
+			if status != http.StatusBadRequest || !strings.Contains(string(body), "context.subdomain") {
+				t.Fatalf("PATCH to subdomain %q: %d %s", bad, status, body)
+			}
+			if got := hw.account(t, good)["context"].(map[string]any)["subdomain"]; got != "acme" {
+				t.Fatalf("a refused PATCH changed the subdomain to %v", got)
 			}
 			status, body = hw.do("POST", "/link-token", map[string]any{"tenant_id": "t-bad", "integration": "desk", "context": map[string]any{"subdomain": bad}})
 			if status != http.StatusBadRequest || !strings.Contains(string(body), "context.subdomain") {
@@ -624,6 +632,7 @@ func TestProviderHosts(t *testing.T) {
 		if n := len(hw.accountsOf(t, "t-bad")); n != 0 {
 			t.Fatalf("%d accounts stored from bad subdomains", n)
 		}
+		hw.proxiedTo(t, good, "/tickets.json", "acme.desk.test", "/api/v2/tickets.json", "gus")
 		if hw.stray.Conns() != strayBefore {
 			t.Fatal("a bad subdomain made a connection")
 		}
@@ -677,6 +686,24 @@ func TestProviderHosts(t *testing.T) {
 		}
 		if hw.stray.Conns() != strayBefore {
 			t.Fatal("a bad discovery answer made a connection")
+		}
+	})
+
+	t.Run("callback parameter of the wrong form", func(t *testing.T) {
+		strayBefore := hw.stray.Conns()
+		for _, realm := range []string{"", "12/../34", "books.evil.example.com", "1 2"} {
+			hw.as.SetCallbackParams(map[string]string{"realmId": realm})
+			p := hw.connect(t, map[string]any{"tenant_id": "t-badrealm", "integration": "books"}, nil, "rita")
+			if msg := posted(t, p); p.status != http.StatusBadGateway || msg["error_type"] != "post_install_error" {
+				t.Fatalf("realmId %q: %d %v\n%s", realm, p.status, msg, p.body)
+			}
+		}
+		hw.as.SetCallbackParams(nil)
+		if n := len(hw.accountsOf(t, "t-badrealm")); n != 0 {
+			t.Fatalf("%d accounts stored from bad realm ids", n)
+		}
+		if hw.stray.Conns() != strayBefore {
+			t.Fatal("a bad realm id made a connection")
 		}
 	})
 
