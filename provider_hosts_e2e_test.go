@@ -21,7 +21,7 @@ import (
 
 // hostsCaddyfile is a gateway with one integration per class of
 // per-account host, hand-written against the test authorization server,
-// and three real presets with nothing but a client id and secret.
+// and four real presets with nothing but a client id and secret.
 const hostsCaddyfile = `{
 	admin off
 	integrated_accounts {
@@ -103,6 +103,11 @@ const hostsCaddyfile = `{
 			client_id linkgate
 			client_secret client-secret-for-tests-0123456789
 		}
+		integration quickbooks {
+			preset quickbooks
+			client_id linkgate
+			client_secret client-secret-for-tests-0123456789
+		}
 	}
 }
 
@@ -179,6 +184,10 @@ func newHostsWorld(t *testing.T) *hostsWorld {
 		AuthorizeParams: map[string]string{"audience": "api.atlassian.com", "prompt": "consent"}})
 	site("api.atlassian.com", testenv.SiteOptions{UserIDField: "account_id", OAuth: map[string]string{
 		"/oauth/token/accessible-resources": "discovery", "/me": "userinfo"}})
+
+	site("appcenter.intuit.com", testenv.SiteOptions{OAuth: map[string]string{"/connect/oauth2": "authorize"}})
+	site("oauth.platform.intuit.com", testenv.SiteOptions{OAuth: map[string]string{"/oauth2/v1/tokens/bearer": "token"}})
+	site("quickbooks.api.intuit.com", testenv.SiteOptions{})
 
 	addrs := map[string]string{}
 	for name, s := range hw.sites {
@@ -414,12 +423,11 @@ func (hw *hostsWorld) refreshNow(t *testing.T, id string) {
 	}
 }
 
-// lifecycle is the rest of every class's story once the account works:
-// a refresh that the next call uses, an upstream 401 that puts the account
-// in needs_reauth with exactly one authentication_error webhook, and a
-// reconnect through a new link token (with fields for the form) after
-// which the same account works again.
-func (hw *hostsWorld) lifecycle(t *testing.T, id, site, call, path, user string, fields url.Values) {
+// refreshedAt forces a refresh of id and checks that the next call to site
+// carries a new token: the refresh went through the integration's own
+// token endpoint (a preset's only way to the authorization server is its
+// provider's host name).
+func (hw *hostsWorld) refreshedAt(t *testing.T, id, call, site, path, user string) {
 	t.Helper()
 	r0, _ := hw.sites[site].Last()
 	hw.refreshNow(t, id)
@@ -427,6 +435,16 @@ func (hw *hostsWorld) lifecycle(t *testing.T, id, site, call, path, user string,
 	if r1, _ := hw.sites[site].Last(); r1.Header.Get("Authorization") == r0.Header.Get("Authorization") {
 		t.Fatal("the call after the refresh did not carry the refreshed token")
 	}
+}
+
+// lifecycle is the rest of every class's story once the account works:
+// a refresh that the next call uses, an upstream 401 that puts the account
+// in needs_reauth with exactly one authentication_error webhook, and a
+// reconnect through a new link token (with fields for the form) after
+// which the same account works again.
+func (hw *hostsWorld) lifecycle(t *testing.T, id, site, call, path, user string, fields url.Values) {
+	t.Helper()
+	hw.refreshedAt(t, id, call, site, path, user)
 
 	// The upstream refuses the token, and the refreshed one too.
 	hw.sites[site].ForceStatus(http.StatusUnauthorized, 2)
@@ -712,8 +730,7 @@ func TestProviderHosts(t *testing.T) {
 		// and the refresh all on the customer's own host.
 		zd := hw.connected(t, map[string]any{"tenant_id": "t-zd", "integration": "zendesk"}, url.Values{"connection.subdomain": {"acme"}}, "zoe")
 		hw.proxiedTo(t, zd, "/tickets.json", "acme.zendesk.com", "/api/v2/tickets.json", "zoe")
-		hw.refreshNow(t, zd)
-		hw.proxiedTo(t, zd, "/tickets.json", "acme.zendesk.com", "/api/v2/tickets.json", "zoe")
+		hw.refreshedAt(t, zd, "/tickets.json", "acme.zendesk.com", "/api/v2/tickets.json", "zoe")
 
 		// Salesforce: signed in at login.salesforce.com, the API at the
 		// instance the token response names.
@@ -725,8 +742,7 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("salesforce account context: %v", ctx)
 		}
 		hw.proxiedTo(t, sf, "/sobjects/Account", "acme.my.salesforce.com", "/services/data/v60.0/sobjects/Account", "sam")
-		hw.refreshNow(t, sf)
-		hw.proxiedTo(t, sf, "/sobjects/Account", "acme.my.salesforce.com", "/services/data/v60.0/sobjects/Account", "sam")
+		hw.refreshedAt(t, sf, "/sobjects/Account", "acme.my.salesforce.com", "/services/data/v60.0/sobjects/Account", "sam")
 
 		// Jira: the cloud id from accessible-resources after sign-in.
 		hw.as.SetDiscovery([]any{map[string]any{"id": cloudA, "name": "acme", "scopes": []string{"read:jira-work"}}})
@@ -737,7 +753,16 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("jira account context: %v", ctx)
 		}
 		hw.proxiedTo(t, jr, "/rest/api/3/myself", "api.atlassian.com", "/ex/jira/"+cloudA+"/rest/api/3/myself", "jim")
-		hw.refreshNow(t, jr)
-		hw.proxiedTo(t, jr, "/rest/api/3/myself", "api.atlassian.com", "/ex/jira/"+cloudA+"/rest/api/3/myself", "jim")
+		hw.refreshedAt(t, jr, "/rest/api/3/myself", "api.atlassian.com", "/ex/jira/"+cloudA+"/rest/api/3/myself", "jim")
+
+		// QuickBooks: the company's realmId on the callback.
+		hw.as.SetCallbackParams(map[string]string{"realmId": realmA})
+		defer hw.as.SetCallbackParams(nil)
+		qb := hw.connected(t, map[string]any{"tenant_id": "t-qb", "integration": "quickbooks"}, nil, "quentin")
+		if got := hw.account(t, qb)["context"].(map[string]any)["realm_id"]; got != realmA {
+			t.Fatalf("quickbooks realm_id: %v", got)
+		}
+		hw.proxiedTo(t, qb, "/query", "quickbooks.api.intuit.com", "/v3/company/"+realmA+"/query", "quentin")
+		hw.refreshedAt(t, qb, "/query", "quickbooks.api.intuit.com", "/v3/company/"+realmA+"/query", "quentin")
 	})
 }
