@@ -12,7 +12,12 @@
 #   bench/scale.sh postgres 10000 100000        # needs LINKGATE_TEST_POSTGRES (a server; databases are created)
 #
 # IDLE_SECONDS (default 60) sets the idle measurement; KEEP=1 keeps the
-# databases in $WORK (default a temporary directory).
+# databases in $WORK (default a temporary directory). With REUSE=1 a database
+# kept there (and its key, $WORK/key) is measured again instead of being
+# built; STEPS picks the steps (default "build measure idle webhooks"), e.g.
+#
+#   KEEP=1 WORK=/var/tmp/lgscale STEPS=build bench/scale.sh postgres 1000000
+#   KEEP=1 REUSE=1 WORK=/var/tmp/lgscale STEPS=webhooks bench/scale.sh postgres 1000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="${1:?usage: bench/scale.sh sqlite|postgres N...}"
@@ -26,9 +31,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+steps=" ${STEPS:-build measure idle webhooks} "
+step() { [[ "$steps" == *" $1 "* ]]; }
+
 go build -o "$work/caddy" ./cmd/caddy
 go build -o "$work/scale" ./bench/scale
-key=$(head -c 32 /dev/urandom | base64)
+if [ "${REUSE:-}" = 1 ] && [ -s "$work/key" ]; then
+	key=$(cat "$work/key")
+else
+	key=$(head -c 32 /dev/urandom | base64)
+	echo "$key" >"$work/key"
+fi
 
 pgdsn() { # the DSN of database $1 on the server of LINKGATE_TEST_POSTGRES
 	echo "$LINKGATE_TEST_POSTGRES" | sed -E "s#/[^/?]+(\?|$)#/$1\1#"
@@ -38,12 +51,16 @@ for n in "$@"; do
 	case "$store" in
 	sqlite)
 		db="$work/linkgate-$n.db"
-		rm -f "$db" "$db-wal" "$db-shm"
+		if step build; then
+			rm -f "$db" "$db-wal" "$db-shm"
+		fi
 		storage="storage sqlite $db"
 		;;
 	postgres)
 		name="lgscale_$n"
-		psql "$LINKGATE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+		if step build; then
+			psql "$LINKGATE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+		fi
 		db=$(pgdsn "$name")
 		storage="storage postgres \"$db\""
 		;;
@@ -88,6 +105,7 @@ CADDY
 	export XDG_DATA_HOME="$work/xdg" XDG_CONFIG_HOME="$work/xdg"
 
 	# (a) the database, through the bulk path.
+	if step build; then
 	"$work/scale" gen -n "$n" >"$work/accounts.jsonl"
 	t0=$(date +%s.%N)
 	"$work/caddy" linkgate-import --config "$work/Caddyfile" --adapter caddyfile \
@@ -99,11 +117,13 @@ CADDY
 	if [ "$store" = sqlite ]; then
 		echo "{\"store\":\"$store\",\"accounts\":$n,\"db_mib\":$(( $(stat -c %s "$db") >> 20 ))}"
 	fi
+	fi
 
 	# (c) claim, pages, cache.
-	"$work/scale" measure -store "$store" -db "$db" -key "$key" -n "$n" | sed "s/^{/{\"store\":\"$store\",/"
+	step measure && "$work/scale" measure -store "$store" -db "$db" -key "$key" -n "$n" | sed "s/^{/{\"store\":\"$store\",/"
 
 	# (c) an idle gateway's CPU per minute (sweeper, dispatcher polls, janitor).
+	if step idle; then
 	"$work/caddy" run --config "$work/Caddyfile" --adapter caddyfile >"$work/caddy.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 1 100); do curl -sf -o /dev/null -H 'Authorization: Bearer bench-token' http://127.0.0.1:9600/integrated-account?limit=1 && break; sleep 0.2; done
@@ -116,9 +136,15 @@ CADDY
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
 	echo "{\"store\":\"$store\",\"accounts\":$n,\"idle_cpu_s_per_min\":$(echo "scale=3; ($u1 + $s1 - $u0 - $s0) / $ticks * 60 / $idle" | bc),\"idle_rss_mib\":$((rss >> 10))}"
+	fi
 
-	# (c) webhook drain with a slow endpoint.
-	"$work/scale" webhooks -store "$store" -db "$db" -key "$key" | sed "s/^{/{\"store\":\"$store\",\"accounts\":$n,/"
+	# (c) webhook drain with a slow endpoint (the outbox is emptied first),
+	# and with three healthy ones, for comparison.
+	if step webhooks; then
+		for slow in 2s 0; do
+			"$work/scale" webhooks -store "$store" -db "$db" -key "$key" -slow "$slow" | sed "s/^{/{\"store\":\"$store\",\"accounts\":$n,/"
+		done
+	fi
 
 	if [ "$store" = postgres ] && [ "${KEEP:-}" != 1 ]; then
 		psql "$LINKGATE_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS lgscale_$n" >/dev/null

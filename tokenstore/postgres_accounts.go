@@ -334,12 +334,15 @@ func pgListAccountsQuery(f Filter, limit int) (string, []any, error) {
 	if f.Status == "" && f.TenantID == "" && f.Integration == "" {
 		at = "(created_at + 0)"
 	}
-	if f.Cursor != "" {
-		c, err := decodeCursor(f.Cursor)
-		if err != nil {
-			return "", nil, err
-		}
-		where = append(where, "("+at+", id) < ("+arg(c.at)+"::bigint, "+arg(c.id)+"::text)")
+	from, hasFrom, upper, hasUpper, err := createdBounds(f)
+	if err != nil {
+		return "", nil, err
+	}
+	if hasUpper {
+		where = append(where, "("+at+", id) < ("+arg(upper.at)+"::bigint, "+arg(upper.id)+"::text)")
+	}
+	if hasFrom {
+		where = append(where, at+" >= "+arg(from)+"::bigint")
 	}
 	q := "SELECT " + accountColumns + " FROM accounts"
 	if len(where) > 0 {

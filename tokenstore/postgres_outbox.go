@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,60 +112,107 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 	return claimedDeliveries(rows, until)
 }
 
-// ClaimEndpointDeliveries leases every endpoint's due deliveries in one
-// statement: a lateral seek into deliveries_endpoint_due per endpoint, rows
-// other dispatchers are claiming skipped.
+// ClaimEndpointDeliveries leases each endpoint's due deliveries in one
+// transaction: one seek into deliveries_endpoint_due per endpoint (sent
+// together, one round trip), rows other dispatchers are claiming skipped,
+// then one write of the leases by primary key.
 func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error) {
-	var (
-		eps     []string
-		limits  []int64
-		befores []int64
-	)
-	for _, c := range claims {
-		if c.Limit <= 0 {
-			continue
-		}
-		before := int64(math.MaxInt64)
-		if !c.CreatedBefore.IsZero() {
-			before = c.CreatedBefore.UnixNano()
-		}
-		eps, limits, befores = append(eps, c.Endpoint), append(limits, int64(c.Limit)), append(befores, before)
-	}
-	if len(eps) == 0 {
-		return nil, nil
-	}
 	at := now.UnixNano()
 	until := now.Add(lease).UnixNano()
-	rows, err := p.pool.Query(ctx, pgClaimEndpointQuery, until, at, eps, limits, befores)
+	var out []Delivery
+	err := p.write(ctx, "claiming deliveries", func(tx pgx.Tx) error {
+		out = out[:0]
+		b := &pgx.Batch{}
+		for _, c := range claims {
+			if c.Limit <= 0 {
+				continue
+			}
+			before := int64(math.MaxInt64)
+			if !c.CreatedBefore.IsZero() {
+				before = c.CreatedBefore.UnixNano()
+			}
+			b.Queue(pgClaimEndpointQuery(c.Limit), c.Endpoint, at, before)
+		}
+		if b.Len() == 0 {
+			return nil
+		}
+		var ids []string
+		br := tx.SendBatch(ctx, b)
+		for range b.Len() {
+			rows, err := br.Query()
+			if err != nil {
+				br.Close()
+				return storeErr("claiming deliveries", err)
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				br.Close()
+				return storeErr("claiming deliveries", err)
+			}
+			ids = append(ids, got...)
+		}
+		if err := br.Close(); err != nil {
+			return storeErr("claiming deliveries", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		rows, err := tx.Query(ctx, pgLeaseDeliveriesQuery, until, ids)
+		if err != nil {
+			return storeErr("claiming deliveries", err)
+		}
+		got, err := claimedDeliveries(rows, until)
+		if err != nil {
+			return err
+		}
+		// In the order of the claims, each endpoint's soonest due first.
+		pos := make(map[string]int, len(ids))
+		for i, id := range ids {
+			pos[id] = i
+		}
+		slices.SortFunc(got, func(a, b Delivery) int { return pos[a.ID] - pos[b.ID] })
+		out = got
+		return nil
+	})
 	if err != nil {
-		return nil, storeErr("claiming deliveries", err)
+		return nil, err
 	}
-	defer rows.Close()
-	return claimedDeliveries(rows, until)
+	return out, nil
 }
 
-// pgClaimEndpointQuery leases, for each (endpoint, limit, created before)
-// of its arrays, that endpoint's soonest due deliveries, but not a delivery
-// of an account's event while one of an earlier event of that account to
-// that endpoint is pending (as SQLite's query): each account's events reach
-// each endpoint in commit order. The check reads without locking, so a
-// pending earlier delivery another dispatcher holds still blocks.
-const pgClaimEndpointQuery = `WITH want AS (
-		SELECT * FROM unnest($3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS w (endpoint, n, before, ord)),
-	picked AS (
-		SELECT p.id, want.ord FROM want, LATERAL (
-			SELECT d.id FROM deliveries d
-			WHERE d.status = 'pending' AND d.endpoint = want.endpoint AND d.next_attempt_at <= $2 AND d.lease_until <= $2
-				AND d.created_at < want.before
-				AND NOT EXISTS (SELECT 1 FROM events e
-					JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
-					JOIN deliveries q ON q.event_id = pe.id
-					WHERE e.id = d.event_id AND e.account_id <> '' AND q.endpoint = d.endpoint AND q.status = 'pending')
-			ORDER BY d.next_attempt_at, d.id LIMIT want.n FOR UPDATE OF d SKIP LOCKED) p),
-	claimed AS (
-		UPDATE deliveries SET lease_until = $1 WHERE id IN (SELECT id FROM picked) RETURNING *)
-	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id JOIN picked ON picked.id = d.id
-	ORDER BY picked.ord, d.next_attempt_at, d.id`
+// pgClaimEndpointQuery picks up to limit of one endpoint's ($1) soonest
+// deliveries due at $2 and created before $3, and locks them, skipping
+// rows another dispatcher holds; but not a delivery of an account's event
+// while one of an earlier event of that account to that endpoint is
+// pending (as SQLite's query): each account's events reach each endpoint in
+// commit order. The check reads without locking, so a pending earlier
+// delivery another dispatcher holds still blocks.
+//
+// The plan must not depend on statistics (a freshly filled outbox has
+// none, and a planner that guesses one row per endpoint reads the whole
+// backlog for every candidate): the limit is a constant, so the endpoint's
+// index is walked in order and stops at it, and OFFSET 0 keeps each
+// subquery a per-row probe the planner cannot turn into a join over the
+// backlog. The probes are unique-index seeks on events and one seek into
+// deliveries_event_pending, which matches every condition of the inner
+// check.
+func pgClaimEndpointQuery(limit int) string {
+	return `SELECT d.id FROM deliveries d
+	WHERE d.status = 'pending' AND d.endpoint = $1 AND d.next_attempt_at <= $2 AND d.lease_until <= $2
+		AND d.created_at < $3
+		AND NOT EXISTS (SELECT 1 FROM events e JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
+			WHERE e.id = d.event_id AND e.account_id <> ''
+				AND EXISTS (SELECT 1 FROM deliveries q
+					WHERE q.event_id = pe.id AND q.endpoint = d.endpoint AND q.status = 'pending' OFFSET 0)
+			OFFSET 0)
+	ORDER BY d.next_attempt_at, d.id LIMIT ` + strconv.Itoa(limit) + ` FOR UPDATE OF d SKIP LOCKED`
+}
+
+// pgLeaseDeliveriesQuery writes the leases of the picked deliveries ($2)
+// and reads them with their events, by primary keys.
+const pgLeaseDeliveriesQuery = `WITH claimed AS (
+		UPDATE deliveries SET lease_until = $1 WHERE id = ANY($2::text[]) RETURNING *)
+	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id`
 
 // PendingEndpoints walks deliveries_endpoint_due from one endpoint to the
 // next (a recursive seek), rather than reading every pending delivery.

@@ -2,9 +2,13 @@ package tokenstore
 
 import (
 	"context"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/internal/testenv"
@@ -72,6 +76,7 @@ func pgPlan(t testing.TB, st *Postgres, q string, args ...any) string {
 func TestPostgresListAccountsSeeks(t *testing.T) {
 	st := openPostgresPlanStore(t, 50_000)
 	cur := cursor{at: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(25_000 * time.Second).UnixNano(), id: "acc_0025000"}.encode()
+	from, before := time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC), time.Date(2026, 1, 1, 6, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
 		name  string
 		f     Filter
@@ -89,6 +94,12 @@ func TestPostgresListAccountsSeeks(t *testing.T) {
 		{"tenant+integration", Filter{TenantID: "tenant_00042", Integration: "hubspot", Cursor: cur}, "accounts_tenant_newest"},
 		{"all", Filter{Status: account.StatusActive, TenantID: "tenant_00042", Integration: "hubspot", Cursor: cur},
 			"accounts_tenant_newest"},
+		{"created", Filter{CreatedFrom: from, CreatedBefore: before}, "accounts_newest"},
+		{"created+cursor", Filter{CreatedFrom: from, CreatedBefore: before, Cursor: cur}, "accounts_newest"},
+		{"status+created", Filter{Status: account.StatusNeedsReauth, CreatedFrom: from, Cursor: cur}, "accounts_status_newest"},
+		{"integration+created", Filter{Integration: "hubspot", CreatedBefore: before}, "accounts_integration_newest"},
+		{"status+integration+created", Filter{Status: account.StatusActive, Integration: "hubspot", CreatedFrom: from, CreatedBefore: before},
+			"accounts_status_integration_newest"},
 	} {
 		q, args, err := pgListAccountsQuery(c.f, 100)
 		if err != nil {
@@ -118,7 +129,7 @@ func TestPostgresListAccountsSeeks(t *testing.T) {
 				bound = true
 			}
 		}
-		if c.f.Cursor != "" && !bound {
+		if (c.f.Cursor != "" || !c.f.CreatedBefore.IsZero()) && !bound {
 			t.Errorf("%s: the cursor is not an index bound:\n%s", c.name, p)
 		}
 	}
@@ -135,4 +146,102 @@ func TestPostgresClaimExpiringSeeks(t *testing.T) {
 	if strings.Contains(p, "Seq Scan") || strings.Contains(p, "Sort") || !strings.Contains(p, "Index Scan using accounts_expiring") {
 		t.Errorf("claim does not walk the expiring index:\n%s", p)
 	}
+}
+
+// fillPostgresOutbox writes n events, two an account (so that half the
+// deliveries wait for the one before them), and a pending delivery of each
+// to three endpoints, as a burst of alarms leaves the outbox, and
+// leases the first endpoint's first deliveries as if they were on the wire.
+// Nothing is analyzed: a burst is claimed before autovacuum has looked.
+func fillPostgresOutbox(t testing.TB, st *Postgres, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO events (id, name, account_id, payload, created_at)
+			SELECT 'evt_' || lpad(i::text, 7, '0'), 'integrated_account:authentication_error',
+				'acc_' || lpad((i / 2)::text, 7, '0'), '{}', i
+			FROM generate_series(1, $1::int) AS i`,
+		`INSERT INTO deliveries (id, event_id, endpoint, status, next_attempt_at, created_at, updated_at)
+			SELECT 'dlv_' || lpad(i::text, 7, '0') || '_' || ep, 'evt_' || lpad(i::text, 7, '0'), 'http://127.0.0.1:' || ep || '/hook', 'pending', 5000, 5000, 5000
+			FROM generate_series(1, $1::int) AS i, generate_series(1, 3) AS ep`,
+		`UPDATE deliveries SET lease_until = 9000000000000000000
+			WHERE endpoint = 'http://127.0.0.1:1/hook' AND event_id IN ('evt_0000001', 'evt_0000002', 'evt_0000003', 'evt_0000004') AND $1::int > 0`,
+	} {
+		if _, err := st.pool.Exec(ctx, q, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pgBuffers is the number of shared buffers EXPLAIN ANALYZE says q touched
+// (the top node's count), run in a transaction that is rolled back.
+func pgBuffers(t testing.TB, st *Postgres, q string, args ...any) (int, string) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := st.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	rows, err := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	for _, l := range lines {
+		l = strings.TrimSpace(l)
+		if rest, ok := strings.CutPrefix(l, "Buffers: shared hit="); ok {
+			n, _ := strconv.Atoi(strings.FieldsFunc(rest, func(r rune) bool { return r < '0' || r > '9' })[0])
+			return n, plan
+		}
+	}
+	return 0, plan
+}
+
+// TestPostgresClaimEndpointSeeks checks the dispatcher's claim on an outbox
+// holding a burst of 5,000 alarms to three endpoints, before and after
+// ANALYZE: each endpoint's claim walks its own part of
+// deliveries_endpoint_due and stops at its limit, and the order check is a
+// seek into deliveries_event_pending per candidate, so that a claim reads a
+// few dozen buffers whatever the backlog. (Planned on its own, the check
+// read every pending delivery of the endpoint for each candidate: about
+// 200,000 buffers a claim at 10,000 alarms.)
+func TestPostgresClaimEndpointSeeks(t *testing.T) {
+	st := openPostgresPlanStore(t, 0)
+	fillPostgresOutbox(t, st, 5000)
+	check := func(t *testing.T) {
+		for _, ep := range []string{"http://127.0.0.1:1/hook", "http://127.0.0.1:2/hook"} {
+			q := pgClaimEndpointQuery(4)
+			bufs, plan := pgBuffers(t, st, q, ep, int64(10_000), int64(math.MaxInt64))
+			t.Logf("%s: %d buffers\n%s", ep, bufs, plan)
+			for _, want := range []string{"Index Scan using deliveries_endpoint_due on deliveries d",
+				"using deliveries_event_pending on deliveries q", "Index Scan using events_id_key on events e"} {
+				if !strings.Contains(plan, want) {
+					t.Errorf("%s: claim plan lacks %q", ep, want)
+				}
+			}
+			for _, bad := range []string{"Seq Scan", "Sort", "Hash", "deliveries_endpoint_due on deliveries q"} {
+				if strings.Contains(plan, bad) {
+					t.Errorf("%s: claim plan has %q", ep, bad)
+				}
+			}
+			if bufs == 0 || bufs > 200 {
+				t.Errorf("%s: a claim of 4 read %d buffers, want a few dozen", ep, bufs)
+			}
+		}
+		bufs, plan := pgBuffers(t, st, pgLeaseDeliveriesQuery, int64(1), []string{"dlv_0000005_2", "dlv_0000006_2"})
+		t.Logf("lease: %d buffers\n%s", bufs, plan)
+		if strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "deliveries_pkey") || bufs > 100 {
+			t.Errorf("leasing two deliveries does not seek by id (%d buffers):\n%s", bufs, plan)
+		}
+	}
+	t.Run("no_statistics", check)
+	if _, err := st.pool.Exec(context.Background(), "ANALYZE events; ANALYZE deliveries"); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("analyzed", check)
 }
