@@ -193,6 +193,9 @@ func newHostsWorld(t *testing.T) *hostsWorld {
 	for name, s := range hw.sites {
 		addrs[name+":443"] = s.Addr()
 	}
+	// An impostor: a name whose connections reach another customer's
+	// server, which holds no certificate for it.
+	addrs["initech.desk.test:443"] = hw.sites["acme.desk.test"].Addr()
 	// Set before the config loads: the gateway's own clients are built then.
 	t.Cleanup(hostmap.Set(&hostmap.Map{Addrs: addrs, Fallback: hw.stray.Addr(), Roots: hw.ca.Pool()}))
 	hw.agent = newHostAgent(t, g, hw.ca)
@@ -586,6 +589,12 @@ func TestProviderHosts(t *testing.T) {
 				}
 				req, _ := http.NewRequest("GET", hw.base+"/proxy/tickets.json?integrated_account_id="+ids[sub], nil)
 				req.Header.Set("Authorization", "Bearer "+apiToken)
+				// The caller names the other customer's host every way it
+				// can; the account's own host is used regardless.
+				other := map[string]string{"acme": "globex.desk.test", "globex": "acme.desk.test"}[sub]
+				req.Header.Set("X-Forwarded-Host", other)
+				req.Header.Set("Forwarded", "host="+other)
+				req.Header.Set("X-Subdomain", other)
 				resp, err := hw.client.Do(req)
 				if err != nil {
 					errs <- err.Error()
@@ -616,6 +625,22 @@ func TestProviderHosts(t *testing.T) {
 					t.Fatalf("the caller's Authorization reached %s", r.Host)
 				}
 			}
+		}
+	})
+
+	t.Run("a host whose server cannot prove it is that host gets nothing", func(t *testing.T) {
+		id := hw.connected(t, map[string]any{"tenant_id": "t-initech", "integration": "desk", "context": map[string]any{"subdomain": "initech"}}, nil, "ivan")
+		acme := hw.sites["acme.desk.test"]
+		before := acme.Count()
+		status, body := hw.proxyAs(t, id, "/tickets.json")
+		if status != http.StatusBadGateway {
+			t.Fatalf("call to a host answered by an impostor: %d %s", status, body)
+		}
+		if acme.Count() != before {
+			t.Fatal("the impostor received a request")
+		}
+		if st := hw.account(t, id)["status"]; st != "active" {
+			t.Fatalf("a TLS failure changed the account's status to %v", st)
 		}
 	})
 
