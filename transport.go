@@ -1,10 +1,12 @@
 package linkgate
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/hostmap"
 )
 
 func init() {
@@ -82,7 +85,26 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if t.TLS.HandshakeTimeout == 0 {
 		t.TLS.HandshakeTimeout = caddy.Duration(defaultTLSHandshakeTimeout)
 	}
-	return t.HTTPTransport.Provision(ctx)
+	if err := t.HTTPTransport.Provision(ctx); err != nil {
+		return err
+	}
+	// Tests point real host names at servers on this machine through
+	// hostmap; unset, the wrapper calls Caddy's dialer unchanged. Caddy's
+	// dialer dials the address reverse_proxy chose, which the request
+	// context holds, so that is the address looked up.
+	if tr := t.HTTPTransport.Transport; tr != nil && tr.DialContext != nil {
+		dial := tr.DialContext
+		mapped := hostmap.Dialer(dial)
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if di, ok := reverseproxy.GetDialInfo(ctx); ok && !strings.HasPrefix(di.Network, "unix") {
+				if _, ok := hostmap.Redirect(di.Address); ok {
+					return mapped(ctx, network, di.Address)
+				}
+			}
+			return dial(ctx, network, addr)
+		}
+	}
+	return nil
 }
 
 // RequestHeaderOps returns nothing: the transport sets Host itself, so
