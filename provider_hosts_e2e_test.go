@@ -80,6 +80,7 @@ const hostsCaddyfile = `{
 			client_id linkgate
 			client_secret client-secret-for-tests-0123456789
 			base_url https://books.test/v3/company/{connection.realm_id}
+			header X-Company {connection.realm_id}
 			allowed_hosts books.test {{ASHOST}}
 			connection_field realm_id {
 				kind pattern
@@ -601,6 +602,15 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("realm_id stored: %v", got)
 		}
 		hw.proxiedTo(t, id, "/query", "books.test", "/v3/company/"+realmA+"/query", "quinn")
+		// The templated header carries the account's realm, whatever the
+		// caller sends in its place.
+		if status, body := hw.do("GET", "/proxy/query?integrated_account_id="+id, nil, "X-Company", "999"); status != http.StatusOK {
+			t.Fatalf("call with the caller's X-Company: %d %s", status, body)
+		}
+		r, _ := hw.sites["books.test"].Last()
+		if got := r.Header.Values("X-Company"); len(got) != 1 || got[0] != realmA {
+			t.Fatalf("X-Company reached the upstream as %q", got)
+		}
 		hw.lifecycle(t, id, "books.test", "/query", "/v3/company/"+realmA+"/query", "quinn", nil)
 	})
 
