@@ -271,6 +271,20 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 				if retry && err == nil {
 					creds = newCreds
 					canRetry = false
+					if up.perAccount {
+						// The refresh may have moved the account (a new
+						// instance_url in its answer): the retry goes where
+						// the account is now, checked as before. If the
+						// account cannot be read, it goes where the first
+						// try went.
+						if fresh, ferr := rt.store.GetAccount(ctx, id); ferr == nil {
+							if ntg, nh, terr := up.forAccount(fresh); terr == nil {
+								c.target, c.headers = ntg, nh
+								repl.Set("integrated_account.upstream", ntg.dialValue)
+								repl.Set("integrated_account.scheme", ntg.schemeValue)
+							}
+						}
+					}
 					a.metrics.count(outcomeRetried)
 					continue
 				}

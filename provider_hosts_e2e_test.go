@@ -80,6 +80,7 @@ const hostsCaddyfile = `{
 			client_id linkgate
 			client_secret client-secret-for-tests-0123456789
 			base_url https://books.test/v3/company/{connection.realm_id}
+			header X-Company {connection.realm_id}
 			allowed_hosts books.test {{ASHOST}}
 			connection_field realm_id {
 				kind pattern
@@ -534,6 +535,42 @@ func TestProviderHosts(t *testing.T) {
 
 		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na2.inst.test"})
 		hw.lifecycle(t, id, "na2.inst.test", "/sobjects", "/services/data/sobjects", "ina", nil)
+
+		// An account imported with its instance in context goes there
+		// too, and follows a refresh that moves it.
+		hw.as.SetTokenExtra(nil)
+		tok := hw.as.Authorize(t, oauthClient, hw.base+callbackPath, "imogen", nil)
+		imported := hw.importAccount(map[string]any{"tenant_id": "t-inst-import", "integration": "instance",
+			"context": map[string]any{"instance_url": "https://NA1.inst.test/", "oauth": map[string]any{"token": map[string]any{
+				"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": 3600}}}})
+		if got := hw.account(t, imported)["context"].(map[string]any)["instance_url"]; got != "https://na1.inst.test" {
+			t.Fatalf("imported instance_url stored as %v", got)
+		}
+		hw.proxiedTo(t, imported, "/limits", "na1.inst.test", "/services/data/limits", "imogen")
+		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na2.inst.test"})
+		hw.refreshedAt(t, imported, "/limits", "na2.inst.test", "/services/data/limits", "imogen")
+
+		// The org moved while its token was in use: the old instance
+		// refuses the token, the refresh that 401 brings names the new
+		// instance, and the retry goes there, not back to the old one.
+		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na1.inst.test"})
+		hw.refreshNow(t, imported)
+		na1, na2 := hw.sites["na1.inst.test"], hw.sites["na2.inst.test"]
+		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na2.inst.test"})
+		na1.ForceStatus(http.StatusUnauthorized, 1)
+		before1, before2 := na1.Count(), na2.Count()
+		if status, body := hw.proxyAs(t, imported, "/limits"); status != http.StatusOK {
+			t.Fatalf("call during the move: %d %s", status, body)
+		}
+		if na1.Count() != before1+1 || na2.Count() != before2+1 {
+			t.Fatalf("the retry after the refresh that moved the instance went to the old instance: na1 +%d, na2 +%d", na1.Count()-before1, na2.Count()-before2)
+		}
+		if r, _ := na2.Last(); hw.subjectOf(r) != "imogen" || r.Path != "/services/data/limits" {
+			t.Fatalf("the new instance got %s with the credentials of %q", r.Path, hw.subjectOf(r))
+		}
+		if st := hw.account(t, imported)["status"]; st != "active" {
+			t.Fatalf("status after the move: %v", st)
+		}
 	})
 
 	t.Run("subdomain hosts", func(t *testing.T) {
@@ -565,6 +602,15 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("realm_id stored: %v", got)
 		}
 		hw.proxiedTo(t, id, "/query", "books.test", "/v3/company/"+realmA+"/query", "quinn")
+		// The templated header carries the account's realm, whatever the
+		// caller sends in its place.
+		if status, body := hw.do("GET", "/proxy/query?integrated_account_id="+id, nil, "X-Company", "999"); status != http.StatusOK {
+			t.Fatalf("call with the caller's X-Company: %d %s", status, body)
+		}
+		r, _ := hw.sites["books.test"].Last()
+		if got := r.Header.Values("X-Company"); len(got) != 1 || got[0] != realmA {
+			t.Fatalf("X-Company reached the upstream as %q", got)
+		}
 		hw.lifecycle(t, id, "books.test", "/query", "/v3/company/"+realmA+"/query", "quinn", nil)
 	})
 

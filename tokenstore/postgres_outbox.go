@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,106 +112,78 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 }
 
 // ClaimEndpointDeliveries leases each endpoint's due deliveries in one
-// transaction: one seek into deliveries_endpoint_due per endpoint (sent
-// together, one round trip), rows other dispatchers are claiming skipped,
-// then one write of the leases by primary key.
+// statement (one round trip): a seek into deliveries_endpoint_due per
+// endpoint, rows other dispatchers are claiming skipped, then the leases
+// written by primary key.
 func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error) {
-	at := now.UnixNano()
 	until := now.Add(lease).UnixNano()
-	var out []Delivery
-	err := p.write(ctx, "claiming deliveries", func(tx pgx.Tx) error {
-		out = out[:0]
-		b := &pgx.Batch{}
-		for _, c := range claims {
-			if c.Limit <= 0 {
-				continue
-			}
-			before := int64(math.MaxInt64)
-			if !c.CreatedBefore.IsZero() {
-				before = c.CreatedBefore.UnixNano()
-			}
-			b.Queue(pgClaimEndpointQuery(c.Limit), c.Endpoint, at, before)
-		}
-		if b.Len() == 0 {
-			return nil
-		}
-		var ids []string
-		br := tx.SendBatch(ctx, b)
-		for range b.Len() {
-			rows, err := br.Query()
-			if err != nil {
-				br.Close()
-				return storeErr("claiming deliveries", err)
-			}
-			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				br.Close()
-				return storeErr("claiming deliveries", err)
-			}
-			ids = append(ids, got...)
-		}
-		if err := br.Close(); err != nil {
-			return storeErr("claiming deliveries", err)
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		rows, err := tx.Query(ctx, pgLeaseDeliveriesQuery, until, ids)
-		if err != nil {
-			return storeErr("claiming deliveries", err)
-		}
-		got, err := claimedDeliveries(rows, until)
-		if err != nil {
-			return err
-		}
-		// In the order of the claims, each endpoint's soonest due first.
-		pos := make(map[string]int, len(ids))
-		for i, id := range ids {
-			pos[id] = i
-		}
-		slices.SortFunc(got, func(a, b Delivery) int { return pos[a.ID] - pos[b.ID] })
-		out = got
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	q, args := pgClaimQuery(now.UnixNano(), until, claims)
+	if q == "" {
+		return nil, nil
 	}
-	return out, nil
+	rows, err := p.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	defer rows.Close()
+	return claimedDeliveries(rows, until)
 }
 
-// pgClaimEndpointQuery picks up to limit of one endpoint's ($1) soonest
-// deliveries due at $2 and created before $3, and locks them, skipping
-// rows another dispatcher holds; but not a delivery of an account's event
-// while one of an earlier event of that account to that endpoint is
-// pending (as SQLite's query): each account's events reach each endpoint in
-// commit order. The check reads without locking, so a pending earlier
-// delivery another dispatcher holds still blocks.
+// pgClaimQuery is the statement that claims claims at at, leased until
+// until; empty when no claim asks for anything.
+func pgClaimQuery(at, until int64, claims []EndpointClaim) (string, []any) {
+	args := []any{until, at}
+	var picks []string
+	for _, c := range claims {
+		if c.Limit <= 0 {
+			continue
+		}
+		before := int64(math.MaxInt64)
+		if !c.CreatedBefore.IsZero() {
+			before = c.CreatedBefore.UnixNano()
+		}
+		args = append(args, c.Endpoint, before)
+		picks = append(picks, pgPickEndpoint(len(picks), len(args)-1, c.Limit))
+	}
+	if len(picks) == 0 {
+		return "", nil
+	}
+	return `WITH picked AS (` + strings.Join(picks, "\n\tUNION ALL ") + `),
+	claimed AS (
+		UPDATE deliveries SET lease_until = $1 WHERE id IN (SELECT id FROM picked) RETURNING *)
+	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id JOIN picked ON picked.id = d.id
+	ORDER BY picked.ord, d.next_attempt_at, d.id`, args
+}
+
+// pgPickEndpoint is the part of the claim that picks up to limit of one
+// endpoint's (parameter $ep) soonest deliveries due at $2 and created
+// before $ep+1, and locks them, skipping rows another dispatcher holds; but
+// not a delivery of an account's event while one of an earlier event of
+// that account to that endpoint is pending (as SQLite's query): each
+// account's events reach each endpoint in commit order. The check reads
+// without locking, so a pending earlier delivery another dispatcher holds
+// still blocks.
 //
-// The plan must not depend on statistics (a freshly filled outbox has
-// none, and a planner that guesses one row per endpoint reads the whole
-// backlog for every candidate): the limit is a constant, so the endpoint's
-// index is walked in order and stops at it, and OFFSET 0 keeps each
-// subquery a per-row probe the planner cannot turn into a join over the
-// backlog. The probes are unique-index seeks on events and one seek into
-// deliveries_event_pending, which matches every condition of the inner
-// check.
-func pgClaimEndpointQuery(limit int) string {
-	return `SELECT d.id FROM deliveries d
-	WHERE d.status = 'pending' AND d.endpoint = $1 AND d.next_attempt_at <= $2 AND d.lease_until <= $2
-		AND d.created_at < $3
-		AND NOT EXISTS (SELECT 1 FROM events e JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
-			WHERE e.id = d.event_id AND e.account_id <> ''
-				AND EXISTS (SELECT 1 FROM deliveries q
-					WHERE q.event_id = pe.id AND q.endpoint = d.endpoint AND q.status = 'pending' OFFSET 0)
-			OFFSET 0)
-	ORDER BY d.next_attempt_at, d.id LIMIT ` + strconv.Itoa(limit) + ` FOR UPDATE OF d SKIP LOCKED`
+// The plan must not depend on statistics (a burst of alarms is claimed
+// before autovacuum has looked at it, and a planner that guesses one row
+// per endpoint read the whole backlog for every candidate): the limit is a
+// constant, so the endpoint's index is walked in order and stops at it and
+// the lease is written through the primary key; OFFSET 0 keeps each
+// subquery a per-row probe rather than a join the planner may reorder; and
+// the inner check has deliveries_event_pending, which matches every
+// condition it names.
+func pgPickEndpoint(ord, ep, limit int) string {
+	e, before := "$"+strconv.Itoa(ep), "$"+strconv.Itoa(ep+1)
+	return `SELECT id, ` + strconv.Itoa(ord) + ` AS ord FROM (SELECT d.id FROM deliveries d
+		WHERE d.status = 'pending' AND d.endpoint = ` + e + ` AND d.next_attempt_at <= $2 AND d.lease_until <= $2
+			AND d.created_at < ` + before + `
+			AND NOT EXISTS (SELECT 1 FROM events e JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
+				WHERE e.id = d.event_id AND e.account_id <> ''
+					AND EXISTS (SELECT 1 FROM deliveries q
+						WHERE q.event_id = pe.id AND q.endpoint = d.endpoint AND q.status = 'pending' OFFSET 0)
+				OFFSET 0)
+		ORDER BY d.next_attempt_at, d.id LIMIT ` + strconv.Itoa(limit) + ` FOR UPDATE OF d SKIP LOCKED) p` + strconv.Itoa(ord)
 }
-
-// pgLeaseDeliveriesQuery writes the leases of the picked deliveries ($2)
-// and reads them with their events, by primary keys.
-const pgLeaseDeliveriesQuery = `WITH claimed AS (
-		UPDATE deliveries SET lease_until = $1 WHERE id = ANY($2::text[]) RETURNING *)
-	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id`
 
 // PendingEndpoints walks deliveries_endpoint_due from one endpoint to the
 // next (a recursive seek), rather than reading every pending delivery.

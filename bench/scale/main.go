@@ -230,7 +230,8 @@ func timeIt(reps int, f func()) (median, worst float64) {
 
 func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 	ctx := context.Background()
-	out := map[string]any{"accounts": n}
+	out := map[string]any{"accounts": n, "load_start": loadAverage()}
+	defer func() { out["load_end"] = loadAverage() }()
 
 	// The idle sweeper's claim: nothing expires within its window.
 	med, worst := timeIt(50, func() {
@@ -258,7 +259,27 @@ func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 		"status+integration": {Status: account.StatusActive, Integration: "mail"},
 		"tenant":             {TenantID: fmt.Sprintf("tenant-%07d", n/3/10)},
 	}
+	filters["status+tenant"] = tokenstore.Filter{Status: account.StatusActive, TenantID: fmt.Sprintf("tenant-%07d", n/3/10)}
 	pages := map[string]any{}
+	// The first page of a created_at range 90 % down the listing: a seek,
+	// not a walk from the newest account.
+	if p, err := st.ListAccounts(ctx, tokenstore.Filter{Cursor: deepCursor(ctx, st, tokenstore.Filter{}, 0.9), Limit: 1}); err == nil && len(p.Accounts) == 1 {
+		before := p.Accounts[0].CreatedAt
+		for name, f := range map[string]tokenstore.Filter{
+			"created_range":        {CreatedFrom: before.Add(-10 * time.Second), CreatedBefore: before, Limit: 100},
+			"status+created_range": {Status: account.StatusNeedsReauth, CreatedFrom: before.Add(-10 * time.Second), CreatedBefore: before, Limit: 100},
+		} {
+			var got int
+			med, worst := timeIt(30, func() {
+				p, err := st.ListAccounts(ctx, f)
+				if err != nil {
+					log.Fatal(err)
+				}
+				got = len(p.Accounts)
+			})
+			pages[name] = map[string]float64{"median_ms": med, "worst_ms": worst, "rows": float64(got)}
+		}
+	}
 	for name, f := range filters {
 		cur := deepCursor(ctx, st, f, 0.9)
 		f.Cursor, f.Limit = cur, 100
@@ -441,7 +462,7 @@ func webhooks(st closer, alarms int, slowDelay time.Duration, pgDSN string) map[
 	}
 	cs := &countingOutbox{Outbox: st}
 	d := webhook.NewDispatcher(cs, eps, webhook.Options{})
-	t0 := time.Now()
+	t0, cpu0, db0 := time.Now(), cpuSeconds(), dbCPUSeconds(ctx, pgDSN)
 	if err := d.Start(); err != nil {
 		log.Fatal(err)
 	}
@@ -459,6 +480,14 @@ func webhooks(st closer, alarms int, slowDelay time.Duration, pgDSN string) map[
 		}
 	}
 	out["load_drained"] = loadAverage()
+	// CPU to drain, against the load: this process (dispatcher, receivers)
+	// and the database's backends, per delivery made in that time.
+	delivered := counts[0].Load() + counts[1].Load() + counts[2].Load()
+	out["delivered_by_then"] = delivered
+	out["cpu_s_to_drain"] = cpuSeconds() - cpu0
+	if db0 >= 0 {
+		out["db_cpu_s_to_drain"] = dbCPUSeconds(ctx, pgDSN) - db0
+	}
 	if slowDelay == 0 {
 		_ = d.Stop(ctx)
 		return out
