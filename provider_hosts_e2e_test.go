@@ -21,7 +21,8 @@ import (
 
 // hostsCaddyfile is a gateway with one integration per class of
 // per-account host, hand-written against the test authorization server,
-// and four real presets with nothing but a client id and secret.
+// and real presets with nothing but a client id and secret (or nothing, for
+// Freshdesk).
 const hostsCaddyfile = `{
 	admin off
 	integrated_accounts {
@@ -104,6 +105,9 @@ const hostsCaddyfile = `{
 			client_id linkgate
 			client_secret client-secret-for-tests-0123456789
 		}
+		integration freshdesk {
+			preset freshdesk
+		}
 		integration quickbooks {
 			preset quickbooks
 			client_id linkgate
@@ -145,10 +149,12 @@ type hostsWorld struct {
 	agent *hostAgent
 }
 
-// Cloud ids and realms the providers of the test answer with.
+// Cloud ids and realms the providers of the test answer with, and the
+// Freshdesk API key of its customer acme.
 const (
-	cloudA = "8f2d3c4e-1a2b-4c5d-9e8f-0123456789ab"
-	realmA = "4620816365178000000"
+	freshdeskKey = "fd_key_5c0ffee1d2"
+	cloudA       = "8f2d3c4e-1a2b-4c5d-9e8f-0123456789ab"
+	realmA       = "4620816365178000000"
 )
 
 func newHostsWorld(t *testing.T) *hostsWorld {
@@ -189,6 +195,8 @@ func newHostsWorld(t *testing.T) *hostsWorld {
 	site("appcenter.intuit.com", testenv.SiteOptions{OAuth: map[string]string{"/connect/oauth2": "authorize"}})
 	site("oauth.platform.intuit.com", testenv.SiteOptions{OAuth: map[string]string{"/oauth2/v1/tokens/bearer": "token"}})
 	site("quickbooks.api.intuit.com", testenv.SiteOptions{})
+	hw.sites["acme.freshdesk.com"] = testenv.NewSite(t, hw.ca, testenv.SiteOptions{Names: []string{"acme.freshdesk.com"},
+		Upstream: testenv.UpstreamOptions{Username: freshdeskKey, Password: "X"}})
 
 	addrs := map[string]string{}
 	for name, s := range hw.sites {
@@ -835,5 +843,46 @@ func TestProviderHosts(t *testing.T) {
 		}
 		hw.proxiedTo(t, qb, "/query", "quickbooks.api.intuit.com", "/v3/company/"+realmA+"/query", "quentin")
 		hw.refreshedAt(t, qb, "/query", "quickbooks.api.intuit.com", "/v3/company/"+realmA+"/query", "quentin")
+
+		// Freshdesk (basic, no OAuth client at all): the subdomain and the
+		// key typed on the connect page, checked at the customer's own
+		// host before anything is stored.
+		fd := hw.sites["acme.freshdesk.com"]
+		for _, c := range []struct {
+			sub, key string
+			status   int
+			errType  string
+		}{
+			{"a.b", freshdeskKey, http.StatusBadRequest, ""},
+			{"acme", "wrong-key", http.StatusBadRequest, "validation_error"},
+		} {
+			before := fd.Count()
+			p := hw.connect(t, map[string]any{"tenant_id": "t-fd", "integration": "freshdesk"},
+				url.Values{"connection.subdomain": {c.sub}, "username": {c.key}, "password": {"X"}}, "")
+			msg := posted(t, p)
+			if p.status != c.status || (c.errType == "") != (msg == nil) || (msg != nil && msg["error_type"] != c.errType) {
+				t.Fatalf("freshdesk %s/%s: %d %v\n%s", c.sub, c.key, p.status, msg, p.body)
+			}
+			if c.errType == "" && fd.Count() != before {
+				t.Fatal("a refused subdomain reached Freshdesk")
+			}
+		}
+		if n := len(hw.accountsOf(t, "t-fd")); n != 0 {
+			t.Fatalf("%d freshdesk accounts stored from refused forms", n)
+		}
+		p := hw.connect(t, map[string]any{"tenant_id": "t-fd", "integration": "freshdesk"},
+			url.Values{"connection.subdomain": {"acme"}, "username": {freshdeskKey}, "password": {"X"}}, "")
+		msg := posted(t, p)
+		if p.status != http.StatusOK || msg["result"] != "success" {
+			t.Fatalf("freshdesk connect: %d %v\n%s", p.status, msg, p.body)
+		}
+		fdID := msg["integrated_account_id"].(string)
+		if status, body := hw.proxyAs(t, fdID, "/tickets"); status != http.StatusOK {
+			t.Fatalf("freshdesk call: %d %s", status, body)
+		}
+		r, _ := fd.Last()
+		if u, pw, ok := (&http.Request{Header: r.Header}).BasicAuth(); !ok || u != freshdeskKey || pw != "X" || r.Path != "/api/v2/tickets" || r.Host != "acme.freshdesk.com" {
+			t.Fatalf("freshdesk got %s %s with basic %v", r.Host, r.Path, ok)
+		}
 	})
 }
