@@ -241,11 +241,10 @@ func (up *upstream) setCredentials(out *http.Request, c account.Credentials) {
 	case account.MethodBasic:
 		out.Header["Authorization"] = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password))}
 	default:
-		typ := c.TokenType
-		if typ == "" || strings.EqualFold(typ, "bearer") {
-			typ = "Bearer"
-		}
-		out.Header["Authorization"] = []string{typ + " " + c.AccessToken}
+		// Where the integration's token_header and token_prefix say; by
+		// default RFC 6750's "Bearer", whatever token_type the provider
+		// answered (Slack's "user" and "bot" are bearer tokens too).
+		out.Header[up.credHeader] = []string{up.credPrefix + c.AccessToken}
 		// access_token is where RFC 6750 lets a bearer token ride in the
 		// query: a caller's one there would compete with the account's.
 		if q, _, n, _ := cutQueryParam(out.URL.RawQuery, "access_token"); n > 0 {

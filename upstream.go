@@ -182,6 +182,12 @@ func newUpstream(in *account.Integration) (*upstream, error) {
 		}
 		up.headerNames[ck] = true
 	}
+	if in.Auth == account.MethodOAuth2 || in.Auth == account.MethodClientCredentials {
+		up.credHeader, up.credPrefix = in.TokenAuthorization("")
+		if up.credHeader != "Authorization" && unfitCredentialHeader(up.credHeader) {
+			return nil, fmt.Errorf("integration %s: token_header %s cannot carry a token: proxies and HTTP itself remove or rewrite it", in.Name, in.TokenHeader)
+		}
+	}
 	if in.Auth == account.MethodAPIKey {
 		switch {
 		case in.APIKeyQuery != "":
