@@ -270,6 +270,14 @@ func TestOAuthQuirks(t *testing.T) {
 			user := "user-" + c.name
 			id := hw.connected(t, map[string]any{"tenant_id": "t-" + c.name, "integration": c.name}, c.fields, user)
 			first := quirkProxied(t, hw, c, id, user)
+			if h := c.upstream.TokenHeader; h != "" && h != "Authorization" {
+				// A caller's own value of the token's header never passes.
+				status, body := hw.do("GET", "/proxy/me?integrated_account_id="+id, nil, h, "caller-token")
+				r, _ := c.up.Last()
+				if status != http.StatusOK || len(r.Header.Values(h)) != 1 || r.Header.Get(h) != first {
+					t.Fatalf("call with the caller's %s: %d %s, upstream got %q", h, status, body, r.Header.Values(h))
+				}
+			}
 
 			switch c.refresh {
 			case "forced", "twice":
