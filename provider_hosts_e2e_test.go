@@ -21,7 +21,8 @@ import (
 
 // hostsCaddyfile is a gateway with one integration per class of
 // per-account host, hand-written against the test authorization server,
-// and four real presets with nothing but a client id and secret.
+// and real presets with nothing but a client id and secret (or nothing, for
+// Freshdesk).
 const hostsCaddyfile = `{
 	admin off
 	integrated_accounts {
@@ -80,6 +81,7 @@ const hostsCaddyfile = `{
 			client_id linkgate
 			client_secret client-secret-for-tests-0123456789
 			base_url https://books.test/v3/company/{connection.realm_id}
+			header X-Company {connection.realm_id}
 			allowed_hosts books.test {{ASHOST}}
 			connection_field realm_id {
 				kind pattern
@@ -102,6 +104,9 @@ const hostsCaddyfile = `{
 			preset jira
 			client_id linkgate
 			client_secret client-secret-for-tests-0123456789
+		}
+		integration freshdesk {
+			preset freshdesk
 		}
 		integration quickbooks {
 			preset quickbooks
@@ -144,10 +149,12 @@ type hostsWorld struct {
 	agent *hostAgent
 }
 
-// Cloud ids and realms the providers of the test answer with.
+// Cloud ids and realms the providers of the test answer with, and the
+// Freshdesk API key of its customer acme.
 const (
-	cloudA = "8f2d3c4e-1a2b-4c5d-9e8f-0123456789ab"
-	realmA = "4620816365178000000"
+	freshdeskKey = "fd_key_5c0ffee1d2"
+	cloudA       = "8f2d3c4e-1a2b-4c5d-9e8f-0123456789ab"
+	realmA       = "4620816365178000000"
 )
 
 func newHostsWorld(t *testing.T) *hostsWorld {
@@ -188,6 +195,8 @@ func newHostsWorld(t *testing.T) *hostsWorld {
 	site("appcenter.intuit.com", testenv.SiteOptions{OAuth: map[string]string{"/connect/oauth2": "authorize"}})
 	site("oauth.platform.intuit.com", testenv.SiteOptions{OAuth: map[string]string{"/oauth2/v1/tokens/bearer": "token"}})
 	site("quickbooks.api.intuit.com", testenv.SiteOptions{})
+	hw.sites["acme.freshdesk.com"] = testenv.NewSite(t, hw.ca, testenv.SiteOptions{Names: []string{"acme.freshdesk.com"},
+		Upstream: testenv.UpstreamOptions{Username: freshdeskKey, Password: "X"}})
 
 	addrs := map[string]string{}
 	for name, s := range hw.sites {
@@ -534,6 +543,42 @@ func TestProviderHosts(t *testing.T) {
 
 		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na2.inst.test"})
 		hw.lifecycle(t, id, "na2.inst.test", "/sobjects", "/services/data/sobjects", "ina", nil)
+
+		// An account imported with its instance in context goes there
+		// too, and follows a refresh that moves it.
+		hw.as.SetTokenExtra(nil)
+		tok := hw.as.Authorize(t, oauthClient, hw.base+callbackPath, "imogen", nil)
+		imported := hw.importAccount(map[string]any{"tenant_id": "t-inst-import", "integration": "instance",
+			"context": map[string]any{"instance_url": "https://NA1.inst.test/", "oauth": map[string]any{"token": map[string]any{
+				"access_token": tok.AccessToken, "refresh_token": tok.RefreshToken, "expires_in": 3600}}}})
+		if got := hw.account(t, imported)["context"].(map[string]any)["instance_url"]; got != "https://na1.inst.test" {
+			t.Fatalf("imported instance_url stored as %v", got)
+		}
+		hw.proxiedTo(t, imported, "/limits", "na1.inst.test", "/services/data/limits", "imogen")
+		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na2.inst.test"})
+		hw.refreshedAt(t, imported, "/limits", "na2.inst.test", "/services/data/limits", "imogen")
+
+		// The org moved while its token was in use: the old instance
+		// refuses the token, the refresh that 401 brings names the new
+		// instance, and the retry goes there, not back to the old one.
+		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na1.inst.test"})
+		hw.refreshNow(t, imported)
+		na1, na2 := hw.sites["na1.inst.test"], hw.sites["na2.inst.test"]
+		hw.as.SetTokenExtra(map[string]any{"instance_url": "https://na2.inst.test"})
+		na1.ForceStatus(http.StatusUnauthorized, 1)
+		before1, before2 := na1.Count(), na2.Count()
+		if status, body := hw.proxyAs(t, imported, "/limits"); status != http.StatusOK {
+			t.Fatalf("call during the move: %d %s", status, body)
+		}
+		if na1.Count() != before1+1 || na2.Count() != before2+1 {
+			t.Fatalf("the retry after the refresh that moved the instance went to the old instance: na1 +%d, na2 +%d", na1.Count()-before1, na2.Count()-before2)
+		}
+		if r, _ := na2.Last(); hw.subjectOf(r) != "imogen" || r.Path != "/services/data/limits" {
+			t.Fatalf("the new instance got %s with the credentials of %q", r.Path, hw.subjectOf(r))
+		}
+		if st := hw.account(t, imported)["status"]; st != "active" {
+			t.Fatalf("status after the move: %v", st)
+		}
 	})
 
 	t.Run("subdomain hosts", func(t *testing.T) {
@@ -565,6 +610,15 @@ func TestProviderHosts(t *testing.T) {
 			t.Fatalf("realm_id stored: %v", got)
 		}
 		hw.proxiedTo(t, id, "/query", "books.test", "/v3/company/"+realmA+"/query", "quinn")
+		// The templated header carries the account's realm, whatever the
+		// caller sends in its place.
+		if status, body := hw.do("GET", "/proxy/query?integrated_account_id="+id, nil, "X-Company", "999"); status != http.StatusOK {
+			t.Fatalf("call with the caller's X-Company: %d %s", status, body)
+		}
+		r, _ := hw.sites["books.test"].Last()
+		if got := r.Header.Values("X-Company"); len(got) != 1 || got[0] != realmA {
+			t.Fatalf("X-Company reached the upstream as %q", got)
+		}
 		hw.lifecycle(t, id, "books.test", "/query", "/v3/company/"+realmA+"/query", "quinn", nil)
 	})
 
@@ -789,5 +843,46 @@ func TestProviderHosts(t *testing.T) {
 		}
 		hw.proxiedTo(t, qb, "/query", "quickbooks.api.intuit.com", "/v3/company/"+realmA+"/query", "quentin")
 		hw.refreshedAt(t, qb, "/query", "quickbooks.api.intuit.com", "/v3/company/"+realmA+"/query", "quentin")
+
+		// Freshdesk (basic, no OAuth client at all): the subdomain and the
+		// key typed on the connect page, checked at the customer's own
+		// host before anything is stored.
+		fd := hw.sites["acme.freshdesk.com"]
+		for _, c := range []struct {
+			sub, key string
+			status   int
+			errType  string
+		}{
+			{"a.b", freshdeskKey, http.StatusBadRequest, ""},
+			{"acme", "wrong-key", http.StatusBadRequest, "validation_error"},
+		} {
+			before := fd.Count()
+			p := hw.connect(t, map[string]any{"tenant_id": "t-fd", "integration": "freshdesk"},
+				url.Values{"connection.subdomain": {c.sub}, "username": {c.key}, "password": {"X"}}, "")
+			msg := posted(t, p)
+			if p.status != c.status || (c.errType == "") != (msg == nil) || (msg != nil && msg["error_type"] != c.errType) {
+				t.Fatalf("freshdesk %s/%s: %d %v\n%s", c.sub, c.key, p.status, msg, p.body)
+			}
+			if c.errType == "" && fd.Count() != before {
+				t.Fatal("a refused subdomain reached Freshdesk")
+			}
+		}
+		if n := len(hw.accountsOf(t, "t-fd")); n != 0 {
+			t.Fatalf("%d freshdesk accounts stored from refused forms", n)
+		}
+		p := hw.connect(t, map[string]any{"tenant_id": "t-fd", "integration": "freshdesk"},
+			url.Values{"connection.subdomain": {"acme"}, "username": {freshdeskKey}, "password": {"X"}}, "")
+		msg := posted(t, p)
+		if p.status != http.StatusOK || msg["result"] != "success" {
+			t.Fatalf("freshdesk connect: %d %v\n%s", p.status, msg, p.body)
+		}
+		fdID := msg["integrated_account_id"].(string)
+		if status, body := hw.proxyAs(t, fdID, "/tickets"); status != http.StatusOK {
+			t.Fatalf("freshdesk call: %d %s", status, body)
+		}
+		r, _ := fd.Last()
+		if u, pw, ok := (&http.Request{Header: r.Header}).BasicAuth(); !ok || u != freshdeskKey || pw != "X" || r.Path != "/api/v2/tickets" || r.Host != "acme.freshdesk.com" {
+			t.Fatalf("freshdesk got %s %s with basic %v", r.Host, r.Path, ok)
+		}
 	})
 }

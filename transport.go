@@ -155,10 +155,12 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 			dial, c.up.name, tg.dial)
 	}
 
-	// The request and its URL in one allocation.
+	// The request, its URL and the credential header's value in one
+	// allocation.
 	o := &struct {
-		req http.Request
-		url url.URL
+		req  http.Request
+		url  url.URL
+		cred [1]string
 	}{req: *req, url: *req.URL}
 	out := &o.req
 	out.URL = &o.url
@@ -191,7 +193,7 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 		h[kv[0]] = []string{kv[1]}
 	}
 	out.Header = h
-	c.up.setCredentials(out, c.creds)
+	c.up.setCredentials(out, c.creds, &o.cred)
 	if out.Body != nil && out.Trailer != nil {
 		out.Body = &trailerScrubber{ReadCloser: out.Body, trailer: out.Trailer, up: c.up}
 	}
@@ -223,8 +225,9 @@ func (up *upstream) dropsHeader(k string) bool {
 }
 
 // setCredentials puts the account's credentials where the integration wants
-// them, on a request whose header map is the transport's own.
-func (up *upstream) setCredentials(out *http.Request, c account.Credentials) {
+// them, on a request whose header map is the transport's own; a header's
+// value goes in slot, which is the request's own too.
+func (up *upstream) setCredentials(out *http.Request, c account.Credentials, slot *[1]string) {
 	in := up.integration
 	switch in.Auth {
 	case account.MethodAPIKey:
@@ -237,15 +240,17 @@ func (up *upstream) setCredentials(out *http.Request, c account.Credentials) {
 			out.URL.RawQuery = q + url.QueryEscape(in.APIKeyQuery) + "=" + url.QueryEscape(c.APIKey)
 			return
 		}
-		out.Header[up.credHeader] = []string{up.credPrefix + c.APIKey}
+		slot[0] = up.credPrefix + c.APIKey
+		out.Header[up.credHeader] = slot[:]
 	case account.MethodBasic:
-		out.Header["Authorization"] = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password))}
+		slot[0] = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password))
+		out.Header["Authorization"] = slot[:]
 	default:
-		typ := c.TokenType
-		if typ == "" || strings.EqualFold(typ, "bearer") {
-			typ = "Bearer"
-		}
-		out.Header["Authorization"] = []string{typ + " " + c.AccessToken}
+		// Where the integration's token_header and token_prefix say; by
+		// default RFC 6750's "Bearer", whatever token_type the provider
+		// answered (Slack's "user" and "bot" are bearer tokens too).
+		slot[0] = up.credPrefix + c.AccessToken
+		out.Header[up.credHeader] = slot[:]
 		// access_token is where RFC 6750 lets a bearer token ride in the
 		// query: a caller's one there would compete with the account's.
 		if q, _, n, _ := cutQueryParam(out.URL.RawQuery, "access_token"); n > 0 {

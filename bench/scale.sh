@@ -18,6 +18,14 @@
 #
 #   KEEP=1 WORK=/var/tmp/lgscale STEPS=build bench/scale.sh postgres 1000000
 #   KEEP=1 REUSE=1 WORK=/var/tmp/lgscale STEPS=webhooks bench/scale.sh postgres 1000000
+#
+# STEPS=build alone is the bulk import benchmark: the import's wall time,
+# the import process's CPU time (steadier on a shared machine) and the load
+# average around it. RANDOM_IDS=1 gives the accounts random UUIDs, tenants
+# and expiries, as a migration from another vendor brings (every index then
+# takes its inserts at random places), instead of ids in insertion order;
+# such a database is for the import figures only (measure names accounts by
+# their ordered ids).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 store="${1:?usage: bench/scale.sh sqlite|postgres N...}"
@@ -106,14 +114,18 @@ CADDY
 
 	# (a) the database, through the bulk path.
 	if step build; then
-	"$work/scale" gen -n "$n" >"$work/accounts.jsonl"
+	ids=seq
+	[ "${RANDOM_IDS:-}" = 1 ] && ids=random
+	"$work/scale" gen -n "$n" -ids "$ids" >"$work/accounts.jsonl"
+	load=$(cut -d' ' -f1 /proc/loadavg)
 	t0=$(date +%s.%N)
-	"$work/caddy" linkgate-import --config "$work/Caddyfile" --adapter caddyfile \
-		--input "$work/accounts.jsonl" --events none >"$work/failed.jsonl" 2>"$work/import.log"
+	cpu=$( { /usr/bin/time -f '%U %S' "$work/caddy" linkgate-import --config "$work/Caddyfile" --adapter caddyfile \
+		--input "$work/accounts.jsonl" --events none >"$work/failed.jsonl" 2>"$work/import.log"; } 2>&1 | tail -1)
 	t1=$(date +%s.%N)
 	rm -f "$work/accounts.jsonl"
-	echo "{\"store\":\"$store\",\"accounts\":$n,\"import_s\":$(echo "$t1 - $t0" | bc),\"import_per_s\":$(echo "$n / ($t1 - $t0)" | bc),\"import_log\":$(tail -1 "$work/import.log" | sed 's/"/\\"/g; s/.*/"&"/')}"
-	"$work/scale" mark -store "$store" -db "$db" -n "$n" >/dev/null
+	cpu_s=$(echo "$cpu" | awk '{print $1 + $2}')
+	echo "{\"store\":\"$store\",\"accounts\":$n,\"ids\":\"$ids\",\"load_before\":$load,\"load_after\":$(cut -d' ' -f1 /proc/loadavg),\"import_s\":$(echo "$t1 - $t0" | bc),\"import_per_s\":$(echo "$n / ($t1 - $t0)" | bc),\"import_cpu_s\":$cpu_s,\"import_cpu_us_per_account\":$(echo "$cpu_s * 1000000 / $n" | bc),\"import_log\":$(tail -1 "$work/import.log" | sed 's/"/\\"/g; s/.*/"&"/')}"
+	[ "$ids" = seq ] && "$work/scale" mark -store "$store" -db "$db" -n "$n" >/dev/null
 	if [ "$store" = sqlite ]; then
 		echo "{\"store\":\"$store\",\"accounts\":$n,\"db_mib\":$(( $(stat -c %s "$db") >> 20 ))}"
 	fi

@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite"
 
@@ -54,11 +56,12 @@ func main() {
 	cacheSize := fs.Int64("cache", 64<<20, "cache_size in bytes")
 	alarms := fs.Int("alarms", 10_000, "webhook events")
 	slowDelay := fs.Duration("slow", 2*time.Second, "answer time of the slow endpoint")
+	ids := fs.String("ids", "seq", "gen: seq (ids in insertion order, which measure names) or random (UUIDs, as a migration brings)")
 	_ = fs.Parse(os.Args[2:])
 	var out any
 	switch os.Args[1] {
 	case "gen":
-		gen(*n)
+		gen(*n, *ids == "random")
 		return
 	case "mark":
 		out = mark(*store, *db, *n)
@@ -91,22 +94,27 @@ func accountID(i int) string {
 // gen writes n import rows: two in three OAuth accounts (on two
 // integrations) whose tokens expire 2 to 30 days out, so that an idle
 // gateway has nothing to refresh; the others API-key accounts; three
-// accounts a tenant.
-func gen(n int) {
+// accounts a tenant. With random, ids are random UUIDs and tenants and
+// expiries are shuffled, as in a migration from another vendor: every
+// index then takes its inserts at random places.
+func gen(n int, random bool) {
 	w := bufio.NewWriterSize(os.Stdout, 1<<20)
 	defer w.Flush()
 	now := time.Now().UTC()
 	for i := range n {
-		tenant := fmt.Sprintf("tenant-%07d", i/3)
+		id, tenant, minute := accountID(i), fmt.Sprintf("tenant-%07d", i/3), i%(28*24*60)
+		if random {
+			id, tenant, minute = uuid.NewString(), fmt.Sprintf("tenant-%016x", uint64(i/3)*0x9E3779B97F4A7C15), mrand.IntN(28*24*60)
+		}
 		switch i % 3 {
 		case 0, 1:
 			integ := []string{"crm", "mail"}[i%2]
-			exp := now.Add(48*time.Hour + time.Duration(i%(28*24*60))*time.Minute).Format(time.RFC3339)
+			exp := now.Add(48*time.Hour + time.Duration(minute)*time.Minute).Format(time.RFC3339)
 			fmt.Fprintf(w, `{"id":%q,"tenant_id":%q,"integration":%q,"context":{"portal_id":"%d","oauth":{"token":{"access_token":"at-%d-0123456789abcdef0123456789abcdef0123456789abcdef","refresh_token":"rt-%d-0123456789abcdef","token_type":"bearer","scope":"crm.objects.contacts.read","expiry":%q}}}}`+"\n",
-				accountID(i), tenant, integ, i, i, i, exp)
+				id, tenant, integ, i, i, i, exp)
 		default:
 			fmt.Fprintf(w, `{"id":%q,"tenant_id":%q,"integration":"keyed","context":{"api_key":"key-%d-0123456789abcdef"}}`+"\n",
-				accountID(i), tenant, i)
+				id, tenant, i)
 		}
 	}
 }

@@ -608,8 +608,8 @@ type Quirks struct {
 	// NestTokens moves the token fields (access_token, refresh_token,
 	// expires_in, token_type, scope) of an authorization_code answer into
 	// an object of this name, as Slack's "authed_user" holds the user
-	// token; the top-level access_token is then a decoy no upstream
-	// accepts, with token_type "bot".
+	// token, with token_type "user"; the top-level access_token is then a
+	// decoy no upstream accepts, with token_type "bot".
 	NestTokens string
 	// NestOnRefresh nests refresh answers too; without it they are flat,
 	// as Slack's token rotation answers are.
@@ -797,10 +797,15 @@ func (a *AuthServer) shape(q Quirks, r *http.Request, held string, body []byte) 
 				delete(m, k)
 			}
 		}
+		// Slack's user token says token_type "user", its bot token "bot";
+		// both are bearer tokens.
+		inner["token_type"] = "user"
 		m[q.NestTokens] = inner
 		m["access_token"] = "decoy-" + randomState()
 		m["token_type"] = "bot"
 		m["ok"] = true
+	} else if q.NestTokens != "" {
+		m["token_type"] = "user"
 	}
 	out, err := json.Marshal(m)
 	if err != nil {
