@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -327,11 +328,16 @@ func TestStopWaitsForSendInFlight(t *testing.T) {
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- d.Stop(context.Background()) }()
-	select {
-	case err := <-stopped:
-		t.Fatalf("Stop returned %v with a send in flight", err)
-	case <-time.After(50 * time.Millisecond):
-	}
+	// Stop parked, waiting: a Stop that did not wait for the send would
+	// have returned by then.
+	waitFor(t, "Stop waiting for the send in flight", 30*time.Second, func() bool {
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop returned %v with a send in flight", err)
+		default:
+		}
+		return parkedIn("webhook.(*Dispatcher).Stop(")
+	})
 	close(release)
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
@@ -877,4 +883,27 @@ func TestBusyEndpointBacklogWaitsInTheStore(t *testing.T) {
 	if fin != fin0 || c != c0 {
 		t.Fatalf("over fifty polls the waiting backlog cost %d claims and %d hand-backs, want none", c-c0, fin-fin0)
 	}
+}
+
+// parkedIn reports whether a goroutine whose stack holds fn is blocked (in
+// a select, a channel operation or a lock), as the runtime reports it.
+func parkedIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		blocked := strings.Contains(header, "[select") || strings.Contains(header, "[chan ") ||
+			strings.Contains(header, "[sync.") || strings.Contains(header, "[semacquire")
+		if blocked && strings.Contains(g, fn) {
+			return true
+		}
+	}
+	return false
 }
