@@ -285,8 +285,13 @@ func TestTwoDispatchersNeverSendTwiceAtOnce(t *testing.T) {
 	rc := newReceiver(t)
 	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { time.Sleep(time.Millisecond); return http.StatusOK })
 	eps := []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}
-	d1 := NewDispatcher(st1, eps, fastOptions(t))
-	d2 := NewDispatcher(st2, eps, fastOptions(t))
+	// A send that outlived fastOptions' 2 s timeout on a busy machine was
+	// retried until its short schedule ran out, and the delivery failed:
+	// this test is about two senders, not about timeouts.
+	opts := fastOptions(t)
+	opts.Timeout, opts.Lease = 30*time.Second, time.Minute
+	d1 := NewDispatcher(st1, eps, opts)
+	d2 := NewDispatcher(st2, eps, opts)
 	startDispatcher(t, d1)
 	startDispatcher(t, d2)
 
@@ -294,7 +299,7 @@ func TestTwoDispatchersNeverSendTwiceAtOnce(t *testing.T) {
 	evs := addTestEvents(t, st1, n)
 	d1.Notify()
 	d2.Notify()
-	waitFor(t, "every event delivered", 30*time.Second, func() bool {
+	waitFor(t, "every event delivered", 2*time.Minute, func() bool {
 		return len(deliveriesOf(t, st1, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == n
 	})
 	seen := map[string]int{}
@@ -317,6 +322,10 @@ func TestStopWaitsForSendInFlight(t *testing.T) {
 	st := openStore(t)
 	rc := newReceiver(t)
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	// Runs before the receiver's cleanup, which waits for its handlers.
+	t.Cleanup(free)
 	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { <-release; return http.StatusOK })
 	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, fastOptions(t))
 	if err := d.Start(); err != nil {
@@ -338,7 +347,7 @@ func TestStopWaitsForSendInFlight(t *testing.T) {
 		}
 		return parkedIn("webhook.(*Dispatcher).Stop(")
 	})
-	close(release)
+	free()
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
