@@ -203,12 +203,54 @@ func (t *timeRange) set1(name, op, val string) error {
 	return nil
 }
 
+// bounds is the span of creation times the range can match, as a lower
+// bound (inclusive) and an upper one (exclusive), zero when open: what
+// matches compares at millisecond precision, so the span runs to whole
+// milliseconds. The store seeks to it; matches still decides.
+func (t timeRange) bounds() (from, before time.Time) {
+	ceil := func(v time.Time) time.Time {
+		if f := v.Truncate(time.Millisecond); f.Before(v) {
+			return f.Add(time.Millisecond)
+		}
+		return v
+	}
+	later := func(a, b time.Time) time.Time {
+		if a.IsZero() || b.After(a) {
+			return b
+		}
+		return a
+	}
+	earlier := func(a, b time.Time) time.Time {
+		if a.IsZero() || b.Before(a) {
+			return b
+		}
+		return a
+	}
+	if !t.eq.IsZero() {
+		from, before = t.eq, t.eq.Add(time.Millisecond)
+	}
+	if !t.gt.IsZero() {
+		from = later(from, t.gt.Truncate(time.Millisecond).Add(time.Millisecond))
+	}
+	if !t.gte.IsZero() {
+		from = later(from, ceil(t.gte))
+	}
+	if !t.lt.IsZero() {
+		before = earlier(before, ceil(t.lt))
+	}
+	if !t.lte.IsZero() {
+		before = earlier(before, t.lte.Truncate(time.Millisecond).Add(time.Millisecond))
+	}
+	return from, before
+}
+
 func (q *accountQuery) matches(a *account.Account) bool {
 	return q.created.matches(a.CreatedAt) && q.updated.matches(a.UpdatedAt)
 }
 
 // page reads one page of the listing. Filters the store has are applied by
-// the store; a time condition is applied here, on store pages exactly as
+// the store (created_at as the bounds of its seek); a time condition is
+// applied here too, on store pages exactly as
 // large as what is still missing, so that every account a store page held
 // was either kept or passed over and the store's cursor continues right
 // after it.
@@ -217,6 +259,7 @@ func (q *accountQuery) page(ctx context.Context, st tokenstore.Store) (tokenstor
 		return tokenstore.Page{Accounts: []*account.Account{}}, nil
 	}
 	f := q.filter
+	f.CreatedFrom, f.CreatedBefore = q.created.bounds()
 	if !q.created.set() && !q.updated.set() {
 		f.Limit = q.limit
 		return st.ListAccounts(ctx, f)

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	goruntime "runtime"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -204,11 +207,100 @@ func eachLine(r io.Reader, fn func(line []byte) error) error {
 }
 
 // decodeImportRow decodes one import object strictly, as POST
-// /integrated-account does.
+// /integrated-account does (wire.DecodeJSONValue). A row that passes a
+// quick walk of its bytes is decoded once; any other row goes through
+// wire.DecodeJSONValue, for its verdict and its exact message.
 func decodeImportRow(raw []byte) bulkRow {
 	var row bulkRow
+	if utf8.Valid(raw) && plainJSON(raw) {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if dec.Decode(&row.req) == nil && len(bytes.TrimSpace(raw[dec.InputOffset():])) == 0 {
+			return row
+		}
+		row.req = importRequest{}
+	}
 	row.err = wire.DecodeJSONValue(raw, &row.req, "row")
 	return row
+}
+
+// plainJSON reports whether the JSON text b, if it is well-formed, passes
+// wire.DecodeJSONValue's checks of keys and strings: no object holds a key
+// twice and no string holds NUL. It is the fast half of a bulk import's
+// strict decoding (walking the text once, allocating nothing, where the
+// full check decodes every token), and it is sure only of plain text: a key
+// holding an escape (which could spell another key), an object of more than
+// 64 keys or nesting deeper than 32 make it answer false, and so does
+// malformed text; the caller then runs the full check.
+func plainJSON(b []byte) bool {
+	const maxDepth, maxKeys = 32, 64
+	var (
+		keyBuf   [maxKeys][]byte
+		keys     = keyBuf[:0] // the keys of the open objects, outermost first
+		stackBuf [maxDepth]int
+		// starts holds, for each open container, the index in keys of its
+		// first key, or -1 for an array.
+		starts = stackBuf[:0]
+		prev   byte // the last byte outside strings that is not blank
+	)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '{', '[':
+			if len(starts) == maxDepth {
+				return false
+			}
+			if c == '{' {
+				starts = append(starts, len(keys))
+			} else {
+				starts = append(starts, -1)
+			}
+			prev = c
+		case '}', ']':
+			if len(starts) == 0 {
+				return false
+			}
+			if top := starts[len(starts)-1]; top >= 0 {
+				keys = keys[:top]
+			}
+			starts = starts[:len(starts)-1]
+			prev = c
+		case '"':
+			j := i + 1
+			escaped := false
+			for ; j < len(b) && b[j] != '"'; j++ {
+				if b[j] != '\\' {
+					continue
+				}
+				escaped = true
+				if j+5 < len(b) && b[j+1] == 'u' && string(b[j+2:j+6]) == "0000" {
+					return false // NUL
+				}
+				j++ // the escaped byte
+			}
+			if j >= len(b) {
+				return false
+			}
+			isKey := len(starts) > 0 && starts[len(starts)-1] >= 0 && (prev == '{' || prev == ',')
+			if isKey {
+				if escaped || len(keys) == maxKeys {
+					return false
+				}
+				k := b[i+1 : j]
+				for _, seen := range keys[starts[len(starts)-1]:] {
+					if bytes.Equal(seen, k) {
+						return false // twice in one object
+					}
+				}
+				keys = append(keys, k)
+			}
+			prev = '"'
+			i = j
+		case ' ', '\t', '\n', '\r':
+		default:
+			prev = c
+		}
+	}
+	return len(starts) == 0
 }
 
 // importRows checks rows as a single import would and writes the valid ones
@@ -217,47 +309,117 @@ func decodeImportRow(raw []byte) bulkRow {
 // after it are not written (their results say 503), those before it are.
 func (a *App) importRows(ctx context.Context, st tokenstore.Importer, rows []bulkRow, first int, events bool) ([]bulkResult, error) {
 	res := make([]bulkResult, len(rows))
-	fail := func(i, status int, msg string) {
-		res[i].StatusCode, res[i].Error, res[i].Message = status, http.StatusText(status), msg
-	}
-	batch := make([]tokenstore.Import, 0, min(len(rows), importChunk))
-	at := make([]int, 0, cap(batch))
-	var storeErr error
-	flush := func() {
-		if len(batch) == 0 || storeErr != nil {
-			return
-		}
-		errs, err := st.ImportAccounts(ctx, batch)
-		for k, i := range at {
-			switch {
-			case err != nil:
-				storeErr = err
-			case errs[k] == nil:
-				res[i].StatusCode = http.StatusCreated
-			case errors.Is(errs[k], tokenstore.ErrExists):
-				fail(i, http.StatusConflict, fmt.Sprintf("integrated account %s already exists", res[i].ID))
-			default:
-				fail(i, http.StatusInternalServerError, "this row could not be stored")
+	err := a.importJobs(ctx, st, events, func(send func(*importJob) bool) {
+		for at := 0; at < len(rows); at += importChunk {
+			end := min(at+importChunk, len(rows))
+			if !send(&importJob{rows: rows[at:end], first: first + at, res: res[at:end]}) {
+				return
 			}
 		}
-		batch, at = batch[:0], at[:0]
+	}, func(*importJob) {})
+	return res, err
+}
+
+// importJob is one transaction's worth of a bulk import: its rows as read
+// (or its lines, still to be decoded), then checked and sealed, then
+// written.
+type importJob struct {
+	rows    []bulkRow
+	lines   [][]byte // JSON lines to decode into rows, when rows is nil
+	lineNos []int    // the input's line number of each row (linkgate-import)
+	first   int      // the index of the job's first row in the whole import
+	res     []bulkResult
+
+	at     []int // the index in res of each row of sealed
+	sealed *tokenstore.SealedImport
+	ready  chan struct{}
+}
+
+// importJobs runs a bulk import as a pipeline: produce hands over jobs in
+// input order; they are decoded, checked and sealed on every core at once,
+// and written one after the other, in that order, by the calling goroutine
+// (the store has one writer, which should do nothing but write). done sees
+// every job once its results are final. After a store error no further job
+// is written (their rows say 503) and produce is stopped; the error is
+// returned.
+func (a *App) importJobs(ctx context.Context, st tokenstore.Importer, events bool,
+	produce func(send func(*importJob) bool), done func(*importJob)) error {
+	stop, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := goruntime.GOMAXPROCS(0)
+	todo := make(chan *importJob)
+	ordered := make(chan *importJob, workers+1)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range todo {
+				a.prepareJob(j, st, events)
+				close(j.ready)
+			}
+		}()
+	}
+	go func() {
+		defer close(ordered)
+		defer close(todo)
+		produce(func(j *importJob) bool {
+			j.ready = make(chan struct{})
+			// A job goes to the workers before it is queued for the
+			// writer, so every queued job becomes ready.
+			select {
+			case todo <- j:
+			case <-stop.Done():
+				return false
+			}
+			select {
+			case ordered <- j:
+				return true
+			case <-stop.Done():
+				return false
+			}
+		})
+	}()
+	var storeErr error
+	for j := range ordered {
+		<-j.ready
+		if storeErr == nil {
+			if storeErr = writeJob(ctx, st, j); storeErr != nil {
+				cancel()
+			}
+		} else {
+			j.unwritten()
+		}
+		done(j)
+	}
+	wg.Wait()
+	return storeErr
+}
+
+// prepareJob decodes j's lines, checks its rows as a single import would
+// and seals the valid ones.
+func (a *App) prepareJob(j *importJob, st tokenstore.Importer, events bool) {
+	if j.rows == nil {
+		j.rows = make([]bulkRow, len(j.lines))
+		for i, l := range j.lines {
+			j.rows[i] = decodeImportRow(l)
+		}
+		j.lines = nil
+	}
+	if j.res == nil {
+		j.res = make([]bulkResult, len(j.rows))
 	}
 	now := time.Now().UTC()
-	for i, row := range rows {
-		res[i].Index = first + i
-		if storeErr != nil {
-			fail(i, http.StatusServiceUnavailable, "the store is unavailable: this row was not written; import it again")
-			continue
-		}
+	batch := make([]tokenstore.Import, 0, len(j.rows))
+	j.at = make([]int, 0, len(j.rows))
+	for i, row := range j.rows {
+		j.res[i].Index = j.first + i
 		err := row.err
 		if err == nil {
 			var im tokenstore.Import
 			if im, err = a.importedAccount(row.req, now, events); err == nil {
-				res[i].ID = im.Account.ID
-				batch, at = append(batch, im), append(at, i)
-				if len(batch) == importChunk {
-					flush()
-				}
+				j.res[i].ID = im.Account.ID
+				batch, j.at = append(batch, im), append(j.at, i)
 				continue
 			}
 		}
@@ -265,17 +427,51 @@ func (a *App) importRows(ctx context.Context, st tokenstore.Importer, rows []bul
 		if !errors.As(err, &we) {
 			we = wire.Errorf(http.StatusBadRequest, "invalid row")
 		}
-		fail(i, we.Status, we.Message)
+		j.res[i].fail(we.Status, we.Message)
 	}
-	flush()
-	if storeErr != nil {
-		for i := range res {
-			if res[i].StatusCode == 0 {
-				fail(i, http.StatusServiceUnavailable, "the store is unavailable: this row was not written; import it again")
-			}
+	j.rows = nil
+	if len(batch) > 0 {
+		j.sealed = st.SealImport(batch)
+	}
+}
+
+// writeJob writes j's sealed rows in one transaction and sets their
+// results. The error is the store's: then none of them was written.
+func writeJob(ctx context.Context, st tokenstore.Importer, j *importJob) error {
+	if j.sealed == nil {
+		return nil
+	}
+	errs, err := st.ImportSealed(ctx, j.sealed)
+	if err != nil {
+		j.unwritten()
+		return err
+	}
+	for k, i := range j.at {
+		r := &j.res[i]
+		switch {
+		case errs[k] == nil:
+			r.StatusCode = http.StatusCreated
+		case errors.Is(errs[k], tokenstore.ErrExists):
+			r.fail(http.StatusConflict, fmt.Sprintf("integrated account %s already exists", r.ID))
+		default:
+			r.fail(http.StatusInternalServerError, "this row could not be stored")
 		}
 	}
-	return res, storeErr
+	return nil
+}
+
+// unwritten marks the rows of j that had no result yet as not written
+// because the store failed.
+func (j *importJob) unwritten() {
+	for i := range j.res {
+		if j.res[i].StatusCode == 0 {
+			j.res[i].fail(http.StatusServiceUnavailable, "the store is unavailable: this row was not written; import it again")
+		}
+	}
+}
+
+func (r *bulkResult) fail(status int, msg string) {
+	r.StatusCode, r.Error, r.Message = status, http.StatusText(status), msg
 }
 
 // importedAccount checks one import request and builds its store row, with

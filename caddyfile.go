@@ -120,6 +120,7 @@ func caddyconfig(v any) json.RawMessage {
 //			user_id_field <field>
 //			api_key_header <header> [<prefix>]
 //			api_key_query <param>
+//			token_header <header> [<prefix>] # an OAuth token's header, e.g. X-Shopify-Access-Token
 //			validate_url <url>
 //			refresh_skew <duration>
 //			probe_interval <duration>
@@ -381,6 +382,7 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 		"api_key_query": &in.APIKeyQuery, "validate_url": &in.ValidateURL,
 		"display_name": &in.DisplayName, "help": &in.Help, "docs": &in.Docs,
 		"preset": &in.Preset, "scope_separator": &in.ScopeSeparator, "token_body": &in.TokenBody,
+		"token_prefix": &in.TokenPrefix,
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
@@ -418,6 +420,18 @@ func parseIntegration(d *caddyfile.Dispenser) (*account.Integration, error) {
 				in.APIKeyPrefix = args[1]
 				if !strings.HasSuffix(in.APIKeyPrefix, " ") && !strings.HasSuffix(in.APIKeyPrefix, "=") {
 					in.APIKeyPrefix += " "
+				}
+			}
+		case "token_header":
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args) > 2 {
+				return nil, d.Errf("integration %s: token_header <header> [<prefix>]", in.Name)
+			}
+			in.TokenHeader = args[0]
+			if len(args) == 2 {
+				in.TokenPrefix = args[1]
+				if !strings.HasSuffix(in.TokenPrefix, " ") && !strings.HasSuffix(in.TokenPrefix, "=") {
+					in.TokenPrefix += " "
 				}
 			}
 		case "refresh_skew", "probe_interval":

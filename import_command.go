@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync"
+	"runtime/debug"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -87,6 +87,9 @@ func cmdImport(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, fmt.Errorf("loading %s: %w", fl.String("config"), err)
 	}
+	// The command's own process holds a few chunks at a time: trading
+	// some heap for less collection leaves more CPU to decode and write.
+	debug.SetGCPercent(400)
 	var sum importSummary
 	err = withConfiguredStore(cfgJSON, "import into", func(app *App, st *tokenstore.Cached) error {
 		sum, err = app.importLines(ctx, st, in, events, os.Stdout)
@@ -129,110 +132,102 @@ type importLine struct {
 }
 
 // importLines imports JSON lines from in, chunk by chunk, and writes every
-// row that was not imported to report. Two chunks are in flight at once, so
-// that one is checked and sealed while the other is written. It stops at
-// the first error of the store or of reading the input (rows already
-// written stay written, and are counted).
+// row that was not imported to report. Chunks are decoded, checked and
+// sealed on every core while one goroutine writes them, in input order. It
+// stops at the first error of the store or of reading the input (rows
+// already written stay written, and are counted).
 func (a *App) importLines(ctx context.Context, st tokenstore.Importer, in io.Reader, events bool, report io.Writer) (importSummary, error) {
 	start := time.Now()
-	type chunk struct {
-		rows  []bulkRow
-		lines []int
-		res   []bulkResult
-		err   error
-		done  chan struct{}
-	}
 	var (
-		sum     importSummary
-		queue   = make(chan *chunk, 2)
-		workers sync.WaitGroup
-		sem     = make(chan struct{}, 2)
+		sum      importSummary
+		readErr  error
+		writeErr error
+		enc      = json.NewEncoder(report)
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(queue)
+	produce := func(send func(*importJob) bool) {
 		sc := bufio.NewScanner(in)
 		sc.Buffer(make([]byte, 64<<10), wireMaxLine)
-		cur := &chunk{done: make(chan struct{})}
-		send := func() bool {
-			c := cur
-			cur = &chunk{done: make(chan struct{})}
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return false
-			}
-			workers.Add(1)
-			go func() {
-				defer workers.Done()
-				defer func() { <-sem }()
-				c.res, c.err = a.importRows(ctx, st, c.rows, 0, events)
-				close(c.done)
-			}()
-			select {
-			case queue <- c:
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		}
 		n := 0
+		var (
+			buf   []byte
+			ends  []int
+			lines []int
+		)
+		flush := func() bool {
+			j := &importJob{lines: make([][]byte, len(ends)), lineNos: lines}
+			from := 0
+			for k, e := range ends {
+				j.lines[k] = buf[from:e:e]
+				from = e
+			}
+			buf, ends, lines = nil, nil, nil
+			if send(j) {
+				return true
+			}
+			if err := ctx.Err(); err != nil {
+				readErr = fmt.Errorf("interrupted; rows from line %d on were not imported: %w", j.lineNos[0], err)
+			}
+			return false
+		}
 		for sc.Scan() {
 			n++
 			line := bytes.TrimSpace(sc.Bytes())
 			if len(line) == 0 {
 				continue
 			}
-			cur.rows = append(cur.rows, decodeImportRow(line))
-			cur.lines = append(cur.lines, n)
-			if len(cur.rows) == importChunk && !send() {
-				readErr <- ctx.Err()
+			if buf == nil {
+				buf = make([]byte, 0, 512*importChunk)
+			}
+			buf = append(buf, line...)
+			ends, lines = append(ends, len(buf)), append(lines, n)
+			if len(ends) == importChunk && !flush() {
 				return
 			}
 		}
 		if err := sc.Err(); err != nil {
-			readErr <- fmt.Errorf("reading line %d: %w", n+1, err)
+			readErr = fmt.Errorf("reading line %d: %w", n+1, err)
 			return
 		}
-		if len(cur.rows) > 0 && !send() {
-			readErr <- ctx.Err()
-			return
+		if len(ends) > 0 {
+			flush()
 		}
-		readErr <- nil
-	}()
-	enc := json.NewEncoder(report)
-	var storeErr error
-	for c := range queue {
-		<-c.done
-		for k, r := range c.res {
+	}
+	var firstFailed int
+	storeErr := a.importJobs(ctx, st, events, produce, func(j *importJob) {
+		lines := j.lineNos
+		for k, r := range j.res {
 			sum.rows++
 			if r.StatusCode == http.StatusCreated {
 				sum.imported++
 				continue
 			}
 			sum.failed++
-			if err := enc.Encode(importLine{Line: c.lines[k], ID: r.ID, StatusCode: r.StatusCode, Error: r.Error, Message: r.Message}); err != nil && storeErr == nil {
-				storeErr = fmt.Errorf("writing the report: %w", err)
+			if r.StatusCode == http.StatusServiceUnavailable && firstFailed == 0 {
+				firstFailed = lines[k]
+			}
+			if writeErr != nil {
+				continue
+			}
+			if err := enc.Encode(importLine{Line: lines[k], ID: r.ID, StatusCode: r.StatusCode, Error: r.Error, Message: r.Message}); err != nil {
+				writeErr = fmt.Errorf("writing the report: %w", err)
 				cancel()
 			}
 		}
-		if c.err != nil && storeErr == nil {
-			what := "the store failed"
-			if errors.Is(c.err, context.Canceled) {
-				what = "interrupted"
-			}
-			storeErr = fmt.Errorf("%s; rows from line %d on were not imported: %w", what, c.lines[0], c.err)
-			cancel()
-		}
-	}
-	workers.Wait()
+	})
 	sum.took = time.Since(start)
-	if storeErr != nil {
-		return sum, storeErr
+	switch {
+	case writeErr != nil:
+		return sum, writeErr
+	case storeErr != nil:
+		what := "the store failed"
+		if errors.Is(storeErr, context.Canceled) {
+			what = "interrupted"
+		}
+		return sum, fmt.Errorf("%s; rows from line %d on were not imported: %w", what, firstFailed, storeErr)
 	}
-	return sum, <-readErr
+	return sum, readErr
 }
 
 // wireMaxLine is the longest line linkgate-import reads: one account's

@@ -107,6 +107,8 @@ const callVar = "linkgate.call"
 type call struct {
 	up     *upstream
 	target *target
+	// id and tenant are the account's, for the placeholders.
+	id, tenant string
 	// headers are the integration's static headers, resolved for the
 	// account.
 	headers [][2]string
@@ -132,6 +134,58 @@ func (c *call) String() string { return "integrated account call" }
 
 // GoString does the same for %#v.
 func (c *call) GoString() string { return c.String() }
+
+// setCall attaches c to a request and makes the {integrated_account.*}
+// placeholders name its account. The placeholders are answered from the
+// call the request holds when they are read (one provider, added the first
+// time, which a second inject_credentials on the same request only points
+// elsewhere), instead of five values written into the replacer's map on
+// every request, which also made Caddy's own values there outgrow it.
+func setCall(ctx context.Context, c *call) {
+	repl := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok {
+		// Not a request Caddy's server handed over: no call for the
+		// transport to find (it refuses to send), but the placeholders.
+		repl.Set("integrated_account.id", c.id)
+		repl.Set("integrated_account.tenant_id", c.tenant)
+		repl.Set("integrated_account.integration", c.up.name)
+		repl.Set("integrated_account.upstream", c.target.dialValue)
+		repl.Set("integrated_account.scheme", c.target.schemeValue)
+		return
+	}
+	prev, _ := vars[callVar].(*call)
+	vars[callVar] = c
+	if prev == nil {
+		repl.Map(func(key string) (any, bool) { return accountPlaceholder(vars, key) })
+	}
+}
+
+// accountPlaceholder answers an {integrated_account.*} placeholder from the
+// call in a request's variables.
+func accountPlaceholder(vars map[string]any, key string) (any, bool) {
+	name, ok := strings.CutPrefix(key, "integrated_account.")
+	if !ok {
+		return nil, false
+	}
+	c, _ := vars[callVar].(*call)
+	if c == nil {
+		return nil, false
+	}
+	switch name {
+	case "id":
+		return c.id, true
+	case "tenant_id":
+		return c.tenant, true
+	case "integration":
+		return c.up.name, true
+	case "upstream":
+		return c.target.dialValue, true
+	case "scheme":
+		return c.target.schemeValue, true
+	}
+	return nil, false
+}
 
 // callOf returns the call inject_credentials attached to a request.
 func callOf(r *http.Request) *call {
@@ -208,16 +262,9 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	// integration's target, or the account's own when base_url uses its
 	// connection fields). The call and the writers that watch its answer
 	// come in one allocation.
-	p := &proxied{call: call{up: up, target: tg, headers: headers}}
+	p := &proxied{call: call{up: up, target: tg, headers: headers, id: acct.ID, tenant: acct.TenantID}}
 	c := &p.call
-	caddyhttp.SetVar(ctx, callVar, c)
-
-	repl := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	repl.Set("integrated_account.id", acct.ID)
-	repl.Set("integrated_account.tenant_id", acct.TenantID)
-	repl.Set("integrated_account.integration", up.name)
-	repl.Set("integrated_account.upstream", c.target.dialValue)
-	repl.Set("integrated_account.scheme", c.target.schemeValue)
+	setCall(ctx, c)
 
 	// A 401 from an OAuth upstream may be a token revoked early: refresh and
 	// retry once, if the request can be sent again.
@@ -271,6 +318,19 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 				if retry && err == nil {
 					creds = newCreds
 					canRetry = false
+					if up.perAccount {
+						// The refresh may have moved the account (a new
+						// instance_url in its answer): the retry goes where
+						// the account is now, checked as before. If the
+						// account cannot be read, it goes where the first
+						// try went.
+						if fresh, ferr := rt.store.GetAccount(ctx, id); ferr == nil {
+							if ntg, nh, terr := up.forAccount(fresh); terr == nil {
+								// The placeholders follow c.target.
+								c.target, c.headers = ntg, nh
+							}
+						}
+					}
 					a.metrics.count(outcomeRetried)
 					continue
 				}
@@ -336,9 +396,12 @@ func takeAccountID(r *http.Request) (string, error) {
 	case joined:
 		return "", wire.Errorf(http.StatusBadRequest, "%s shares a query parameter with ';': separate parameters with '&'", accountIDParam)
 	case n == 1:
-		u, err := url.QueryUnescape(v)
-		if err != nil {
-			return "", wire.Errorf(http.StatusBadRequest, "%s is not properly percent-encoded", accountIDParam)
+		u := v
+		if strings.IndexByte(v, '%') >= 0 || strings.IndexByte(v, '+') >= 0 {
+			var err error
+			if u, err = url.QueryUnescape(v); err != nil {
+				return "", wire.Errorf(http.StatusBadRequest, "%s is not properly percent-encoded", accountIDParam)
+			}
 		}
 		if u == "" {
 			return "", wire.Errorf(http.StatusBadRequest, "%s is empty", accountIDParam)
@@ -364,21 +427,54 @@ func takeAccountID(r *http.Request) (string, error) {
 // upstream will read them (api%5Fkey is api_key), and inside parameters
 // joined by ';', which some servers also take as a separator: such a
 // parameter is removed whole and reported as joined.
+//
+// It runs on every proxied request, so the usual cases allocate nothing:
+// no parameter named name, or the named ones all before or after the rest
+// (the rest is then a part of raw).
 func cutQueryParam(raw, name string) (rest, value string, n int, joined bool) {
-	if !strings.Contains(raw, name) && !strings.Contains(raw, "%") {
+	// The parameters kept, while they are one run of raw: raw[start:end].
+	start, end := -1, -1
+	lastKept, split := false, false
+	for i := 0; i <= len(raw); {
+		j := strings.IndexByte(raw[i:], '&')
+		if j < 0 {
+			j = len(raw)
+		} else {
+			j += i
+		}
+		named, isJoined, v := paramCut(raw[i:j], name)
+		switch {
+		case named:
+			n++
+			if isJoined {
+				joined = true
+			} else {
+				value = v
+			}
+			lastKept = false
+		default:
+			if start < 0 {
+				start = i
+			} else if !lastKept {
+				split = true
+			}
+			end, lastKept = j, true
+		}
+		i = j + 1
+	}
+	switch {
+	case n == 0:
 		return raw, "", 0, false
+	case start < 0:
+		return "", value, n, joined
+	case !split:
+		// Kept parameters that are empty and come first leave no '&'.
+		return strings.TrimLeft(raw[start:end], "&"), value, n, joined
 	}
 	var b strings.Builder
+	b.Grow(len(raw))
 	for pair := range strings.SplitSeq(raw, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		switch {
-		case paramNamed(k, name):
-			n++
-			value = v
-			continue
-		case strings.IndexByte(pair, ';') >= 0 && joinedNames(pair, name):
-			n++
-			joined = true
+		if named, _, _ := paramCut(pair, name); named {
 			continue
 		}
 		if b.Len() > 0 {
@@ -386,10 +482,21 @@ func cutQueryParam(raw, name string) (rest, value string, n int, joined bool) {
 		}
 		b.WriteString(pair)
 	}
-	if n == 0 {
-		return raw, "", 0, false
-	}
 	return b.String(), value, n, joined
+}
+
+// paramCut reports whether one '&'-separated pair of a raw query names
+// name, either itself or in a part joined by ';', and its raw value when it
+// names it itself.
+func paramCut(pair, name string) (named, joined bool, value string) {
+	k, v, _ := strings.Cut(pair, "=")
+	if paramNamed(k, name) {
+		return true, false, v
+	}
+	if strings.IndexByte(pair, ';') >= 0 && joinedNames(pair, name) {
+		return true, true, ""
+	}
+	return false, false, ""
 }
 
 // paramNamed reports whether the raw parameter name k decodes to name.
@@ -478,7 +585,7 @@ type statusWriter struct {
 	fields    []savedField
 	vals      []string
 	fieldsBuf [4]savedField
-	valsBuf   [6]string
+	valsBuf   [4]string
 }
 
 // savedField is one header of the client's response as it was before the

@@ -67,7 +67,7 @@ func BenchmarkInject(b *testing.B) {
 }
 
 // benchInjector builds an Inject over a real SQLite store with a warm cache.
-func benchInjector(b *testing.B, method account.Method) (*Inject, string) {
+func benchInjector(b testing.TB, method account.Method) (*Inject, string) {
 	b.Helper()
 	key, _ := tokenstore.GenerateKey()
 	sealer, err := tokenstore.NewSealer(key)

@@ -1,12 +1,15 @@
 package linkgate
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/linkgate/linkgate/account"
@@ -37,6 +40,61 @@ func TestCutQueryParam(t *testing.T) {
 		rest, v, n, joined := cutQueryParam(tt.raw, "integrated_account_id")
 		if rest != tt.rest || v != tt.value || n != tt.n || joined != tt.joined {
 			t.Errorf("cutQueryParam(%q) = %q %q %d %v, want %q %q %d %v", tt.raw, rest, v, n, joined, tt.rest, tt.value, tt.n, tt.joined)
+		}
+	}
+}
+
+// TestCutQueryParamAgreesWithSplitAndJoin checks the allocation-free
+// paths of cutQueryParam against the plain definition: split at '&', drop
+// the named pairs, join the rest (leading empty pairs leave no '&').
+func TestCutQueryParamAgreesWithSplitAndJoin(t *testing.T) {
+	reference := func(raw, name string) (string, string, int, bool) {
+		var kept []string
+		var value string
+		var n int
+		var joined bool
+		for _, pair := range strings.Split(raw, "&") {
+			if named, j, v := paramCut(pair, name); named {
+				n++
+				if j {
+					joined = true
+				} else {
+					value = v
+				}
+				continue
+			}
+			if len(kept) == 0 && pair == "" {
+				continue
+			}
+			kept = append(kept, pair)
+		}
+		if n == 0 {
+			return raw, "", 0, false
+		}
+		return strings.Join(kept, "&"), value, n, joined
+	}
+	parts := []string{"id=1", "id=2", "a=1", "", "i%64=3", "b", "x;id=4", "c=%zz", "id", "=", "id=5=6"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		var pairs []string
+		for range rng.IntN(6) {
+			pairs = append(pairs, parts[rng.IntN(len(parts))])
+		}
+		raw := strings.Join(pairs, "&")
+		r1, v1, n1, j1 := cutQueryParam(raw, "id")
+		r2, v2, n2, j2 := reference(raw, "id")
+		if r1 != r2 || v1 != v2 || n1 != n2 || j1 != j2 {
+			t.Fatalf("cutQueryParam(%q) = %q %q %d %v, want %q %q %d %v", raw, r1, v1, n1, j1, r2, v2, n2, j2)
+		}
+	}
+}
+
+// TestCutQueryParamAllocatesNothingUsually: the proxy path calls it on
+// every request (the account id, an OAuth account's access_token).
+func TestCutQueryParamAllocatesNothingUsually(t *testing.T) {
+	for _, raw := range []string{"limit=10&integrated_account_id=x", "integrated_account_id=x&limit=10", "limit=10&after=5", ""} {
+		if n := testing.AllocsPerRun(100, func() { cutQueryParam(raw, "integrated_account_id") }); n != 0 {
+			t.Errorf("cutQueryParam(%q): %v allocations", raw, n)
 		}
 	}
 }
@@ -264,5 +322,41 @@ func TestHeldAnswerLeavesNoHeader(t *testing.T) {
 	want := http.Header{"Www-Authenticate": {"Bearer ok"}, "X-Pre": {"changed-ok", "two", "added-ok"}}
 	if !reflect.DeepEqual(rec.Header(), want) || rec.Body.String() != "body-ok" {
 		t.Errorf("an answer let through: %v %q, want %v", rec.Header(), rec.Body, want)
+	}
+}
+
+// TestAccountPlaceholders: {integrated_account.*} name the account of the
+// request's call, also when a second inject_credentials on the same request
+// chose another, and on a request Caddy's server did not hand over.
+func TestAccountPlaceholders(t *testing.T) {
+	h, id := benchInjector(t, account.MethodAPIKey)
+	const all = "{integrated_account.id} {integrated_account.tenant_id} {integrated_account.integration} {integrated_account.upstream} {integrated_account.scheme}"
+	want := id + " t crm api.example.com:443 https"
+	var got []string
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		got = append(got, repl.ReplaceAll(all, "?"))
+		return nil
+	})
+	r := benchRequest(id)
+	if err := h.ServeHTTP(httptest.NewRecorder(), r, next); err != nil {
+		t.Fatal(err)
+	}
+	// A second pass over the same request, for another call: the
+	// placeholders follow it.
+	other := &call{id: "other", tenant: "t2", up: h.app.upstreams["crm"], target: &target{dialValue: "elsewhere:80", schemeValue: "http"}}
+	setCall(r.Context(), other)
+	_ = next.ServeHTTP(nil, r)
+	// A request without Caddy's variables still gets them.
+	bare := httptest.NewRequest("GET", "/x", nil)
+	caddyhttp.NewTestReplacer(bare)
+	setCall(bare.Context(), other)
+	_ = next.ServeHTTP(nil, bare)
+	if len(got) != 3 || got[0] != want || got[1] != "other t2 crm elsewhere:80 http" || got[2] != got[1] {
+		t.Fatalf("placeholders %q, want %q then the other call's twice", got, want)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if v, ok := repl.Get("integrated_account.nothing"); ok {
+		t.Errorf("an unknown placeholder answered %v", v)
 	}
 }

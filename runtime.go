@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/linkgate/linkgate/internal/hostmap"
 	"github.com/linkgate/linkgate/internal/wire"
 	"github.com/linkgate/linkgate/linkflow"
 	"github.com/linkgate/linkgate/refresh"
@@ -75,9 +76,15 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		ropts.RefreshAhead = time.Duration(a.Refresh.RefreshAhead)
 	}
 	ropts.Journal = a.storeHold.refreshJournal()
+	// Set only by tests, which point providers' host names at servers on
+	// this machine; nil otherwise, and the clients keep their defaults.
+	testTransport := hostmap.Transport()
+	if testTransport != nil {
+		ropts.Client = &http.Client{Transport: testTransport}
+	}
 	rt.refresher = refresh.New(st, a.Integrations, ropts)
 
-	links, err := linkflow.New(st, a.Integrations, linkflow.Options{
+	lopts := linkflow.Options{
 		PublicURL:      a.PublicURL,
 		AllowedOrigins: a.AllowedOrigins,
 		LinkTokenTTL:   time.Duration(a.LinkTokenTTL),
@@ -89,7 +96,11 @@ func newRuntime(a *App, st *tokenstore.Cached) (*runtime, error) {
 		TenantAllowed: func(ctx context.Context, tenant string) bool {
 			return callerOf(ctx).allows(tenant)
 		},
-	})
+	}
+	if testTransport != nil {
+		lopts.Client = &http.Client{Transport: testTransport, Timeout: 30 * time.Second}
+	}
+	links, err := linkflow.New(st, a.Integrations, lopts)
 	if err != nil {
 		return nil, err
 	}

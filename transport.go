@@ -1,10 +1,12 @@
 package linkgate
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 
 	"github.com/linkgate/linkgate/account"
+	"github.com/linkgate/linkgate/internal/hostmap"
 )
 
 func init() {
@@ -82,7 +85,26 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 	if t.TLS.HandshakeTimeout == 0 {
 		t.TLS.HandshakeTimeout = caddy.Duration(defaultTLSHandshakeTimeout)
 	}
-	return t.HTTPTransport.Provision(ctx)
+	if err := t.HTTPTransport.Provision(ctx); err != nil {
+		return err
+	}
+	// Tests point real host names at servers on this machine through
+	// hostmap; unset, the wrapper calls Caddy's dialer unchanged. Caddy's
+	// dialer dials the address reverse_proxy chose, which the request
+	// context holds, so that is the address looked up.
+	if tr := t.HTTPTransport.Transport; tr != nil && tr.DialContext != nil {
+		dial := tr.DialContext
+		mapped := hostmap.Dialer(dial)
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if di, ok := reverseproxy.GetDialInfo(ctx); ok && !strings.HasPrefix(di.Network, "unix") {
+				if _, ok := hostmap.Redirect(di.Address); ok {
+					return mapped(ctx, network, di.Address)
+				}
+			}
+			return dial(ctx, network, addr)
+		}
+	}
+	return nil
 }
 
 // RequestHeaderOps returns nothing: the transport sets Host itself, so
@@ -133,10 +155,12 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 			dial, c.up.name, tg.dial)
 	}
 
-	// The request and its URL in one allocation.
+	// The request, its URL and the credential header's value in one
+	// allocation.
 	o := &struct {
-		req http.Request
-		url url.URL
+		req  http.Request
+		url  url.URL
+		cred [1]string
 	}{req: *req, url: *req.URL}
 	out := &o.req
 	out.URL = &o.url
@@ -169,7 +193,7 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 		h[kv[0]] = []string{kv[1]}
 	}
 	out.Header = h
-	c.up.setCredentials(out, c.creds)
+	c.up.setCredentials(out, c.creds, &o.cred)
 	if out.Body != nil && out.Trailer != nil {
 		out.Body = &trailerScrubber{ReadCloser: out.Body, trailer: out.Trailer, up: c.up}
 	}
@@ -201,8 +225,9 @@ func (up *upstream) dropsHeader(k string) bool {
 }
 
 // setCredentials puts the account's credentials where the integration wants
-// them, on a request whose header map is the transport's own.
-func (up *upstream) setCredentials(out *http.Request, c account.Credentials) {
+// them, on a request whose header map is the transport's own; a header's
+// value goes in slot, which is the request's own too.
+func (up *upstream) setCredentials(out *http.Request, c account.Credentials, slot *[1]string) {
 	in := up.integration
 	switch in.Auth {
 	case account.MethodAPIKey:
@@ -215,15 +240,17 @@ func (up *upstream) setCredentials(out *http.Request, c account.Credentials) {
 			out.URL.RawQuery = q + url.QueryEscape(in.APIKeyQuery) + "=" + url.QueryEscape(c.APIKey)
 			return
 		}
-		out.Header[up.credHeader] = []string{up.credPrefix + c.APIKey}
+		slot[0] = up.credPrefix + c.APIKey
+		out.Header[up.credHeader] = slot[:]
 	case account.MethodBasic:
-		out.Header["Authorization"] = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password))}
+		slot[0] = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password))
+		out.Header["Authorization"] = slot[:]
 	default:
-		typ := c.TokenType
-		if typ == "" || strings.EqualFold(typ, "bearer") {
-			typ = "Bearer"
-		}
-		out.Header["Authorization"] = []string{typ + " " + c.AccessToken}
+		// Where the integration's token_header and token_prefix say; by
+		// default RFC 6750's "Bearer", whatever token_type the provider
+		// answered (Slack's "user" and "bot" are bearer tokens too).
+		slot[0] = up.credPrefix + c.AccessToken
+		out.Header[up.credHeader] = slot[:]
 		// access_token is where RFC 6750 lets a bearer token ride in the
 		// query: a caller's one there would compete with the account's.
 		if q, _, n, _ := cutQueryParam(out.URL.RawQuery, "access_token"); n > 0 {

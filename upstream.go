@@ -80,12 +80,25 @@ func (t *target) direct(u *url.URL) {
 	u.Scheme, u.Host = t.scheme, t.host
 	u.Opaque, u.User = "", nil
 	if u.RawPath == "" && !t.escaped {
+		if oneLeadingSlash(u.Path) {
+			// The common case: the path stays as it is, or gets the base
+			// path before it, without trimming.
+			if t.path != "" {
+				u.Path = t.path + u.Path
+			}
+			return
+		}
 		u.Path = t.path + "/" + strings.TrimLeft(u.Path, "/")
 		return
 	}
 	raw := t.rawPath + "/" + strings.TrimLeft(u.EscapedPath(), "/")
 	u.Path = t.path + "/" + strings.TrimLeft(u.Path, "/")
 	u.RawPath = raw
+}
+
+// oneLeadingSlash reports whether path starts with exactly one slash.
+func oneLeadingSlash(path string) bool {
+	return len(path) > 0 && path[0] == '/' && (len(path) == 1 || path[1] != '/')
 }
 
 // upstream is an integration as the proxy path needs it, prepared once when
@@ -181,6 +194,12 @@ func newUpstream(in *account.Integration) (*upstream, error) {
 			up.headerNames = map[string]bool{}
 		}
 		up.headerNames[ck] = true
+	}
+	if in.Auth == account.MethodOAuth2 || in.Auth == account.MethodClientCredentials {
+		up.credHeader, up.credPrefix = in.TokenAuthorization("")
+		if up.credHeader != "Authorization" && unfitCredentialHeader(up.credHeader) {
+			return nil, fmt.Errorf("integration %s: token_header %s cannot carry a token: proxies and HTTP itself remove or rewrite it", in.Name, in.TokenHeader)
+		}
 	}
 	if in.Auth == account.MethodAPIKey {
 		switch {

@@ -605,8 +605,9 @@ func (i *Integration) validateConnection() error {
 		}
 	}
 	// Templates name declared fields only. A field that comes after the
-	// token (token_response, callback, discovery) cannot be used in the
-	// authorize_url or token_url, which are needed before it exists.
+	// token (token_response, discovery) cannot be used in the authorize_url
+	// or token_url, which are needed before it exists; a callback field can
+	// be used in the token_url.
 	check := func(option, s string) error {
 		rest := templatePattern.ReplaceAllStringFunc(s, func(m string) string {
 			return ""
@@ -619,7 +620,9 @@ func (i *Integration) validateConnection() error {
 			if f == nil {
 				return fmt.Errorf("integration %s: %s uses {connection.%s}, but no connection field %s is declared", i.Name, option, m[1], m[1])
 			}
-			if (option == "authorize_url" || option == "token_url") && !f.From(SourceUser) {
+			// The callback names its fields before the code is exchanged
+			// (Zoho's accounts-server picks the token endpoint).
+			if (option == "authorize_url" && !f.From(SourceUser)) || (option == "token_url" && !f.From(SourceUser) && !f.From(SourceCallback)) {
 				return fmt.Errorf("integration %s: %s uses {connection.%s}, which is known only after the token is obtained", i.Name, option, m[1])
 			}
 			if option == "discovery.url" && f.From(SourceDiscovery) {

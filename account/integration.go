@@ -2,6 +2,7 @@ package account
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -63,6 +64,15 @@ type Integration struct {
 	// APIKeyQuery, when set, carries the key in this query parameter
 	// instead of a header.
 	APIKeyQuery string `json:"api_key_query,omitempty"`
+	// TokenHeader is the request header that carries an OAuth account's
+	// access token, upstream and on the userinfo and discovery requests;
+	// default "Authorization" as "Bearer <token>" (RFC 6750), whatever
+	// token_type the provider answered. Shopify: "X-Shopify-Access-Token".
+	TokenHeader string `json:"token_header,omitempty"`
+	// TokenPrefix is written before the access token in TokenHeader, e.g.
+	// "Zoho-oauthtoken " for Zoho; default "Bearer " in Authorization and
+	// nothing in another header.
+	TokenPrefix string `json:"token_prefix,omitempty"`
 	// ValidateURL, when set, is requested with new api_key or basic
 	// credentials from the connect page; they are saved only if it answers 2xx.
 	ValidateURL string `json:"validate_url,omitempty"`
@@ -143,6 +153,20 @@ func (i *Integration) TokenFieldPath(name string) string {
 		return p
 	}
 	return name
+}
+
+// TokenAuthorization returns the header and its value that carry an OAuth
+// access token on a request to the provider.
+func (i *Integration) TokenAuthorization(token string) (header, value string) {
+	header = "Authorization"
+	if i.TokenHeader != "" {
+		header = http.CanonicalHeaderKey(i.TokenHeader)
+	}
+	prefix := i.TokenPrefix
+	if prefix == "" && header == "Authorization" {
+		prefix = "Bearer "
+	}
+	return header, prefix + token
 }
 
 // Separator joins scopes in the authorization request.
@@ -268,6 +292,12 @@ func (i *Integration) Validate() error {
 		if p == "" || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
 			return fmt.Errorf("integration %s: token_fields %s: %q is not a dotted path", i.Name, k, p)
 		}
+	}
+	if (i.TokenHeader != "" || i.TokenPrefix != "") && i.Auth != MethodOAuth2 && i.Auth != MethodClientCredentials {
+		return fmt.Errorf("integration %s: token_header and token_prefix are for oauth2 and oauth2_client_credentials; use api_key_header for %s", i.Name, i.Auth)
+	}
+	if strings.ContainsAny(i.TokenPrefix, "\r\n") || strings.ContainsAny(i.TokenHeader, " \t\r\n:") {
+		return fmt.Errorf("integration %s: token_header %q or token_prefix %q cannot go into an HTTP header", i.Name, i.TokenHeader, i.TokenPrefix)
 	}
 	if i.DefaultExpiresIn < 0 {
 		return fmt.Errorf("integration %s: default_expires_in must be positive", i.Name)

@@ -112,7 +112,12 @@ func (s *Service) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	// The token endpoint of this account (a Zendesk subdomain's), checked
 	// against allowed_hosts before the code is sent.
-	tokenURL, err := in.ResolveURL("token_url", in.TokenURL, cs.Connection)
+	pre, pe := s.callbackFields(in, cs.Connection, q)
+	if pe != nil {
+		s.showError(w, lt, false, pe)
+		return
+	}
+	tokenURL, err := in.ResolveURL("token_url", in.TokenURL, pre)
 	if err != nil {
 		s.showError(w, lt, false, &pageError{http.StatusBadRequest, errValidation, "Check the connection details", fieldMessage(in, err)})
 		return
@@ -226,7 +231,7 @@ func (s *Service) upstreamUser(ctx context.Context, in *account.Integration, con
 	if err != nil {
 		return "", fmt.Errorf("building the userinfo request: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+accessToken)
+	req.Header.Set(in.TokenAuthorization(accessToken))
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.noRedirects().Do(req)
 	if err != nil {

@@ -278,11 +278,12 @@ func (s *Service) connectSubmit(w http.ResponseWriter, r *http.Request) {
 
 // oauthConfig is the x/oauth2 client of an integration for this service.
 func (s *Service) oauthConfig(in *account.Integration, scopes []string) *oauth2.Config {
-	style := oauth2.AuthStyleAutoDetect
-	switch in.AuthStyle {
-	case "header":
-		style = oauth2.AuthStyleInHeader
-	case "params":
+	// HTTP Basic unless the integration says params, as the refresher
+	// does: x/oauth2's auto-detection would resend a refused exchange the
+	// other way, and a provider that accepts only one style would see the
+	// exchange succeed and every refresh fail.
+	style := oauth2.AuthStyleInHeader
+	if in.AuthStyle == "params" {
 		style = oauth2.AuthStyleInParams
 	}
 	return &oauth2.Config{

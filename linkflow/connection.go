@@ -120,6 +120,54 @@ func (s *Service) afterToken(ctx context.Context, in *account.Integration, conn 
 	for k, v := range conn {
 		out[k] = v
 	}
+	set := s.fieldSetter(in, out)
+	var discover bool
+	for k := range in.ConnectionFields {
+		f := &in.ConnectionFields[k]
+		switch {
+		case f.From(account.SourceTokenResponse):
+			v, ok := "", false
+			if answer != nil {
+				v, ok = account.LookupPath(answer, f.Path)
+			}
+			if pe := set(f, v, ok); pe != nil {
+				return nil, pe
+			}
+		case f.From(account.SourceCallback):
+			if pe := set(f, q.Get(f.Param), q.Has(f.Param)); pe != nil {
+				return nil, pe
+			}
+		case f.From(account.SourceDiscovery):
+			discover = true
+		}
+	}
+	if !discover {
+		return out, nil
+	}
+	return s.afterDiscovery(ctx, in, out, accessToken, set)
+}
+
+// callbackFields fills the connection fields the callback's query names,
+// before the code is exchanged: the token_url may use them.
+func (s *Service) callbackFields(in *account.Integration, conn map[string]string, q url.Values) (map[string]string, *pageError) {
+	out := map[string]string{}
+	for k, v := range conn {
+		out[k] = v
+	}
+	set := s.fieldSetter(in, out)
+	for k := range in.ConnectionFields {
+		if f := &in.ConnectionFields[k]; f.From(account.SourceCallback) {
+			if pe := set(f, q.Get(f.Param), q.Has(f.Param)); pe != nil {
+				return nil, pe
+			}
+		}
+	}
+	return out, nil
+}
+
+// fieldSetter returns a function that checks a connection field's value
+// read after the sign-in and stores it in out.
+func (s *Service) fieldSetter(in *account.Integration, out map[string]string) func(f *account.ConnectionField, v string, found bool) *pageError {
 	failed := func(f *account.ConnectionField, why string) *pageError {
 		s.log.Warn("a connection field could not be read after the sign-in",
 			zap.String("integration", in.Name), zap.String("field", f.Name), zap.String("source", f.Source), zap.String("reason", why))
@@ -144,29 +192,11 @@ func (s *Service) afterToken(ctx context.Context, in *account.Integration, conn 
 		out[f.Name] = nv
 		return nil
 	}
-	var discover bool
-	for k := range in.ConnectionFields {
-		f := &in.ConnectionFields[k]
-		switch {
-		case f.From(account.SourceTokenResponse):
-			v, ok := "", false
-			if answer != nil {
-				v, ok = account.LookupPath(answer, f.Path)
-			}
-			if pe := set(f, v, ok); pe != nil {
-				return nil, pe
-			}
-		case f.From(account.SourceCallback):
-			if pe := set(f, q.Get(f.Param), q.Has(f.Param)); pe != nil {
-				return nil, pe
-			}
-		case f.From(account.SourceDiscovery):
-			discover = true
-		}
-	}
-	if !discover {
-		return out, nil
-	}
+	return set
+}
+
+// afterDiscovery makes the discovery request and fills the fields it finds.
+func (s *Service) afterDiscovery(ctx context.Context, in *account.Integration, out map[string]string, accessToken string, set func(f *account.ConnectionField, v string, found bool) *pageError) (map[string]string, *pageError) {
 	doc, err := s.discover(ctx, in, out, accessToken)
 	if err != nil {
 		s.log.Warn("discovery request failed", zap.String("integration", in.Name), zap.Error(err))
@@ -207,7 +237,7 @@ func (s *Service) discover(ctx context.Context, in *account.Integration, conn ma
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "application/json")
 	}
-	req.Header.Set("Authorization", "Bearer "+accessToken)
+	req.Header.Set(in.TokenAuthorization(accessToken))
 	resp, err := s.noRedirects().Do(req)
 	if err != nil {
 		return nil, errors.New("the discovery request did not get an answer")

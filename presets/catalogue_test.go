@@ -34,6 +34,14 @@ var patternSamples = map[string][]string{
 	"tenant":   {"organizations", "common", "contoso.onmicrosoft.com", "72f988bf-86f1-41af-91ab-2d7cd011db47"},
 }
 
+// urlSamples are sample values for host and https_url fields whose
+// allowed hosts are a list of exact names (one per data center), by field
+// preset and field name.
+var urlSamples = map[string][]string{
+	"zoho_crm.accounts_server": {"https://accounts.zoho.com", "https://accounts.zoho.eu", "https://accounts.zohocloud.ca"},
+	"zoho_crm.api_domain":      {"https://www.zohoapis.com", "https://www.zohoapis.com.au"},
+}
+
 const sampleUUID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 
 // sampleConnection returns sample values for every connection field of in,
@@ -49,6 +57,10 @@ func sampleConnection(t *testing.T, in *account.Integration) []map[string]string
 		case account.KindUUID:
 			vals = []string{sampleUUID}
 		case account.KindHost, account.KindHTTPSURL:
+			if v := urlSamples[in.Name+"."+f.Name]; len(v) > 0 {
+				vals = v
+				break
+			}
 			// A host under the first wildcard allowed host, or else the
 			// first exact one that is not the login host.
 			host := ""

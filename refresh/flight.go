@@ -256,9 +256,16 @@ func (r *Refresher) refreshLocked(ctx context.Context, id string, m mode, sent s
 		return r.failed(ctx, cur, integ, res, cerr)
 	}
 	r.endpointAnswered(integ.Name)
+	fields := r.answerFields(cur, integ, res.answer)
 	var change account.Change
 	saved, err := r.save(ctx, cur, &cur.Credentials, func(a *account.Account) ([]tokenstore.Event, error) {
 		res.apply(&a.Credentials)
+		for k, v := range fields {
+			if a.Context == nil {
+				a.Context = map[string]any{}
+			}
+			a.Context[k] = v
+		}
 		clearUnknown(a)
 		at := r.opts.Now()
 		c, err := a.Apply(account.UpstreamOK, nil, at)
@@ -648,4 +655,41 @@ func (r *Refresher) storeAnswered() {
 	r.mu.Unlock()
 	r.log.Info("the account store answers refreshes again",
 		zap.Int("failed_attempts", o.failures), zap.Duration("outage", now.Sub(o.since)))
+}
+
+// answerFields reads again, from a refresh's answer, the connection fields
+// that come from the token response (a Salesforce instance_url, which moves
+// when an org is migrated), so that later calls follow the provider. Each
+// value is checked as at connect time, against its kind and the
+// integration's allowed_hosts: a refused one is dropped with a warning and
+// the account keeps the value it has, so an answer cannot steer the
+// account's credentials to another host. A field the answer leaves out
+// keeps its value too.
+func (r *Refresher) answerFields(a *account.Account, integ *account.Integration, answer any) map[string]string {
+	if answer == nil || len(integ.ConnectionFields) == 0 {
+		return nil
+	}
+	var out map[string]string
+	for k := range integ.ConnectionFields {
+		f := &integ.ConnectionFields[k]
+		if !f.From(account.SourceTokenResponse) {
+			continue
+		}
+		v, ok := account.LookupPath(answer, f.Path)
+		if !ok {
+			continue
+		}
+		nv, err := integ.Normalize(f, v)
+		if err != nil {
+			r.log.Warn("the refresh answer carries a connection field that is refused; the account keeps its value",
+				zap.String("integrated_account_id", a.ID), zap.String("integration", integ.Name),
+				zap.String("field", f.Name), zap.Error(err))
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[f.Name] = nv
+	}
+	return out
 }

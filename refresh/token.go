@@ -42,6 +42,9 @@ type tokenResult struct {
 	// dropRefresh: the answer carried no refresh token and the
 	// integration keeps none then (keep_refresh_token off).
 	dropRefresh bool
+	// answer is the decoded JSON of a successful answer, from which the
+	// connection fields with source token_response are read again.
+	answer any
 }
 
 // apply writes the token into c. A refresh answer without refresh_token
@@ -126,8 +129,12 @@ func (r *Refresher) tokenCall(integ *account.Integration, refreshToken string, s
 	tok, err := call(ctx)
 	r.metrics.duration.Observe(time.Since(start).Seconds())
 	res := &tokenResult{tok: tok, received: r.opts.Now()}
-	if _, had := q.Answer(); err == nil && refreshToken != "" && !had && !integ.KeepsRefreshToken() {
+	doc, had := q.Answer()
+	if err == nil && refreshToken != "" && !had && !integ.KeepsRefreshToken() {
 		res.dropRefresh = true
+	}
+	if err == nil {
+		res.answer = doc
 	}
 	secrets = append(secrets, refreshToken)
 	if err != nil {

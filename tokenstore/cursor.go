@@ -60,6 +60,34 @@ func decodeCursor(s string) (cursor, error) {
 	return cursor{rank: rank, at: at, id: parts[2]}, nil
 }
 
+// createdBounds are a listing's created_at bounds in Unix nanoseconds: the
+// lower bound from (inclusive, hasFrom when set), and the upper bound as a
+// keyset position (at, id) that rows must sort before: the page's cursor
+// or (CreatedBefore, ""), whichever comes first in page order, so that one
+// row comparison bounds the seek. hasUpper is false when neither is set.
+func createdBounds(f Filter) (from int64, hasFrom bool, upper cursor, hasUpper bool, err error) {
+	if f.Cursor != "" {
+		if upper, err = decodeCursor(f.Cursor); err != nil {
+			return 0, false, cursor{}, false, err
+		}
+		hasUpper = true
+	}
+	if b, ok := nanosInRange(f.CreatedBefore); ok && (!hasUpper || b <= upper.at) {
+		// (b, "") sorts before every row created at b: no id is below "".
+		upper, hasUpper = cursor{at: b}, true
+	}
+	from, hasFrom = nanosInRange(f.CreatedFrom)
+	return from, hasFrom, upper, hasUpper, nil
+}
+
+// nanosInRange is t in Unix nanoseconds when t is set and representable.
+func nanosInRange(t time.Time) (int64, bool) {
+	if t.IsZero() || t.Year() < 1678 || t.Year() > 2261 {
+		return 0, false
+	}
+	return t.UnixNano(), true
+}
+
 // nanos stores a time as Unix nanoseconds, the zero time as 0.
 func nanos(t time.Time) int64 {
 	if t.IsZero() {

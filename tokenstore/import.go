@@ -3,7 +3,11 @@ package tokenstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +26,11 @@ type Import struct {
 // is written with all its events or not at all. The rows of one call are
 // written in one transaction, so a failure of the store writes none of
 // them.
+//
+// A bulk import runs in two steps so that the costly half runs on every
+// core: SealImport encodes and seals a batch (no store access; safe to call
+// from many goroutines at once), ImportSealed writes it (one writer).
+// ImportAccounts does both.
 type Importer interface {
 	// ImportAccounts creates the accounts of rows. The slice it returns
 	// has one entry per row: nil when the row was written, an error
@@ -31,6 +40,75 @@ type Importer interface {
 	// Version 1 and their CreatedAt/UpdatedAt filled in as CreateAccount
 	// does.
 	ImportAccounts(ctx context.Context, rows []Import) ([]error, error)
+	// SealImport encodes and seals rows for ImportSealed.
+	SealImport(rows []Import) *SealedImport
+	// ImportSealed writes a sealed batch as ImportAccounts writes rows.
+	ImportSealed(ctx context.Context, si *SealedImport) ([]error, error)
+}
+
+// SealedImport is a batch of imports encoded and sealed, ready to be
+// written in one transaction.
+type SealedImport struct {
+	rows []Import
+	errs []error // the rows' own errors (they cannot be encoded or sealed)
+	enc  []importRow
+	// order holds the indexes of the rows to write, sorted by id: the
+	// primary key's B-tree then takes its inserts in key order, one page
+	// after the next, instead of at random places. The sort is stable, so
+	// of two rows with one id the first is written, as one row at a time.
+	order []int
+}
+
+// importRow is an account's columns as both stores write them.
+type importRow struct {
+	context     string
+	lastError   *string
+	credentials []byte
+	expiresAt   int64
+	probe       int64
+	hasRefresh  bool
+}
+
+// sealImport encodes and seals rows with sl, as CreateAccount does one
+// account.
+func sealImport(sl *Sealer, rows []Import) *SealedImport {
+	si := &SealedImport{rows: rows, errs: make([]error, len(rows)), enc: make([]importRow, len(rows)),
+		order: make([]int, 0, len(rows))}
+	for i, r := range rows {
+		a := r.Account
+		if a == nil || a.ID == "" {
+			si.errs[i] = errors.New("account has no id")
+			continue
+		}
+		ctxJSON, creds, err := accountSecrets(a)
+		if err != nil {
+			si.errs[i] = err
+			continue
+		}
+		row := &si.enc[i]
+		row.context = string(ctxJSON)
+		if a.LastError != nil {
+			b, err := json.Marshal(a.LastError)
+			if err != nil {
+				si.errs[i] = fmt.Errorf("encoding last error of account %s: %w", a.ID, err)
+				continue
+			}
+			s := string(b)
+			row.lastError = &s
+		}
+		if row.credentials, err = sl.Seal(creds, []byte(a.ID)); err != nil {
+			si.errs[i] = fmt.Errorf("sealing credentials of account %s: %w", a.ID, err)
+			continue
+		}
+		row.expiresAt = nanos(a.Credentials.Expiry)
+		row.hasRefresh = a.Credentials.RefreshToken != ""
+		row.probe = nanos(a.NextProbeAt)
+		si.order = append(si.order, i)
+	}
+	slices.SortStableFunc(si.order, func(x, y int) int {
+		return strings.Compare(rows[x].Account.ID, rows[y].Account.ID)
+	})
+	return si
 }
 
 // importTimes fills in a's times as createAccount does and returns them.
@@ -45,25 +123,25 @@ func importTimes(a *account.Account, now time.Time) (created, updated time.Time)
 	return created, updated
 }
 
-// ImportAccounts writes rows in one transaction, one row at a time through
-// statements prepared once per call. A single-row insert needs no
-// statement journal (a multi-row one keeps one to undo itself midway, and
-// must be compiled for its parameters' count), and committing a thousand
-// rows at once is most of the speed of a bulk import. An id already taken
-// is skipped by ON CONFLICT rather than failing the transaction; the
-// changes count tells which rows were written, so that only their events
-// are inserted.
+// SealImport encodes and seals rows for ImportSealed.
+func (s *SQLite) SealImport(rows []Import) *SealedImport { return sealImport(s.sealer, rows) }
+
+// ImportAccounts seals rows and writes them.
 func (s *SQLite) ImportAccounts(ctx context.Context, rows []Import) ([]error, error) {
-	errs := make([]error, len(rows))
-	enc := make([]accountRow, len(rows))
-	// Sealing happens before the write transaction, so that the single
-	// writer is held only for the inserts.
-	for i, r := range rows {
-		var err error
-		if enc[i], err = s.encodeAccount(r.Account); err != nil {
-			errs[i] = err
-		}
-	}
+	return s.ImportSealed(ctx, s.SealImport(rows))
+}
+
+// ImportSealed writes a sealed batch in one transaction, one row at a time
+// through statements prepared once per call, in id order. A single-row
+// insert needs no statement journal (a multi-row one keeps one to undo
+// itself midway, and must be compiled for its parameters' count), and
+// committing many rows at once is most of the speed of a bulk import. An id
+// already taken is skipped by ON CONFLICT rather than failing the
+// transaction; the changes count tells which rows were written, so that
+// only their events are inserted.
+func (s *SQLite) ImportSealed(ctx context.Context, si *SealedImport) ([]error, error) {
+	rows := si.rows
+	errs := slices.Clone(si.errs)
 	now := s.now().UTC()
 	written := make([]bool, len(rows))
 	err := s.write(ctx, "importing accounts", func(tx *sql.Tx) error {
@@ -74,15 +152,20 @@ func (s *SQLite) ImportAccounts(ctx context.Context, rows []Import) ([]error, er
 		}
 		defer insAccount.Close()
 		var insEvent *sql.Stmt
-		for i, r := range rows {
-			if errs[i] != nil {
-				continue
-			}
-			a, row := r.Account, &enc[i]
+		for _, i := range si.order {
+			r, row := rows[i], &si.enc[i]
+			a := r.Account
 			created, updated := importTimes(a, now)
+			var lastError, hasRefresh any
+			if row.lastError != nil {
+				lastError = *row.lastError
+			}
+			if hasRefresh = int64(0); row.hasRefresh {
+				hasRefresh = int64(1)
+			}
 			res, err := insAccount.ExecContext(ctx, a.ID, a.TenantID, a.Integration, string(a.Method), string(a.Status),
-				row.context, row.credentials, row.lastError, nanos(created), nanos(updated), row.probe,
-				row.expiresAt, row.hasRefresh)
+				row.context, row.credentials, lastError, nanos(created), nanos(updated), row.probe,
+				row.expiresAt, hasRefresh)
 			if err != nil {
 				return storeErr("importing accounts", err)
 			}
@@ -141,124 +224,242 @@ func finishImport(rows []Import, errs []error, written []bool, now time.Time) {
 	}
 }
 
-// ImportAccounts writes rows with one multi-row insert (arrays unnested on
-// the server) and one for their events, in one transaction. Ids already
-// taken are skipped by ON CONFLICT; RETURNING tells which rows were
-// written, and only their events are inserted.
+// SealImport encodes and seals rows for ImportSealed.
+func (p *Postgres) SealImport(rows []Import) *SealedImport { return sealImport(p.sealer, rows) }
+
+// ImportAccounts seals rows and writes them.
 func (p *Postgres) ImportAccounts(ctx context.Context, rows []Import) ([]error, error) {
-	errs := make([]error, len(rows))
+	return p.ImportSealed(ctx, p.SealImport(rows))
+}
+
+// pgImportDirect lets ImportSealed COPY straight into accounts once it has
+// seen which ids are taken (tests turn it off to run the other path).
+var pgImportDirect = true
+
+// pgImportBeforeCopy, when set, runs between the probe of taken ids and the
+// direct COPY (tests take an id there, as a concurrent writer would).
+var pgImportBeforeCopy func()
+
+// errImportRace is a direct COPY that met an id inserted after the
+// transaction looked: the batch is written again the other way.
+var errImportRace = errors.New("an id was taken while the batch was written")
+
+// ImportSealed writes a sealed batch in one transaction with COPY, the
+// fastest way into PostgreSQL (binary rows streamed in one round trip, no
+// statement per row). It first asks which of the batch's ids are taken (one
+// probe of the primary key) and COPYs the others directly into accounts.
+// Should another writer take one of those ids in between, the COPY fails,
+// nothing of the batch stays, and the batch is written again through a
+// temporary table: COPY into it, then one INSERT … SELECT … ON CONFLICT
+// (id) DO NOTHING RETURNING id tells which rows were written. Events of
+// the written rows follow by COPY in the same transaction.
+func (p *Postgres) ImportSealed(ctx context.Context, si *SealedImport) ([]error, error) {
+	rows := si.rows
+	errs := slices.Clone(si.errs)
 	now := p.now().UTC()
-	n := len(rows)
-	var (
-		ids, tenants, integrations, methods, statuses, contexts = make([]string, 0, n), make([]string, 0, n),
-			make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-		lastErrors                            = make([]*string, 0, n)
-		creds                                 = make([][]byte, 0, n)
-		createds, updateds, probes, expiresAt = make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
-		hasRefresh                            = make([]bool, 0, n)
-		index                                 = make(map[string]int, n)
-	)
-	for i, r := range rows {
-		a := r.Account
-		row, err := p.encodeAccount(a)
-		if err != nil {
-			errs[i] = err
+	// The first row of each id; a later one is reported taken by
+	// finishImport, as it would be one row at a time.
+	todo := make([]int, 0, len(si.order))
+	for k, i := range si.order {
+		if k > 0 && rows[si.order[k-1]].Account.ID == rows[i].Account.ID {
 			continue
 		}
-		if _, dup := index[a.ID]; dup {
-			// The second of two rows with one id: the first wins, as it
-			// would one row at a time.
-			errs[i] = fmt.Errorf("importing account %s: %w", a.ID, ErrExists)
-			continue
-		}
-		index[a.ID] = i
-		created, updated := importTimes(a, now)
-		ids, tenants, integrations = append(ids, a.ID), append(tenants, a.TenantID), append(integrations, a.Integration)
-		methods, statuses, contexts = append(methods, string(a.Method)), append(statuses, string(a.Status)), append(contexts, row.context)
-		lastErrors, creds = append(lastErrors, row.lastError), append(creds, row.credentials)
-		createds, updateds, probes = append(createds, nanos(created)), append(updateds, nanos(updated)), append(probes, row.probe)
-		expiresAt, hasRefresh = append(expiresAt, row.expiresAt), append(hasRefresh, row.hasRefresh)
+		todo = append(todo, i)
 	}
 	written := make([]bool, len(rows))
-	err := p.write(ctx, "importing accounts", func(tx pgx.Tx) error {
-		clear(written)
-		if len(ids) == 0 {
-			return nil
+	direct := pgImportDirect
+	for {
+		err := p.write(ctx, "importing accounts", func(tx pgx.Tx) error {
+			clear(written)
+			if len(todo) == 0 {
+				return nil
+			}
+			var err error
+			if direct {
+				err = p.copyAccounts(ctx, tx, si, todo, written, now)
+			} else {
+				err = p.copyAccountsOnConflict(ctx, tx, si, todo, written, now)
+			}
+			if err != nil {
+				return err
+			}
+			return copyImportEvents(ctx, tx, rows, written, now)
+		})
+		if direct && errors.Is(err, errImportRace) {
+			direct = false
+			continue
 		}
-		got, err := tx.Query(ctx, `INSERT INTO accounts (id, tenant_id, integration, method, status, context,
-			credentials, last_error, version, created_at, updated_at, next_probe_at, expires_at, has_refresh)
-			SELECT id, tenant_id, integration, method, status, context, credentials, last_error, 1,
-				created_at, updated_at, next_probe_at, expires_at, has_refresh
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[],
-				$8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bool[])
-				AS t (id, tenant_id, integration, method, status, context, credentials, last_error,
-				created_at, updated_at, next_probe_at, expires_at, has_refresh)
-			ON CONFLICT (id) DO NOTHING
-			RETURNING id`,
-			ids, tenants, integrations, methods, statuses, contexts, creds, lastErrors, createds, updateds, probes,
-			expiresAt, hasRefresh)
 		if err != nil {
-			return storeErr("importing accounts", err)
+			return nil, err
 		}
-		for got.Next() {
-			var id string
-			if err := got.Scan(&id); err != nil {
-				got.Close()
-				return storeErr("importing accounts", err)
-			}
-			written[index[id]] = true
-		}
-		got.Close()
-		if err := got.Err(); err != nil {
-			return storeErr("importing accounts", err)
-		}
-		var (
-			evIDs, evNames, evAccounts []string
-			evPayloads                 [][]byte
-			evAt                       []int64
-		)
-		for i, r := range rows {
-			if !written[i] {
-				continue
-			}
-			for j := range r.Events {
-				e := &r.Events[j]
-				if err := e.fill(now); err != nil {
-					return err
-				}
-				evIDs, evNames, evAccounts = append(evIDs, e.ID), append(evNames, e.Name), append(evAccounts, e.AccountID)
-				evPayloads, evAt = append(evPayloads, e.payload()), append(evAt, nanos(e.CreatedAt))
-			}
-		}
-		if len(evIDs) == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO events (id, name, account_id, payload, created_at)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[])`,
-			evIDs, evNames, evAccounts, evPayloads, evAt); err != nil {
-			if pgUniqueViolation(err) {
-				return fmt.Errorf("importing events: %w", ErrExists)
-			}
-			return storeErr("importing events", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+		break
 	}
 	finishImport(rows, errs, written, now)
 	return errs, nil
 }
 
-// ImportAccounts imports through the wrapped store. Nothing cached goes
+// pgImportColumns are the columns a COPY of accounts fills, in the order
+// of importValues.
+var pgImportColumns = []string{"id", "tenant_id", "integration", "method", "status", "context", "credentials",
+	"last_error", "version", "created_at", "updated_at", "next_probe_at", "expires_at", "has_refresh"}
+
+// importSource streams the rows at rows[idx] to COPY.
+func importSource(si *SealedImport, idx []int, now time.Time) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(idx), func(k int) ([]any, error) {
+		i := idx[k]
+		a, row := si.rows[i].Account, &si.enc[i]
+		created, updated := importTimes(a, now)
+		return []any{a.ID, a.TenantID, a.Integration, string(a.Method), string(a.Status), row.context,
+			row.credentials, row.lastError, int64(1), nanos(created), nanos(updated), row.probe, row.expiresAt,
+			row.hasRefresh}, nil
+	})
+}
+
+// copyAccounts COPYs the rows of todo whose ids are free into accounts.
+func (p *Postgres) copyAccounts(ctx context.Context, tx pgx.Tx, si *SealedImport, todo []int, written []bool, now time.Time) error {
+	ids := make([]string, len(todo))
+	for k, i := range todo {
+		ids[k] = si.rows[i].Account.ID
+	}
+	taken, err := tx.Query(ctx, `SELECT id FROM accounts WHERE id = ANY($1::text[])`, ids)
+	if err != nil {
+		return storeErr("importing accounts", err)
+	}
+	var seen map[string]bool
+	for taken.Next() {
+		var id string
+		if err := taken.Scan(&id); err != nil {
+			taken.Close()
+			return storeErr("importing accounts", err)
+		}
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		seen[id] = true
+	}
+	taken.Close()
+	if err := taken.Err(); err != nil {
+		return storeErr("importing accounts", err)
+	}
+	fresh := todo
+	if len(seen) > 0 {
+		fresh = make([]int, 0, len(todo)-len(seen))
+		for _, i := range todo {
+			if !seen[si.rows[i].Account.ID] {
+				fresh = append(fresh, i)
+			}
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if pgImportBeforeCopy != nil {
+		pgImportBeforeCopy()
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"accounts"}, pgImportColumns, importSource(si, fresh, now)); err != nil {
+		if pgUniqueViolation(err) {
+			return errImportRace
+		}
+		return storeErr("importing accounts", err)
+	}
+	for _, i := range fresh {
+		written[i] = true
+	}
+	return nil
+}
+
+// copyAccountsOnConflict COPYs the rows of todo into a temporary table
+// and moves them into accounts with one insert that skips taken ids.
+func (p *Postgres) copyAccountsOnConflict(ctx context.Context, tx pgx.Tx, si *SealedImport, todo []int, written []bool, now time.Time) error {
+	if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE linkgate_import (
+		id text COLLATE "C", tenant_id text COLLATE "C", integration text, method text, status text, context text,
+		credentials bytea, last_error text, version bigint, created_at bigint, updated_at bigint,
+		next_probe_at bigint, expires_at bigint, has_refresh boolean) ON COMMIT DROP`); err != nil {
+		return storeErr("importing accounts", err)
+	}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"linkgate_import"}, pgImportColumns, importSource(si, todo, now)); err != nil {
+		return storeErr("importing accounts", err)
+	}
+	index := make(map[string]int, len(todo))
+	for _, i := range todo {
+		index[si.rows[i].Account.ID] = i
+	}
+	cols := strings.Join(pgImportColumns, ", ")
+	got, err := tx.Query(ctx, `INSERT INTO accounts (`+cols+`) SELECT `+cols+` FROM linkgate_import
+		ON CONFLICT (id) DO NOTHING RETURNING id`)
+	if err != nil {
+		return storeErr("importing accounts", err)
+	}
+	for got.Next() {
+		var id string
+		if err := got.Scan(&id); err != nil {
+			got.Close()
+			return storeErr("importing accounts", err)
+		}
+		written[index[id]] = true
+	}
+	got.Close()
+	if err := got.Err(); err != nil {
+		return storeErr("importing accounts", err)
+	}
+	return nil
+}
+
+// copyImportEvents COPYs the events of the written rows.
+func copyImportEvents(ctx context.Context, tx pgx.Tx, rows []Import, written []bool, now time.Time) error {
+	var evs []*Event
+	for i, r := range rows {
+		if !written[i] {
+			continue
+		}
+		for j := range r.Events {
+			e := &r.Events[j]
+			if err := e.fill(now); err != nil {
+				return err
+			}
+			evs = append(evs, e)
+		}
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, []string{"id", "name", "account_id", "payload", "created_at"},
+		pgx.CopyFromSlice(len(evs), func(k int) ([]any, error) {
+			e := evs[k]
+			return []any{e.ID, e.Name, e.AccountID, e.payload(), nanos(e.CreatedAt)}, nil
+		}))
+	if err != nil {
+		if pgUniqueViolation(err) {
+			return fmt.Errorf("importing events: %w", ErrExists)
+		}
+		return storeErr("importing events", err)
+	}
+	return nil
+}
+
+// SealImport seals through the wrapped store.
+func (c *Cached) SealImport(rows []Import) *SealedImport {
+	im, ok := c.inner.(Importer)
+	if !ok {
+		return &SealedImport{rows: rows, errs: make([]error, len(rows))}
+	}
+	return im.SealImport(rows)
+}
+
+// ImportSealed imports through the wrapped store. Nothing cached goes
 // stale: a written row's id did not exist, and the cache holds only
 // accounts that did; a row whose id was taken changed nothing.
-func (c *Cached) ImportAccounts(ctx context.Context, rows []Import) ([]error, error) {
+func (c *Cached) ImportSealed(ctx context.Context, si *SealedImport) ([]error, error) {
 	im, ok := c.inner.(Importer)
 	if !ok {
 		return nil, fmt.Errorf("importing accounts: the store cannot import in bulk")
 	}
-	return im.ImportAccounts(ctx, rows)
+	return im.ImportSealed(ctx, si)
+}
+
+// ImportAccounts imports through the wrapped store.
+func (c *Cached) ImportAccounts(ctx context.Context, rows []Import) ([]error, error) {
+	return c.ImportSealed(ctx, c.SealImport(rows))
 }
 
 // fill gives e the id and time an insert would, and checks its name.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,15 +111,29 @@ func (p *Postgres) ClaimDeliveries(ctx context.Context, now time.Time, lease tim
 	return claimedDeliveries(rows, until)
 }
 
-// ClaimEndpointDeliveries leases every endpoint's due deliveries in one
-// statement: a lateral seek into deliveries_endpoint_due per endpoint, rows
-// other dispatchers are claiming skipped.
+// ClaimEndpointDeliveries leases each endpoint's due deliveries in one
+// statement (one round trip): a seek into deliveries_endpoint_due per
+// endpoint, rows other dispatchers are claiming skipped, then the leases
+// written by primary key.
 func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []EndpointClaim) ([]Delivery, error) {
-	var (
-		eps     []string
-		limits  []int64
-		befores []int64
-	)
+	until := now.Add(lease).UnixNano()
+	q, args := pgClaimQuery(now.UnixNano(), until, claims)
+	if q == "" {
+		return nil, nil
+	}
+	rows, err := p.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, storeErr("claiming deliveries", err)
+	}
+	defer rows.Close()
+	return claimedDeliveries(rows, until)
+}
+
+// pgClaimQuery is the statement that claims claims at at, leased until
+// until; empty when no claim asks for anything.
+func pgClaimQuery(at, until int64, claims []EndpointClaim) (string, []any) {
+	args := []any{until, at}
+	var picks []string
 	for _, c := range claims {
 		if c.Limit <= 0 {
 			continue
@@ -127,43 +142,48 @@ func (p *Postgres) ClaimEndpointDeliveries(ctx context.Context, now time.Time, l
 		if !c.CreatedBefore.IsZero() {
 			before = c.CreatedBefore.UnixNano()
 		}
-		eps, limits, befores = append(eps, c.Endpoint), append(limits, int64(c.Limit)), append(befores, before)
+		args = append(args, c.Endpoint, before)
+		picks = append(picks, pgPickEndpoint(len(picks), len(args)-1, c.Limit))
 	}
-	if len(eps) == 0 {
-		return nil, nil
+	if len(picks) == 0 {
+		return "", nil
 	}
-	at := now.UnixNano()
-	until := now.Add(lease).UnixNano()
-	rows, err := p.pool.Query(ctx, pgClaimEndpointQuery, until, at, eps, limits, befores)
-	if err != nil {
-		return nil, storeErr("claiming deliveries", err)
-	}
-	defer rows.Close()
-	return claimedDeliveries(rows, until)
-}
-
-// pgClaimEndpointQuery leases, for each (endpoint, limit, created before)
-// of its arrays, that endpoint's soonest due deliveries, but not a delivery
-// of an account's event while one of an earlier event of that account to
-// that endpoint is pending (as SQLite's query): each account's events reach
-// each endpoint in commit order. The check reads without locking, so a
-// pending earlier delivery another dispatcher holds still blocks.
-const pgClaimEndpointQuery = `WITH want AS (
-		SELECT * FROM unnest($3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS w (endpoint, n, before, ord)),
-	picked AS (
-		SELECT p.id, want.ord FROM want, LATERAL (
-			SELECT d.id FROM deliveries d
-			WHERE d.status = 'pending' AND d.endpoint = want.endpoint AND d.next_attempt_at <= $2 AND d.lease_until <= $2
-				AND d.created_at < want.before
-				AND NOT EXISTS (SELECT 1 FROM events e
-					JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
-					JOIN deliveries q ON q.event_id = pe.id
-					WHERE e.id = d.event_id AND e.account_id <> '' AND q.endpoint = d.endpoint AND q.status = 'pending')
-			ORDER BY d.next_attempt_at, d.id LIMIT want.n FOR UPDATE OF d SKIP LOCKED) p),
+	return `WITH picked AS (` + strings.Join(picks, "\n\tUNION ALL ") + `),
 	claimed AS (
 		UPDATE deliveries SET lease_until = $1 WHERE id IN (SELECT id FROM picked) RETURNING *)
 	SELECT ` + pgDeliveryColumns + ` FROM claimed d JOIN events e ON e.id = d.event_id JOIN picked ON picked.id = d.id
-	ORDER BY picked.ord, d.next_attempt_at, d.id`
+	ORDER BY picked.ord, d.next_attempt_at, d.id`, args
+}
+
+// pgPickEndpoint is the part of the claim that picks up to limit of one
+// endpoint's (parameter $ep) soonest deliveries due at $2 and created
+// before $ep+1, and locks them, skipping rows another dispatcher holds; but
+// not a delivery of an account's event while one of an earlier event of
+// that account to that endpoint is pending (as SQLite's query): each
+// account's events reach each endpoint in commit order. The check reads
+// without locking, so a pending earlier delivery another dispatcher holds
+// still blocks.
+//
+// The plan must not depend on statistics (a burst of alarms is claimed
+// before autovacuum has looked at it, and a planner that guesses one row
+// per endpoint read the whole backlog for every candidate): the limit is a
+// constant, so the endpoint's index is walked in order and stops at it and
+// the lease is written through the primary key; OFFSET 0 keeps each
+// subquery a per-row probe rather than a join the planner may reorder; and
+// the inner check has deliveries_event_pending, which matches every
+// condition it names.
+func pgPickEndpoint(ord, ep, limit int) string {
+	e, before := "$"+strconv.Itoa(ep), "$"+strconv.Itoa(ep+1)
+	return `SELECT id, ` + strconv.Itoa(ord) + ` AS ord FROM (SELECT d.id FROM deliveries d
+		WHERE d.status = 'pending' AND d.endpoint = ` + e + ` AND d.next_attempt_at <= $2 AND d.lease_until <= $2
+			AND d.created_at < ` + before + `
+			AND NOT EXISTS (SELECT 1 FROM events e JOIN events pe ON pe.account_id = e.account_id AND pe.seq < e.seq
+				WHERE e.id = d.event_id AND e.account_id <> ''
+					AND EXISTS (SELECT 1 FROM deliveries q
+						WHERE q.event_id = pe.id AND q.endpoint = d.endpoint AND q.status = 'pending' OFFSET 0)
+				OFFSET 0)
+		ORDER BY d.next_attempt_at, d.id LIMIT ` + strconv.Itoa(limit) + ` FOR UPDATE OF d SKIP LOCKED) p` + strconv.Itoa(ord)
+}
 
 // PendingEndpoints walks deliveries_endpoint_due from one endpoint to the
 // next (a recursive seek), rather than reading every pending delivery.

@@ -353,13 +353,17 @@ func listAccountsQuery(f Filter, limit int) (string, []any, error) {
 		where = append(where, "((id >= ? AND id < ?) OR (tenant_id >= ? AND tenant_id < ?))")
 		args = append(args, f.Search, prefixEnd(f.Search), f.Search, prefixEnd(f.Search))
 	}
-	if f.Cursor != "" {
-		c, err := decodeCursor(f.Cursor)
-		if err != nil {
-			return "", nil, err
-		}
+	from, hasFrom, upper, hasUpper, err := createdBounds(f)
+	if err != nil {
+		return "", nil, err
+	}
+	if hasUpper {
 		where = append(where, "(created_at, id) < (?, ?)")
-		args = append(args, c.at, c.id)
+		args = append(args, upper.at, upper.id)
+	}
+	if hasFrom {
+		where = append(where, "created_at >= ?")
+		args = append(args, from)
 	}
 	q := "SELECT " + accountColumns + " FROM accounts"
 	if f.Search == "" {

@@ -171,7 +171,7 @@ const sqliteClaimEndpointQuery = `SELECT d.id FROM deliveries AS d INDEXED BY de
 	WHERE d.status = 'pending' AND d.endpoint = ? AND d.next_attempt_at <= ? AND d.lease_until <= ? AND d.created_at < ?
 		AND NOT EXISTS (SELECT 1 FROM events e
 			JOIN events pe INDEXED BY events_account_seq ON pe.account_id = e.account_id AND pe.seq < e.seq
-			JOIN deliveries p INDEXED BY deliveries_event ON p.event_id = pe.id
+			JOIN deliveries p INDEXED BY deliveries_event_pending ON p.event_id = pe.id
 			WHERE e.id = d.event_id AND e.account_id <> '' AND p.endpoint = d.endpoint AND p.status = 'pending')
 	ORDER BY d.next_attempt_at, d.id LIMIT ?`
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -108,6 +109,7 @@ func TestListAccountsUsesIndexes(t *testing.T) {
 	st := openPlanStore(t)
 	fillAccounts(t, st, 2000)
 	cur := cursor{at: time.Now().UnixNano(), id: "acc_x"}.encode()
+	from, before := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC), time.Date(2026, 1, 1, 0, 20, 0, 0, time.UTC)
 	cases := []struct {
 		name string
 		f    Filter
@@ -130,6 +132,16 @@ func TestListAccountsUsesIndexes(t *testing.T) {
 		{"all", Filter{Status: account.StatusActive, TenantID: "tenant_00042", Integration: "hubspot", Cursor: cur},
 			"SEARCH accounts USING INDEX accounts_tenant_newest (tenant_id=? AND (created_at,id)<(?,?))"},
 		{"search", Filter{Search: "acc_00001", Cursor: cur}, ""},
+		{"created", Filter{CreatedFrom: from, CreatedBefore: before},
+			"SEARCH accounts USING INDEX accounts_newest (created_at>? AND (created_at,id)<(?,?))"},
+		{"created+cursor", Filter{CreatedFrom: from, CreatedBefore: before, Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_newest (created_at>? AND (created_at,id)<(?,?))"},
+		{"status+created", Filter{Status: account.StatusNeedsReauth, CreatedFrom: from, Cursor: cur},
+			"SEARCH accounts USING INDEX accounts_status_newest (status=? AND created_at>? AND (created_at,id)<(?,?))"},
+		{"tenant+created", Filter{TenantID: "tenant_00042", CreatedFrom: from},
+			"SEARCH accounts USING INDEX accounts_tenant_newest (tenant_id=? AND created_at>?)"},
+		{"status+integration+created", Filter{Status: account.StatusActive, Integration: "hubspot", CreatedBefore: before},
+			"SEARCH accounts USING INDEX accounts_status_integration_newest (status=? AND integration=? AND (created_at,id)<(?,?))"},
 	}
 	analyzed(t, st, func(t *testing.T) {
 		for _, c := range cases {
@@ -189,4 +201,51 @@ func BenchmarkSQLiteListAccounts100k(b *testing.B) {
 			b.Fatal(len(p.Accounts), err)
 		}
 	}
+}
+
+// fillOutbox writes n events, two an account (so that half the deliveries
+// wait for the one before them), and a pending delivery of each to three
+// endpoints, as a burst of alarms leaves the outbox.
+func fillOutbox(t testing.TB, st *SQLite, n int) {
+	t.Helper()
+	for _, q := range []string{
+		`WITH RECURSIVE i(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM i WHERE i < ?)
+		INSERT INTO events (id, name, account_id, payload, created_at)
+			SELECT printf('evt_%07d', i), 'integrated_account:authentication_error', printf('acc_%07d', i / 2), '{}', i FROM i`,
+		`WITH RECURSIVE i(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM i WHERE i < ?)
+		INSERT INTO deliveries (id, event_id, endpoint, status, next_attempt_at, created_at, updated_at)
+			SELECT printf('dlv_%07d_%d', i, ep), printf('evt_%07d', i), 'http://127.0.0.1:' || ep || '/hook', 'pending', 5000, 5000, 5000
+			FROM i, (SELECT 1 AS ep UNION ALL SELECT 2 UNION ALL SELECT 3)`,
+	} {
+		if _, err := st.w.Exec(q, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestClaimEndpointSeeks checks the dispatcher's claim of one endpoint's
+// deliveries: a seek into that endpoint's part of deliveries_endpoint_due
+// in claim order, and for the order check a seek per candidate into the
+// account's earlier events and their pending deliveries to that endpoint —
+// never a walk of the backlog, with or without statistics.
+func TestClaimEndpointSeeks(t *testing.T) {
+	st := openPlanStore(t)
+	fillOutbox(t, st, 2000)
+	analyzed(t, st, func(t *testing.T) {
+		p := queryPlan(t, st.w, sqliteClaimEndpointQuery, "http://127.0.0.1:2/hook", int64(10_000), int64(10_000), int64(math.MaxInt64), 4)
+		t.Log(p)
+		for _, want := range []string{
+			"SEARCH d USING INDEX deliveries_endpoint_due (endpoint=? AND next_attempt_at<?)",
+			"SEARCH e USING INDEX sqlite_autoindex_events_1 (id=?)",
+			"SEARCH pe USING INDEX events_account_seq (account_id=? AND seq<?)",
+			"SEARCH p USING COVERING INDEX deliveries_event_pending (event_id=? AND endpoint=?)",
+		} {
+			if !strings.Contains(p, want) {
+				t.Errorf("claim plan lacks %q", want)
+			}
+		}
+		if strings.Contains(p, "TEMP B-TREE") {
+			t.Errorf("claim sorts instead of walking the index: %s", p)
+		}
+	})
 }

@@ -77,6 +77,11 @@ type Filter struct {
 	Integration string
 	// Search matches an account id or tenant id by prefix.
 	Search string
+	// CreatedFrom and CreatedBefore, when set, keep the accounts created
+	// at or after CreatedFrom and before CreatedBefore: bounds of the seek
+	// in the listing's index, so a range far down the listing costs what
+	// its first page does.
+	CreatedFrom, CreatedBefore time.Time
 	// Cursor is the NextCursor of the previous page.
 	Cursor string
 	// Limit is the page size; 0 means 100, the largest is 1000.

@@ -6,6 +6,7 @@
 //	scale mark -store S -db D -n N            1 % of the accounts needs_reauth, as a live base has
 //	scale measure -store S -db D -key K -n N  claim time, list pages at depth, cache heap and RSS
 //	scale webhooks -store S -db D -key K      drain times of 10,000 alarms with a slow endpoint
+//	                                          (-slow 0: three healthy endpoints)
 //
 // S is sqlite or postgres; D is the SQLite file or the PostgreSQL DSN; K
 // is the base64 encryption key the accounts were sealed with.
@@ -19,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -31,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite"
 
@@ -53,18 +56,24 @@ func main() {
 	cacheSize := fs.Int64("cache", 64<<20, "cache_size in bytes")
 	alarms := fs.Int("alarms", 10_000, "webhook events")
 	slowDelay := fs.Duration("slow", 2*time.Second, "answer time of the slow endpoint")
+	ids := fs.String("ids", "seq", "gen: seq (ids in insertion order, which measure names) or random (UUIDs, as a migration brings)")
 	_ = fs.Parse(os.Args[2:])
 	var out any
 	switch os.Args[1] {
 	case "gen":
-		gen(*n)
+		gen(*n, *ids == "random")
 		return
 	case "mark":
 		out = mark(*store, *db, *n)
 	case "measure":
 		out = measure(openStore(*store, *db, *key), *n, min(*touch, *n), *cacheSize)
 	case "webhooks":
-		out = webhooks(openStore(*store, *db, *key), *alarms, *slowDelay)
+		emptyOutbox(*store, *db)
+		pgDSN := ""
+		if *store == "postgres" {
+			pgDSN = *db
+		}
+		out = webhooks(openStore(*store, *db, *key), *alarms, *slowDelay, pgDSN)
 	default:
 		log.Fatalf("unknown subcommand %q", os.Args[1])
 	}
@@ -81,22 +90,27 @@ func accountID(i int) string {
 // gen writes n import rows: two in three OAuth accounts (on two
 // integrations) whose tokens expire 2 to 30 days out, so that an idle
 // gateway has nothing to refresh; the others API-key accounts; three
-// accounts a tenant.
-func gen(n int) {
+// accounts a tenant. With random, ids are random UUIDs and tenants and
+// expiries are shuffled, as in a migration from another vendor: every
+// index then takes its inserts at random places.
+func gen(n int, random bool) {
 	w := bufio.NewWriterSize(os.Stdout, 1<<20)
 	defer w.Flush()
 	now := time.Now().UTC()
 	for i := range n {
-		tenant := fmt.Sprintf("tenant-%07d", i/3)
+		id, tenant, minute := accountID(i), fmt.Sprintf("tenant-%07d", i/3), i%(28*24*60)
+		if random {
+			id, tenant, minute = uuid.NewString(), fmt.Sprintf("tenant-%016x", uint64(i/3)*0x9E3779B97F4A7C15), mrand.IntN(28*24*60)
+		}
 		switch i % 3 {
 		case 0, 1:
 			integ := []string{"crm", "mail"}[i%2]
-			exp := now.Add(48*time.Hour + time.Duration(i%(28*24*60))*time.Minute).Format(time.RFC3339)
+			exp := now.Add(48*time.Hour + time.Duration(minute)*time.Minute).Format(time.RFC3339)
 			fmt.Fprintf(w, `{"id":%q,"tenant_id":%q,"integration":%q,"context":{"portal_id":"%d","oauth":{"token":{"access_token":"at-%d-0123456789abcdef0123456789abcdef0123456789abcdef","refresh_token":"rt-%d-0123456789abcdef","token_type":"bearer","scope":"crm.objects.contacts.read","expiry":%q}}}}`+"\n",
-				accountID(i), tenant, integ, i, i, i, exp)
+				id, tenant, integ, i, i, i, exp)
 		default:
 			fmt.Fprintf(w, `{"id":%q,"tenant_id":%q,"integration":"keyed","context":{"api_key":"key-%d-0123456789abcdef"}}`+"\n",
-				accountID(i), tenant, i)
+				id, tenant, i)
 		}
 	}
 }
@@ -144,6 +158,43 @@ func mark(store, db string, n int) map[string]any {
 	return map[string]any{"needs_reauth": len(ids)}
 }
 
+// emptyOutbox deletes the events and deliveries an earlier run left, so
+// that runs on a kept database measure the same backlog.
+func emptyOutbox(store, db string) {
+	ctx := context.Background()
+	switch store {
+	case "sqlite":
+		d, err := sql.Open("sqlite", "file:"+db+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer d.Close()
+		for _, q := range []string{"DELETE FROM deliveries", "DELETE FROM events"} {
+			if _, err := d.Exec(q); err != nil {
+				log.Fatal(err)
+			}
+		}
+	default:
+		c, err := pgx.Connect(ctx, db)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DELETE FROM deliveries; DELETE FROM events"); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+// loadAverage is the one-minute load average, to read timings against.
+func loadAverage() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
 type closer interface {
 	tokenstore.Store
 	tokenstore.Importer
@@ -187,7 +238,8 @@ func timeIt(reps int, f func()) (median, worst float64) {
 
 func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 	ctx := context.Background()
-	out := map[string]any{"accounts": n}
+	out := map[string]any{"accounts": n, "load_start": loadAverage()}
+	defer func() { out["load_end"] = loadAverage() }()
 
 	// The idle sweeper's claim: nothing expires within its window.
 	med, worst := timeIt(50, func() {
@@ -215,7 +267,27 @@ func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 		"status+integration": {Status: account.StatusActive, Integration: "mail"},
 		"tenant":             {TenantID: fmt.Sprintf("tenant-%07d", n/3/10)},
 	}
+	filters["status+tenant"] = tokenstore.Filter{Status: account.StatusActive, TenantID: fmt.Sprintf("tenant-%07d", n/3/10)}
 	pages := map[string]any{}
+	// The first page of a created_at range 90 % down the listing: a seek,
+	// not a walk from the newest account.
+	if p, err := st.ListAccounts(ctx, tokenstore.Filter{Cursor: deepCursor(ctx, st, tokenstore.Filter{}, 0.9), Limit: 1}); err == nil && len(p.Accounts) == 1 {
+		before := p.Accounts[0].CreatedAt
+		for name, f := range map[string]tokenstore.Filter{
+			"created_range":        {CreatedFrom: before.Add(-10 * time.Second), CreatedBefore: before, Limit: 100},
+			"status+created_range": {Status: account.StatusNeedsReauth, CreatedFrom: before.Add(-10 * time.Second), CreatedBefore: before, Limit: 100},
+		} {
+			var got int
+			med, worst := timeIt(30, func() {
+				p, err := st.ListAccounts(ctx, f)
+				if err != nil {
+					log.Fatal(err)
+				}
+				got = len(p.Accounts)
+			})
+			pages[name] = map[string]float64{"median_ms": med, "worst_ms": worst, "rows": float64(got)}
+		}
+	}
 	for name, f := range filters {
 		cur := deepCursor(ctx, st, f, 0.9)
 		f.Cursor, f.Limit = cur, 100
@@ -292,6 +364,68 @@ func heapAndRSS() (heap, rss uint64) {
 	return m.HeapAlloc, rss
 }
 
+// countingOutbox counts the dispatcher's fan-outs, claims and finished
+// attempts.
+type countingOutbox struct {
+	tokenstore.Outbox
+	fanOuts, claims, finishes atomic.Int64
+}
+
+func (c *countingOutbox) FanOut(ctx context.Context, limit int, f func(tokenstore.Event) []string) ([]tokenstore.Event, error) {
+	c.fanOuts.Add(1)
+	return c.Outbox.FanOut(ctx, limit, f)
+}
+
+func (c *countingOutbox) ClaimEndpointDeliveries(ctx context.Context, now time.Time, lease time.Duration, claims []tokenstore.EndpointClaim) ([]tokenstore.Delivery, error) {
+	c.claims.Add(1)
+	return c.Outbox.ClaimEndpointDeliveries(ctx, now, lease, claims)
+}
+
+func (c *countingOutbox) FinishAttempt(ctx context.Context, d *tokenstore.Delivery) error {
+	c.finishes.Add(1)
+	return c.Outbox.FinishAttempt(ctx, d)
+}
+
+func (c *countingOutbox) snapshot() [3]int64 {
+	return [3]int64{c.fanOuts.Load(), c.claims.Load(), c.finishes.Load()}
+}
+
+// dbCPUSeconds is the CPU time of the PostgreSQL backends connected to the
+// database of dsn (they run on this machine), from /proc; -1 without a
+// dsn (SQLite's work is in this process's own CPU time).
+func dbCPUSeconds(ctx context.Context, dsn string) float64 {
+	if dsn == "" {
+		return -1
+	}
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+	if err != nil {
+		log.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		log.Fatal(err)
+	}
+	tick := 100.0 // USER_HZ on Linux
+	var total float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		u, _ := strconv.ParseFloat(f[11], 64)
+		s, _ := strconv.ParseFloat(f[12], 64)
+		total += (u + s) / tick
+	}
+	return total
+}
+
 func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
@@ -301,8 +435,9 @@ func cpuSeconds() float64 {
 // webhooks sends alarms events to three endpoints, one answering in
 // slowDelay, and reports when each healthy endpoint had them all, and the
 // CPU the process spends per minute while only the slow endpoint's backlog
-// is left.
-func webhooks(st closer, alarms int, slowDelay time.Duration) map[string]any {
+// is left. With slowDelay 0 all three are healthy and all three drains are
+// reported.
+func webhooks(st closer, alarms int, slowDelay time.Duration, pgDSN string) map[string]any {
 	ctx := context.Background()
 	var counts [3]atomic.Int64
 	done := [3]chan struct{}{make(chan struct{}), make(chan struct{}), make(chan struct{})}
@@ -310,7 +445,7 @@ func webhooks(st closer, alarms int, slowDelay time.Duration) map[string]any {
 	var eps []webhook.Endpoint
 	for i := range 3 {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if i == 0 {
+			if i == 0 && slowDelay > 0 {
 				select {
 				case <-time.After(slowDelay):
 				case <-r.Context().Done():
@@ -333,13 +468,18 @@ func webhooks(st closer, alarms int, slowDelay time.Duration) map[string]any {
 			log.Fatal(err)
 		}
 	}
-	d := webhook.NewDispatcher(st, eps, webhook.Options{})
-	t0 := time.Now()
+	cs := &countingOutbox{Outbox: st}
+	d := webhook.NewDispatcher(cs, eps, webhook.Options{})
+	t0, cpu0, db0 := time.Now(), cpuSeconds(), dbCPUSeconds(ctx, pgDSN)
 	if err := d.Start(); err != nil {
 		log.Fatal(err)
 	}
-	out := map[string]any{"alarms": alarms, "slow_answer_s": slowDelay.Seconds(), "endpoints": 3}
-	for i := 1; i < 3; i++ {
+	out := map[string]any{"alarms": alarms, "slow_answer_s": slowDelay.Seconds(), "endpoints": 3, "load_start": loadAverage()}
+	first := 1
+	if slowDelay == 0 {
+		first = 0
+	}
+	for i := first; i < 3; i++ {
 		select {
 		case <-done[i]:
 			out[fmt.Sprintf("healthy_%d_drained_s", i)] = time.Since(t0).Seconds()
@@ -347,11 +487,31 @@ func webhooks(st closer, alarms int, slowDelay time.Duration) map[string]any {
 			out[fmt.Sprintf("healthy_%d_drained_s", i)] = "not within 10 min"
 		}
 	}
+	out["load_drained"] = loadAverage()
+	// CPU to drain, against the load: this process (dispatcher, receivers)
+	// and the database's backends, per delivery made in that time.
+	delivered := counts[0].Load() + counts[1].Load() + counts[2].Load()
+	out["delivered_by_then"] = delivered
+	out["cpu_s_to_drain"] = cpuSeconds() - cpu0
+	if db0 >= 0 {
+		out["db_cpu_s_to_drain"] = dbCPUSeconds(ctx, pgDSN) - db0
+	}
+	if slowDelay == 0 {
+		_ = d.Stop(ctx)
+		return out
+	}
 	// Only the slow endpoint's backlog is left: what does waiting cost?
-	c0, w0 := cpuSeconds(), time.Now()
+	c0, w0, db0, calls0, n0 := cpuSeconds(), time.Now(), dbCPUSeconds(ctx, pgDSN), cs.snapshot(), counts[0].Load()
 	time.Sleep(20 * time.Second)
-	out["cpu_s_per_min_slow_backlog_only"] = (cpuSeconds() - c0) / time.Since(w0).Minutes()
-	out["slow_delivered_in_that_time"] = counts[0].Load()
+	minutes := time.Since(w0).Minutes()
+	out["cpu_s_per_min_slow_backlog_only"] = (cpuSeconds() - c0) / minutes
+	if db0 >= 0 {
+		out["db_cpu_s_per_min_slow_backlog_only"] = (dbCPUSeconds(ctx, pgDSN) - db0) / minutes
+	}
+	calls := cs.snapshot()
+	out["slow_delivered_in_that_time"] = counts[0].Load() - n0
+	out["store_calls_in_that_time"] = map[string]int64{"fan_outs": calls[0] - calls0[0], "claims": calls[1] - calls0[1], "finishes": calls[2] - calls0[2]}
+	out["load_end"] = loadAverage()
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_ = d.Stop(stopCtx)

@@ -33,6 +33,7 @@ type Transport struct {
 	mu         sync.Mutex
 	doc        any
 	hadRefresh bool
+	refresh    bool
 }
 
 // New returns a Transport for in over base (http.DefaultTransport if nil).
@@ -53,6 +54,7 @@ func (t *Transport) Answer() (any, bool) {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	refresh := grantType(req) == "refresh_token"
 	if t.In.TokenBody == "json" && req.Body != nil {
 		var err error
 		if req, err = jsonBody(req); err != nil {
@@ -87,7 +89,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			doc = nil
 		}
 	}
-	flat, hadRefresh := t.flatten(doc)
+	flat, hadRefresh := t.flatten(doc, refresh)
 	t.mu.Lock()
 	t.doc, t.hadRefresh = doc, hadRefresh
 	t.mu.Unlock()
@@ -107,11 +109,23 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // flatten returns the answer with the token fields at the RFC 6749 names,
 // or nil when the answer needs no change. It also reports whether the
-// answer carried a refresh token.
-func (t *Transport) flatten(doc any) (map[string]any, bool) {
+// answer carried a refresh token. A refresh answer may carry a field at
+// the top level where the exchange nested it: Slack nests a user token
+// under authed_user in the exchange only, since a refresh answers for the
+// one token it refreshed.
+func (t *Transport) flatten(doc any, refresh bool) (map[string]any, bool) {
 	in := t.In
 	top, _ := doc.(map[string]any)
-	rt, _ := account.LookupPath(doc, in.TokenFieldPath("refresh_token"))
+	lookup := func(name string) (string, bool) {
+		if v, ok := account.LookupPath(doc, in.TokenFieldPath(name)); ok {
+			return v, true
+		}
+		if refresh {
+			return account.LookupPath(doc, name)
+		}
+		return "", false
+	}
+	rt, _ := lookup("refresh_token")
 	hadRefresh := rt != ""
 	if top == nil || (len(in.TokenFields) == 0 && in.DefaultExpiresIn == 0) {
 		return nil, hadRefresh
@@ -124,8 +138,9 @@ func (t *Transport) flatten(doc any) (map[string]any, bool) {
 		if in.TokenFields[name] == "" {
 			continue
 		}
+		v, ok := lookup(name)
 		delete(out, name)
-		if v, ok := account.LookupPath(doc, in.TokenFieldPath(name)); ok {
+		if ok {
 			out[name] = v
 		}
 	}
@@ -135,17 +150,48 @@ func (t *Transport) flatten(doc any) (map[string]any, bool) {
 		}
 	}
 	// x/oauth2 reads expires_in as a number only.
-	if s, ok := out["expires_in"].(string); ok {
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+	switch v := out["expires_in"].(type) {
+	case string:
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 			out["expires_in"] = n
 		} else {
 			delete(out, "expires_in")
 		}
+	case json.Number:
+		if _, err := v.Int64(); err != nil {
+			delete(out, "expires_in")
+		}
+	case nil:
+	default:
+		// A bool, an object or a list is no lifetime.
+		delete(out, "expires_in")
 	}
 	if _, ok := out["token_type"]; !ok {
 		out["token_type"] = "Bearer"
 	}
 	return out, hadRefresh
+}
+
+// grantType reads the grant_type of a form-encoded token request without
+// consuming its body.
+func grantType(req *http.Request) string {
+	if req.GetBody == nil {
+		return ""
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return ""
+	}
+	defer body.Close()
+	b, err := io.ReadAll(io.LimitReader(body, maxAnswer))
+	if err != nil {
+		return ""
+	}
+	v, err := url.ParseQuery(string(b))
+	if err != nil {
+		return ""
+	}
+	return v.Get("grant_type")
 }
 
 // jsonBody re-encodes a form-encoded token request as a JSON object.

@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"html/template"
+	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +115,18 @@ type AuthServer struct {
 	tokenExtra     map[string]any
 	callbackParams map[string]string
 	discovery      any
+	quirks         Quirks
+	// noPKCE switches fosite's PKCE enforcement off (Quirks.NoPKCE).
+	noPKCE *atomic.Bool
+	// offlineless are the authorization codes issued without
+	// Quirks.OfflineParams: their exchange gets no refresh token.
+	offlineless map[string]bool
+	// refreshAlias maps a refresh token a client holds to the grant's
+	// newest one, under Quirks.NoRefreshRotation.
+	refreshAlias map[string]string
+	// refreshMu serialises refreshes under Quirks.NoRefreshRotation, so
+	// the alias is read and moved on as one step.
+	refreshMu sync.Mutex
 }
 
 // SetTokenExtra adds fields to every token response, as providers that
@@ -182,6 +197,7 @@ func NewAuthServer(t testing.TB, opts AuthServerOptions) *AuthServer {
 	}
 	cfg.ClientSecretsHasher = &fosite.BCrypt{Config: cfg}
 
+	noPKCE := new(atomic.Bool)
 	store := storage.NewMemoryStore()
 	clients := make(map[string]Client, len(opts.Clients))
 	for _, c := range opts.Clients {
@@ -211,7 +227,9 @@ func NewAuthServer(t testing.TB, opts AuthServerOptions) *AuthServer {
 		compose.OAuth2ClientCredentialsGrantFactory,
 		compose.OAuth2TokenIntrospectionFactory,
 		compose.OAuth2TokenRevocationFactory,
-		compose.OAuth2PKCEFactory,
+		func(config fosite.Configurator, storage, strategy any) any {
+			return compose.OAuth2PKCEFactory(pkceSwitch{config, noPKCE}, storage, strategy)
+		},
 	)
 
 	a := &AuthServer{
@@ -223,6 +241,10 @@ func NewAuthServer(t testing.TB, opts AuthServerOptions) *AuthServer {
 		grants:   make(map[string]map[string]struct{}),
 		calls:    make(map[string]int),
 		issuer:   opts.Issuer,
+		noPKCE:   noPKCE,
+
+		offlineless:  make(map[string]bool),
+		refreshAlias: make(map[string]string),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/authorize", a.handleAuthorize)
@@ -310,6 +332,7 @@ func (a *AuthServer) ValidAccessToken(token string) (subject string, ok bool) {
 // invalid_grant and its access token stops working. Unknown tokens are
 // ignored.
 func (a *AuthServer) RevokeRefreshToken(rt string) {
+	rt = a.currentRefreshToken(rt)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ctx := context.Background()
@@ -323,6 +346,7 @@ func (a *AuthServer) RevokeRefreshToken(rt string) {
 // ValidRefreshToken reports whether the refresh token would be accepted by
 // the next refresh: not yet used, revoked or expired.
 func (a *AuthServer) ValidRefreshToken(rt string) bool {
+	rt = a.currentRefreshToken(rt)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ctx := context.Background()
@@ -366,14 +390,14 @@ func (a *AuthServer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	switch r.Method {
 	case http.MethodGet:
-		ar, err := a.provider.NewAuthorizeRequest(ctx, r)
+		ar, err := a.newAuthorizeRequest(r)
 		if err != nil {
 			a.provider.WriteAuthorizeError(ctx, w, ar, err)
 			return
 		}
 		// Refuse before showing the page, as strict providers do; fosite
 		// itself would only notice at the POST.
-		if ar.GetRequestForm().Get("code_challenge") == "" || ar.GetRequestForm().Get("code_challenge_method") != "S256" {
+		if !a.Quirks().NoPKCE && (ar.GetRequestForm().Get("code_challenge") == "" || ar.GetRequestForm().Get("code_challenge_method") != "S256") {
 			a.provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrInvalidRequest.WithHint("PKCE with code_challenge_method S256 is required."))
 			return
 		}
@@ -385,7 +409,8 @@ func (a *AuthServer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		}
 		action := r.PostForm.Get("action")
 		username := strings.TrimSpace(r.PostForm.Get("username"))
-		ar, err := a.provider.NewAuthorizeRequest(ctx, r)
+		offline := a.offline(r.Form)
+		ar, err := a.newAuthorizeRequest(r)
 		if err != nil {
 			a.provider.WriteAuthorizeError(ctx, w, ar, err)
 			return
@@ -418,6 +443,11 @@ func (a *AuthServer) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			a.provider.WriteAuthorizeError(ctx, w, ar, err)
 			return
+		}
+		if !offline {
+			a.stateMu.Lock()
+			a.offlineless[resp.GetCode()] = true
+			a.stateMu.Unlock()
 		}
 		a.stateMu.Lock()
 		issuer := a.issuer
@@ -468,11 +498,19 @@ func (a *AuthServer) handleToken(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+	q := a.Quirks()
+	if q.JSONBody {
+		if err := jsonToForm(r); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": err.Error()})
+			return
+		}
+	}
 	if err := r.ParseForm(); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 		return
 	}
-	fault, faulted := a.takeFault(r.PostForm.Get("grant_type"))
+	grant := r.PostForm.Get("grant_type")
+	fault, faulted := a.takeFault(grant)
 	if faulted && fault.rejects() {
 		if !a.sleep(r, fault.Delay) {
 			return
@@ -480,19 +518,40 @@ func (a *AuthServer) handleToken(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, fault)
 		return
 	}
+	if status, code, desc := q.refuseToken(r); status != 0 {
+		writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+		return
+	}
+	var held string
+	if grant == "refresh_token" && q.NoRefreshRotation {
+		// The client keeps presenting the refresh token it was first
+		// given; fosite knows the grant's newest one.
+		a.refreshMu.Lock()
+		defer a.refreshMu.Unlock()
+		held = r.PostForm.Get("refresh_token")
+		if cur := a.currentRefreshToken(held); cur != held {
+			r.PostForm.Set("refresh_token", cur)
+			r.Form.Set("refresh_token", cur)
+		}
+	}
 
 	// fosite writes into a recorder so a Delay fault can hold the answer
 	// back after the grant has changed, as a slow provider does.
 	rec := httptest.NewRecorder()
 	a.issue(rec, r, faulted && fault.NegativeExpiresIn)
+	body := rec.Body.Bytes()
+	if rec.Code == http.StatusOK {
+		body = a.shape(q, r, held, body)
+	}
 	if faulted && !a.sleep(r, fault.Delay) {
 		return
 	}
 	for k, v := range rec.Header() {
 		w.Header()[k] = v
 	}
+	w.Header().Del("Content-Length")
 	w.WriteHeader(rec.Code)
-	_, _ = w.Write(rec.Body.Bytes())
+	_, _ = w.Write(body)
 }
 
 // issue runs the token request through fosite under the store lock.
@@ -539,6 +598,220 @@ func (a *AuthServer) issue(w http.ResponseWriter, r *http.Request, negativeExpir
 	}
 	a.stateMu.Unlock()
 	a.provider.WriteAccessResponse(ctx, w, ar, resp)
+}
+
+// Quirks makes the server behave like a provider that strays from RFC 6749
+// in one of the ways linkgate has an integration option for, strictly: a
+// client that does not use the matching option fails. The zero Quirks is a
+// plain RFC 6749 server.
+type Quirks struct {
+	// NestTokens moves the token fields (access_token, refresh_token,
+	// expires_in, token_type, scope) of an authorization_code answer into
+	// an object of this name, as Slack's "authed_user" holds the user
+	// token, with token_type "user"; the top-level access_token is then a
+	// decoy no upstream accepts, with token_type "bot".
+	NestTokens string
+	// NestOnRefresh nests refresh answers too; without it they are flat,
+	// as Slack's token rotation answers are.
+	NestOnRefresh bool
+	// NoExpiresIn leaves expires_in out of every answer, as Salesforce
+	// does; the access token still expires after AccessTokenLifespan.
+	NoExpiresIn bool
+	// ScopeSeparator, when set (","), is the only separator of the scope
+	// parameter the authorize endpoint reads: a scope with a space in it
+	// is refused with invalid_scope. Answers join scopes with it too.
+	ScopeSeparator string
+	// NoPKCE refuses an authorization request carrying code_challenge and
+	// a token request carrying code_verifier, as providers without PKCE
+	// support do.
+	NoPKCE bool
+	// OfflineParams are authorization request parameters without which
+	// the code's exchange returns no refresh token, as Google's
+	// access_type=offline and prompt=consent.
+	OfflineParams map[string]string
+	// ClientAuth, when set, is the only client authentication the token
+	// endpoint accepts: "basic" (client_secret_basic) or "post"
+	// (client_secret_post); the other is refused with invalid_client.
+	ClientAuth string
+	// JSONBody makes the token endpoint read only a JSON object body, as
+	// Notion's does; a form body is refused with invalid_request.
+	JSONBody bool
+	// NoRefreshRotation answers a refresh without a refresh_token: the
+	// one the client presented keeps working, as Google's does.
+	NoRefreshRotation bool
+}
+
+// SetQuirks makes the server behave as q says for later requests.
+func (a *AuthServer) SetQuirks(q Quirks) {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	a.quirks = q
+	a.noPKCE.Store(q.NoPKCE)
+}
+
+// Quirks returns the quirk modes in force.
+func (a *AuthServer) Quirks() Quirks {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	return a.quirks
+}
+
+// pkceSwitch lets SetQuirks turn fosite's PKCE enforcement off.
+type pkceSwitch struct {
+	fosite.Configurator
+	off *atomic.Bool
+}
+
+func (p pkceSwitch) GetEnforcePKCE(context.Context) bool { return !p.off.Load() }
+
+// newAuthorizeRequest parses an authorization request through the quirk
+// modes: a comma-separated scope is read as fosite's space-separated one,
+// and what the provider would refuse is refused.
+func (a *AuthServer) newAuthorizeRequest(r *http.Request) (fosite.AuthorizeRequester, error) {
+	q := a.Quirks()
+	if err := r.ParseForm(); err != nil {
+		return nil, fosite.ErrInvalidRequest.WithHint("Unreadable request.")
+	}
+	raw := r.Form.Get("scope")
+	if q.ScopeSeparator != "" {
+		r.Form.Set("scope", strings.ReplaceAll(raw, q.ScopeSeparator, " "))
+	}
+	ar, err := a.provider.NewAuthorizeRequest(r.Context(), r)
+	if err != nil {
+		return ar, err
+	}
+	if q.ScopeSeparator != "" && strings.Contains(raw, " ") {
+		return ar, fosite.ErrInvalidScope.WithHintf("Scopes are separated by %q here.", q.ScopeSeparator)
+	}
+	if q.NoPKCE && (r.Form.Has("code_challenge") || r.Form.Has("code_challenge_method")) {
+		return ar, fosite.ErrInvalidRequest.WithHint("PKCE is not supported.")
+	}
+	return ar, nil
+}
+
+// offline reports whether an authorization request carries every one of
+// the OfflineParams.
+func (a *AuthServer) offline(form url.Values) bool {
+	for k, v := range a.Quirks().OfflineParams {
+		if form.Get(k) != v {
+			return false
+		}
+	}
+	return true
+}
+
+// refuseToken is the quirk modes' refusal of a token request: an HTTP
+// status (0 for none), an error code and a description.
+func (q Quirks) refuseToken(r *http.Request) (int, string, string) {
+	_, _, basic := r.BasicAuth()
+	inBody := r.PostForm.Get("client_secret") != ""
+	switch {
+	case q.ClientAuth == "basic" && (!basic || inBody):
+		return http.StatusUnauthorized, "invalid_client", "Client authentication must use client_secret_basic."
+	case q.ClientAuth == "post" && (basic || !inBody):
+		return http.StatusUnauthorized, "invalid_client", "Client authentication must use client_secret_post."
+	case q.NoPKCE && r.PostForm.Has("code_verifier"):
+		return http.StatusBadRequest, "invalid_request", "PKCE is not supported."
+	}
+	return 0, "", ""
+}
+
+// jsonToForm turns a JSON object token request into the form fosite reads,
+// refusing any other body.
+func jsonToForm(r *http.Request) error {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		return errors.New("the token endpoint reads a JSON body only")
+	}
+	var m map[string]any
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m); err != nil {
+		return errors.New("the body is not a JSON object")
+	}
+	v := url.Values{}
+	for k, x := range m {
+		s, ok := x.(string)
+		if !ok {
+			return errors.New(k + " is not a string")
+		}
+		v.Set(k, s)
+	}
+	enc := v.Encode()
+	r.Body = io.NopCloser(strings.NewReader(enc))
+	r.ContentLength = int64(len(enc))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Form, r.PostForm = nil, nil
+	return nil
+}
+
+// currentRefreshToken is the grant's newest refresh token for the one a
+// client holds (itself unless NoRefreshRotation hid a rotation).
+func (a *AuthServer) currentRefreshToken(rt string) string {
+	a.stateMu.Lock()
+	defer a.stateMu.Unlock()
+	if cur, ok := a.refreshAlias[rt]; ok {
+		return cur
+	}
+	return rt
+}
+
+var tokenFieldNames = []string{"access_token", "refresh_token", "expires_in", "token_type", "scope"}
+
+// shape rewrites a successful token answer as the quirk modes say; held is
+// the refresh token the client presented under NoRefreshRotation.
+func (a *AuthServer) shape(q Quirks, r *http.Request, held string, body []byte) []byte {
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		return body
+	}
+	grant := r.PostForm.Get("grant_type")
+	switch grant {
+	case "authorization_code":
+		a.stateMu.Lock()
+		code := r.PostForm.Get("code")
+		drop := a.offlineless[code]
+		delete(a.offlineless, code)
+		a.stateMu.Unlock()
+		if drop {
+			delete(m, "refresh_token")
+		}
+	case "refresh_token":
+		if q.NoRefreshRotation {
+			if rt, _ := m["refresh_token"].(string); rt != "" && held != "" {
+				a.stateMu.Lock()
+				a.refreshAlias[held] = rt
+				a.stateMu.Unlock()
+			}
+			delete(m, "refresh_token")
+		}
+	}
+	if q.NoExpiresIn {
+		delete(m, "expires_in")
+	}
+	if s, ok := m["scope"].(string); ok && q.ScopeSeparator != "" {
+		m["scope"] = strings.ReplaceAll(s, " ", q.ScopeSeparator)
+	}
+	if q.NestTokens != "" && (grant == "authorization_code" || (grant == "refresh_token" && q.NestOnRefresh)) {
+		inner := map[string]any{}
+		for _, k := range tokenFieldNames {
+			if v, ok := m[k]; ok {
+				inner[k] = v
+				delete(m, k)
+			}
+		}
+		// Slack's user token says token_type "user", its bot token "bot";
+		// both are bearer tokens.
+		inner["token_type"] = "user"
+		m[q.NestTokens] = inner
+		m["access_token"] = "decoy-" + randomState()
+		m["token_type"] = "bot"
+		m["ok"] = true
+	} else if q.NestTokens != "" {
+		m["token_type"] = "user"
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return body
+	}
+	return append(out, '\n')
 }
 
 // takeFault counts the call and returns the fault that applies to it.

@@ -23,6 +23,14 @@ type UpstreamOptions struct {
 	// Auth, when set, makes the upstream accept a bearer access token the
 	// authorization server says is valid (revoked or expired ones get 401).
 	Auth *AuthServer
+	// TokenHeader, with Auth, is the header that carries the access token
+	// after TokenPrefix, for APIs that do not take "Authorization: Bearer"
+	// (Shopify's X-Shopify-Access-Token, Zoho's "Zoho-oauthtoken "); a
+	// bearer token is then refused.
+	TokenHeader, TokenPrefix string
+	// RequireHeaders are headers every request must carry with exactly
+	// these values (Notion-Version); without them the upstream answers 400.
+	RequireHeaders map[string]string
 	// APIKey, when set, is accepted in APIKeyHeader or the APIKeyQuery
 	// query parameter; with neither named, in the X-API-Key header.
 	APIKey string
@@ -214,6 +222,12 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, forced, map[string]any{"error": http.StatusText(forced), "forced": true})
 		return
 	}
+	for k, v := range u.opts.RequireHeaders {
+		if r.Header.Get(k) != v {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "missing_header", "message": k + " header is required"})
+			return
+		}
+	}
 	subject, ok := u.authenticate(r)
 	if !ok {
 		if u.opts.Auth != nil {
@@ -261,7 +275,12 @@ func (u *Upstream) authenticate(r *http.Request) (subject string, ok bool) {
 		return "anonymous", true
 	}
 	if o.Auth != nil {
-		if token, found := bearerToken(r); found {
+		token, found := bearerToken(r)
+		if o.TokenHeader != "" {
+			h := r.Header.Get(o.TokenHeader)
+			token, found = strings.TrimPrefix(h, o.TokenPrefix), strings.HasPrefix(h, o.TokenPrefix) && len(h) > len(o.TokenPrefix)
+		}
+		if found {
 			if sub, valid := o.Auth.ValidAccessToken(token); valid {
 				return sub, true
 			}

@@ -2,9 +2,13 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/linkgate/linkgate/account"
 	"github.com/linkgate/linkgate/tokenstore"
@@ -52,8 +56,8 @@ func testImportAccounts(t *testing.T, s tokenstore.Store) {
 		importRow(NewAccount("acc_b1"), created, active),
 		importRow(NewAccount("acc_existing"), created),
 		importRow(NewAccount("acc_b2"), created),
-		importRow(NewAccount("acc_b1"), created), // the same id twice in one batch
-		{Account: quiet},                         // a migration without events
+		importRow(dupOf("acc_b1"), created), // the same id twice in one batch
+		{Account: quiet},                    // a migration without events
 	}
 	errs, err := im.ImportAccounts(ctx, rows)
 	if err != nil {
@@ -112,5 +116,194 @@ func testImportAccounts(t *testing.T, s tokenstore.Store) {
 	}
 	if evs := unfannedEvents(t, s); len(evs) != 0 {
 		t.Errorf("a refused batch left events: %v", evs)
+	}
+}
+
+// dupOf is an account with the id of another and different fields, so that
+// a test sees which of the two was written.
+func dupOf(id string) *account.Account {
+	a := NewAccount(id)
+	a.TenantID = "tenant-of-the-duplicate"
+	return a
+}
+
+// RunImport runs the suite's bulk import tests alone (the PostgreSQL store
+// runs them again on its other write path).
+func RunImport(t *testing.T, open func(t *testing.T) tokenstore.Store) {
+	for _, tc := range []struct {
+		name string
+		fn   func(t *testing.T, s tokenstore.Store)
+	}{
+		{"ImportAccounts", testImportAccounts},
+		{"ImportMatchesCreate", testImportMatchesCreate},
+		{"ImportLargeBatch", testImportLargeBatch},
+		{"ImportFailureMidBatch", testImportFailureMidBatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() { s.Close() })
+			tc.fn(t, s)
+		})
+	}
+}
+
+// testImportMatchesCreate checks that an imported account is stored as
+// CreateAccount stores the same account: read back whole (unsealed), in a
+// listing (public fields, redacted context), and by the sweeper's claim
+// (its expiry and refresh token, kept outside the sealed blob).
+func testImportMatchesCreate(t *testing.T, s tokenstore.Store) {
+	im := s.(tokenstore.Importer)
+	now := time.Now()
+	mk := func(id string) *account.Account {
+		a := NewAccount(id)
+		a.Context["api_secret"] = "context-secret-" + id // a secret the context keeps sealed
+		a.Credentials.AccessToken, a.Credentials.RefreshToken = "at-same", "rt-same"
+		a.Credentials.Expiry = now.Add(time.Minute).Truncate(time.Microsecond).UTC()
+		a.NextProbeAt = epoch.Add(time.Hour)
+		a.LastError = &account.Error{Code: "x", Message: "an earlier error", At: epoch}
+		return a
+	}
+	slow, fast := mk("acc_slow"), mk("acc_fast")
+	mustCreate(t, s, slow)
+	errs, err := im.ImportAccounts(ctx, []tokenstore.Import{{Account: fast}})
+	if err != nil || errs[0] != nil {
+		t.Fatalf("import: %v %v", errs, err)
+	}
+	got := map[string]*account.Account{}
+	for _, id := range []string{"acc_slow", "acc_fast"} {
+		a, err := s.GetAccount(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[id] = a
+	}
+	if got["acc_fast"].Context["api_secret"] != "context-secret-acc_fast" {
+		t.Fatalf("the imported context's secret did not round-trip: %v", got["acc_fast"].Context)
+	}
+	same := func(what string, a, b *account.Account) {
+		t.Helper()
+		a, b = a.Clone(), b.Clone()
+		a.ID, b.ID, a.TenantID, b.TenantID = "", "", "", ""
+		delete(a.Context, "api_secret")
+		delete(b.Context, "api_secret")
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("%s: imported %+v\ncreated %+v", what, a, b)
+		}
+	}
+	same("read back", got["acc_fast"], got["acc_slow"])
+	page, err := s.ListAccounts(ctx, tokenstore.Filter{})
+	if err != nil || len(page.Accounts) != 2 {
+		t.Fatalf("listing: %d accounts, %v", len(page.Accounts), err)
+	}
+	same("listed", page.Accounts[0], page.Accounts[1])
+	ids, err := s.ClaimExpiring(ctx, now.Add(5*time.Minute), time.Hour, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(ids)
+	if !reflect.DeepEqual(ids, []string{"acc_fast", "acc_slow"}) {
+		t.Fatalf("claimed %v, want both accounts", ids)
+	}
+}
+
+// testImportLargeBatch imports batches of a thousand random UUIDs, as a
+// migration does, with ids taken before and ids given twice in a batch
+// (each time with other fields): every row's result is its own, and of two
+// rows with one id the first is written, whatever the order the store
+// writes in.
+func testImportLargeBatch(t *testing.T, s tokenstore.Store) {
+	im := s.(tokenstore.Importer)
+	const n = 1000
+	taken := map[int]bool{}
+	var before []*account.Account
+	for i := 0; i < 30; i++ {
+		a := NewAccount(uuid.NewString())
+		mustCreate(t, s, a)
+		before = append(before, a)
+	}
+	rows := make([]tokenstore.Import, n)
+	firstOf := map[string]int{}
+	for i := range rows {
+		id := uuid.NewString()
+		switch {
+		case i%50 == 7: // an id taken before the import
+			id = before[i/50].ID
+			taken[i] = true
+		case i%40 == 39: // the id of an earlier row of the batch
+			id = rows[i-20].Account.ID
+			taken[i] = true
+		}
+		a := NewAccount(id)
+		a.TenantID = fmt.Sprintf("t-%d", i)
+		rows[i] = importRow(a, "integrated_account:created")
+		if _, ok := firstOf[id]; !ok && !taken[i] {
+			firstOf[id] = i
+		}
+	}
+	errs, err := im.ImportAccounts(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range errs {
+		if taken[i] != (e != nil) || (e != nil && !errors.Is(e, tokenstore.ErrExists)) {
+			t.Fatalf("row %d (taken %v): %v", i, taken[i], e)
+		}
+	}
+	for id, i := range firstOf {
+		got, err := s.GetAccount(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameAccount(t, got, rows[i].Account)
+	}
+	for _, a := range before {
+		got, err := s.GetAccount(ctx, a.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameAccount(t, got, a)
+	}
+	evs := unfannedEvents(t, s)
+	if len(evs) != len(firstOf) {
+		t.Fatalf("events for %d accounts, want %d", len(evs), len(firstOf))
+	}
+}
+
+// testImportFailureMidBatch makes the store fail half-way through a batch
+// of a thousand (an event id that is already taken, found when the
+// 600th row's events are written): no row of the batch is left, and no
+// event.
+func testImportFailureMidBatch(t *testing.T, s tokenstore.Store) {
+	im := s.(tokenstore.Importer)
+	const n = 1000
+	rows := make([]tokenstore.Import, n)
+	for i := range rows {
+		rows[i] = importRow(NewAccount(fmt.Sprintf("acc_mid_%04d", i)), "integrated_account:created")
+		rows[i].Events[0].ID = fmt.Sprintf("ev_mid_%04d", i)
+	}
+	rows[600].Events[0].ID = rows[10].Events[0].ID
+	if _, err := im.ImportAccounts(ctx, rows); !errors.Is(err, tokenstore.ErrExists) {
+		t.Fatalf("a batch with an event id twice: %v, want ErrExists", err)
+	}
+	page, err := s.ListAccounts(ctx, tokenstore.Filter{})
+	if err != nil || len(page.Accounts) != 0 {
+		t.Fatalf("a failed batch left %d accounts (%v)", len(page.Accounts), err)
+	}
+	if evs := unfannedEvents(t, s); len(evs) != 0 {
+		t.Fatalf("a failed batch left events: %v", evs)
+	}
+	// The same batch, repaired, is then written whole.
+	rows[600].Events[0].ID = "ev_mid_repaired"
+	errs, err := im.ImportAccounts(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range errs {
+		if e != nil {
+			t.Fatalf("row %d: %v", i, e)
+		}
+	}
+	if evs := unfannedEvents(t, s); len(evs) != n {
+		t.Fatalf("events for %d accounts, want %d", len(evs), n)
 	}
 }

@@ -1,0 +1,6 @@
+-- The dispatcher's claim checks, for each delivery it would take, that no
+-- delivery of an earlier event of the same account to the same endpoint is
+-- still pending. This index answers that check with one seek on every
+-- condition it names, so the planner picks it with or without statistics.
+-- It holds only pending deliveries: small however long the delivery log.
+CREATE INDEX deliveries_event_pending ON deliveries (event_id, endpoint) WHERE status = 'pending';
