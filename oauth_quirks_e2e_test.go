@@ -342,13 +342,21 @@ func quirkProxied(t *testing.T, hw *hostsWorld, c *quirkEnv, id, user string) st
 	if status != http.StatusOK {
 		t.Fatalf("proxied call: %d %s", status, body)
 	}
-	if n := c.up.Count() - before; n != 1 {
+	// A refresh ahead of expiry runs beside the calls, and the provider
+	// kills the old access token as it rotates: a call of the expiry
+	// class may meet a 401 once and be retried with the new token.
+	racing := c.refresh == "expiry"
+	if n := c.up.Count() - before; n != 1 && !(racing && n == 2) {
 		t.Fatalf("the API got %d requests for one call, want 1 (a refused token retried?)", n)
 	}
 	r, _ := c.up.Last()
 	tok := c.tokenOf(r)
 	if sub, ok := c.as.ValidAccessToken(tok); !ok || sub != user {
-		t.Fatalf("the API got no valid token of %s where it takes one: %v", user, r.Header)
+		// The API answered /me for the token's user, so it was valid when
+		// it arrived; a later rotation may have killed it since.
+		if !racing || tok == "" || !strings.Contains(string(body), `"sub":"`+user+`"`) {
+			t.Fatalf("the API got no valid token of %s where it takes one: %v", user, r.Header)
+		}
 	}
 	for k, vs := range r.Header {
 		for _, v := range vs {
