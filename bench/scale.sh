@@ -147,7 +147,7 @@ CADDY
 	rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
-	echo "{\"store\":\"$store\",\"accounts\":$n,\"idle_cpu_s_per_min\":$(echo "scale=3; ($u1 + $s1 - $u0 - $s0) / $ticks * 60 / $idle" | bc),\"idle_rss_mib\":$((rss >> 10))}"
+	echo "{\"store\":\"$store\",\"accounts\":$n,\"idle_cpu_s_per_min\":$(printf %.3f "$(echo "scale=3; ($u1 + $s1 - $u0 - $s0) / $ticks * 60 / $idle" | bc)"),\"idle_rss_mib\":$((rss >> 10))}"
 	fi
 
 	# (c) webhook drain with a slow endpoint (the outbox is emptied first),
