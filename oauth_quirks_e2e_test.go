@@ -270,6 +270,14 @@ func TestOAuthQuirks(t *testing.T) {
 			user := "user-" + c.name
 			id := hw.connected(t, map[string]any{"tenant_id": "t-" + c.name, "integration": c.name}, c.fields, user)
 			first := quirkProxied(t, hw, c, id, user)
+			if h := c.upstream.TokenHeader; h != "" && h != "Authorization" {
+				// A caller's own value of the token's header never passes.
+				status, body := hw.do("GET", "/proxy/me?integrated_account_id="+id, nil, h, "caller-token")
+				r, _ := c.up.Last()
+				if status != http.StatusOK || len(r.Header.Values(h)) != 1 || r.Header.Get(h) != first {
+					t.Fatalf("call with the caller's %s: %d %s, upstream got %q", h, status, body, r.Header.Values(h))
+				}
+			}
 
 			switch c.refresh {
 			case "forced", "twice":
@@ -328,6 +336,23 @@ func TestOAuthQuirks(t *testing.T) {
 			if n := len(hw.events(t, "integrated_account:authentication_error", id)); n != 1 {
 				t.Fatalf("%d authentication_error events, want exactly 1", n)
 			}
+
+			if c.name == "zoho" {
+				// A callback that names another accounts server gets no
+				// code sent there, and nothing is stored.
+				c.as.SetCallbackParams(map[string]string{"location": "us", "accounts-server": "https://accounts.evil.example"})
+				c.as.ResetCounts()
+				p := hw.connect(t, map[string]any{"tenant_id": "t-zoho-evil", "integration": c.name}, nil, "evil")
+				if msg := posted(t, p); p.status == http.StatusOK || msg["result"] == "success" {
+					t.Fatalf("a callback naming another accounts server connected: %d %v", p.status, msg)
+				}
+				if n := c.as.TokenCalls("authorization_code"); n != 0 {
+					t.Fatalf("%d code exchanges after a callback naming another accounts server", n)
+				}
+				if got := hw.accountsOf(t, "t-zoho-evil"); len(got) != 0 {
+					t.Fatalf("an account was stored: %v", got)
+				}
+			}
 		})
 	}
 }
@@ -342,13 +367,21 @@ func quirkProxied(t *testing.T, hw *hostsWorld, c *quirkEnv, id, user string) st
 	if status != http.StatusOK {
 		t.Fatalf("proxied call: %d %s", status, body)
 	}
-	if n := c.up.Count() - before; n != 1 {
+	// A refresh ahead of expiry runs beside the calls, and the provider
+	// kills the old access token as it rotates: a call of the expiry
+	// class may meet a 401 once and be retried with the new token.
+	racing := c.refresh == "expiry"
+	if n := c.up.Count() - before; n != 1 && !(racing && n == 2) {
 		t.Fatalf("the API got %d requests for one call, want 1 (a refused token retried?)", n)
 	}
 	r, _ := c.up.Last()
 	tok := c.tokenOf(r)
 	if sub, ok := c.as.ValidAccessToken(tok); !ok || sub != user {
-		t.Fatalf("the API got no valid token of %s where it takes one: %v", user, r.Header)
+		// The API answered /me for the token's user, so it was valid when
+		// it arrived; a later rotation may have killed it since.
+		if !racing || tok == "" || !strings.Contains(string(body), `"sub":"`+user+`"`) {
+			t.Fatalf("the API got no valid token of %s where it takes one: %v", user, r.Header)
+		}
 	}
 	for k, vs := range r.Header {
 		for _, v := range vs {

@@ -162,7 +162,7 @@ func TestLinkSDKThroughCaddy(t *testing.T) {
 			}
 			token := mustJSON(t, body)["link_token"].(string)
 
-			tab, cancel := chromedp.NewContext(browser)
+			tab, cancel := testenv.NewTab(t, browser, 90*time.Second)
 			defer cancel()
 			if err := chromedp.Do(tab, chromedp.Navigate(w.appOrigin+"/?lt="+token)); err != nil {
 				t.Fatal(err)

@@ -1,7 +1,10 @@
 package linkgate_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -137,19 +140,54 @@ func TestRevokedGrantNeedsReauthWithOneAlarm(t *testing.T) {
 	w.waitEvents(t, "integrated_account:active", id, 1)
 	w.as.RevokeSubject("revoked")
 
-	// 1,000 callers hit the revoked account at once: one incident.
+	// 1,000 callers hit the revoked account at once: one incident. On a
+	// busy machine with the race detector these calls take long; each gets
+	// a generous deadline of its own instead of the harness client's, and
+	// the goroutines only record what they got (t.Fatal belongs to the
+	// test's goroutine).
+	const n = 1000
+	client := &http.Client{Transport: w.client.Transport}
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	answers := make([]answer, n)
 	var wg sync.WaitGroup
-	for range 1000 {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			status, body := w.proxyAs(t, id, "/contacts")
-			if status != http.StatusUnauthorized {
-				t.Errorf("status %d: %s", status, body)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "GET", w.base+"/proxy/contacts?integrated_account_id="+id, nil)
+			if err != nil {
+				answers[i].err = err
+				return
 			}
+			req.Header.Set("Authorization", "Bearer "+apiToken)
+			resp, err := client.Do(req)
+			if err != nil {
+				answers[i].err = err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			answers[i] = answer{status: resp.StatusCode, body: string(body), err: err}
 		}()
 	}
 	wg.Wait()
+	wrong := map[string]int{}
+	for _, a := range answers {
+		if a.err != nil {
+			wrong["error: "+a.err.Error()]++
+		} else if a.status != http.StatusUnauthorized {
+			wrong[fmt.Sprintf("status %d: %q", a.status, a.body)]++
+		}
+	}
+	for what, count := range wrong {
+		t.Errorf("%d of %d calls: %s, want 401", count, n, what)
+	}
 
 	status, body := w.do("GET", "/integrated-account/"+id, nil)
 	m := mustJSON(t, body)
@@ -160,7 +198,7 @@ func TestRevokedGrantNeedsReauthWithOneAlarm(t *testing.T) {
 	// Now it fails fast: no upstream call, no token call.
 	w.oauth.Reset()
 	w.as.ResetCounts()
-	status, body = w.proxyAs(t, id, "/contacts")
+	status, body = w.do("GET", "/proxy/contacts?integrated_account_id="+id, nil)
 	if status != http.StatusUnauthorized || !strings.Contains(string(body), "integrated account needs reauthorization") || !strings.Contains(string(body), id) {
 		t.Fatalf("fail fast: %d %s", status, body)
 	}
@@ -168,11 +206,21 @@ func TestRevokedGrantNeedsReauthWithOneAlarm(t *testing.T) {
 		t.Errorf("a needs_reauth account reached the upstream (%d) or the token endpoint (%d)", w.oauth.Count(), w.as.TokenCalls("refresh_token"))
 	}
 
-	alarms := w.waitEvents(t, "integrated_account:authentication_error", id, 1)
-	time.Sleep(500 * time.Millisecond) // a second alarm would be sent by now
-	alarms = w.events(t, "integrated_account:authentication_error", id)
+	// Every call has answered, so every event those calls caused is in the
+	// outbox. An account's events reach an endpoint in commit order, so
+	// once a later event of the account (a context change made now) has
+	// arrived, a second alarm from the revocation would have arrived
+	// before it.
+	if status, body := w.do("PATCH", "/integrated-account/"+id, map[string]any{"context": map[string]any{"marker": "after-the-calls"}}); status != http.StatusOK {
+		t.Fatalf("changing the account's context: %d %s", status, body)
+	}
+	w.waitEvents(t, "integrated_account:updated", id, 1)
+	alarms := w.events(t, "integrated_account:authentication_error", id)
 	if len(alarms) != 1 {
 		t.Fatalf("%d authentication_error events, want exactly 1", len(alarms))
+	}
+	if order := w.eventOrder(t, id); strings.Index(order, "authentication_error") > strings.Index(order, "updated") {
+		t.Fatalf("the alarm arrived after a later event of the account: %s", order)
 	}
 	p := alarms[0]["payload"].(map[string]any)
 	if p["status"] != "needs_reauth" || p["last_error"] == nil {
@@ -182,6 +230,26 @@ func TestRevokedGrantNeedsReauthWithOneAlarm(t *testing.T) {
 	if strings.Contains(string(raw), "access_token") || strings.Contains(string(raw), "refresh_token") {
 		t.Errorf("the alarm carries credentials: %s", raw)
 	}
+}
+
+// eventOrder lists the names of the account's events in the order the
+// receiver got them, for a failure message or an order check.
+func (w *world) eventOrder(t *testing.T, accountID string) string {
+	t.Helper()
+	var names []string
+	for _, d := range w.hooks.Deliveries() {
+		var env struct {
+			Event   string         `json:"event"`
+			Payload map[string]any `json:"payload"`
+		}
+		if err := json.Unmarshal(d.Body, &env); err != nil {
+			t.Fatalf("delivery body: %v", err)
+		}
+		if env.Payload["id"] == accountID {
+			names = append(names, strings.TrimPrefix(env.Event, "integrated_account:"))
+		}
+	}
+	return strings.Join(names, " ")
 }
 
 func TestAPIKeyUpstream401NeedsReauthThenReactivates(t *testing.T) {

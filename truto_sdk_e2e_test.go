@@ -71,7 +71,9 @@ func serveTrutoApp(t *testing.T, ln net.Listener, gateway string, sdk []byte) {
 // openApp opens the application page with link token lt in a new tab.
 func openApp(t *testing.T, browser context.Context, appURL string) (context.Context, context.CancelFunc) {
 	t.Helper()
-	tab, cancel := chromedp.NewContext(browser)
+	// Each flow gets a budget of its own, not what the earlier flows left
+	// of the browser's.
+	tab, cancel := testenv.NewTab(t, browser, 90*time.Second)
 	if err := chromedp.Do(tab, chromedp.Navigate(appURL)); err != nil {
 		cancel()
 		t.Fatal(err)

@@ -119,11 +119,11 @@ CADDY
 	"$work/scale" gen -n "$n" -ids "$ids" >"$work/accounts.jsonl"
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	t0=$(date +%s.%N)
-	cpu=$( { /usr/bin/time -f '%U %S' "$work/caddy" linkgate-import --config "$work/Caddyfile" --adapter caddyfile \
-		--input "$work/accounts.jsonl" --events none >"$work/failed.jsonl" 2>"$work/import.log"; } 2>&1 | tail -1)
+	/usr/bin/time -f '%U %S' -o "$work/import.time" "$work/caddy" linkgate-import --config "$work/Caddyfile" \
+		--adapter caddyfile --input "$work/accounts.jsonl" --events none >"$work/failed.jsonl" 2>"$work/import.log" || true
 	t1=$(date +%s.%N)
 	rm -f "$work/accounts.jsonl"
-	cpu_s=$(echo "$cpu" | awk '{print $1 + $2}')
+	cpu_s=$(tail -1 "$work/import.time" | awk '{print $1 + $2}')
 	echo "{\"store\":\"$store\",\"accounts\":$n,\"ids\":\"$ids\",\"load_before\":$load,\"load_after\":$(cut -d' ' -f1 /proc/loadavg),\"import_s\":$(echo "$t1 - $t0" | bc),\"import_per_s\":$(echo "$n / ($t1 - $t0)" | bc),\"import_cpu_s\":$cpu_s,\"import_cpu_us_per_account\":$(echo "$cpu_s * 1000000 / $n" | bc),\"import_log\":$(tail -1 "$work/import.log" | sed 's/"/\\"/g; s/.*/"&"/')}"
 	[ "$ids" = seq ] && "$work/scale" mark -store "$store" -db "$db" -n "$n" >/dev/null
 	if [ "$store" = sqlite ]; then
@@ -147,7 +147,7 @@ CADDY
 	rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
-	echo "{\"store\":\"$store\",\"accounts\":$n,\"idle_cpu_s_per_min\":$(echo "scale=3; ($u1 + $s1 - $u0 - $s0) / $ticks * 60 / $idle" | bc),\"idle_rss_mib\":$((rss >> 10))}"
+	echo "{\"store\":\"$store\",\"accounts\":$n,\"idle_cpu_s_per_min\":$(printf %.3f "$(echo "scale=3; ($u1 + $s1 - $u0 - $s0) / $ticks * 60 / $idle" | bc)"),\"idle_rss_mib\":$((rss >> 10))}"
 	fi
 
 	# (c) webhook drain with a slow endpoint (the outbox is emptied first),

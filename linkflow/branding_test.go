@@ -144,7 +144,7 @@ func TestBrowserCloseButtonOnlyInAPopup(t *testing.T) {
 	var popupID target.ID
 	select {
 	case popupID = <-popupCh:
-	case <-b.ctx.Done():
+	case <-app.Done():
 		t.Fatal("no popup opened")
 	}
 	popup, cancelPopup := chromedp.NewContext(app, chromedp.WithTargetID(popupID))

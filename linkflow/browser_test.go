@@ -97,11 +97,15 @@ func newBrowserEnvAt(t *testing.T, l net.Listener, app string, flags ...chromedp
 	return &browserEnv{harness: h, app: app, ctx: ctx}
 }
 
+// flowBudget bounds one flow (a tab and the windows it opens) of a page
+// test; each flow of a test gets its own, so that a slow machine does not
+// make a test's later flows fail for the time its earlier ones took.
+const flowBudget = 90 * time.Second
+
 // openApp loads the application page with token in a fresh tab.
 func (b *browserEnv) openApp(t *testing.T, token string) context.Context {
 	t.Helper()
-	tab, cancel := chromedp.NewContext(b.ctx)
-	t.Cleanup(cancel)
+	tab, _ := testenv.NewTab(t, b.ctx, flowBudget)
 	if err := chromedp.Do(tab, chromedp.Navigate(b.app+"/app?lt="+url.QueryEscape(token))); err != nil {
 		t.Fatalf("loading the application page: %v", err)
 	}
@@ -165,7 +169,7 @@ func TestBrowserPopupReconnectsRevokedAccount(t *testing.T) {
 	var popupID target.ID
 	select {
 	case popupID = <-popupCh:
-	case <-b.ctx.Done():
+	case <-tab.Done():
 		t.Fatal("no popup opened")
 	}
 	popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(popupID))
@@ -424,7 +428,7 @@ func TestBrowserForwardedAuthorizeURLIsRefused(t *testing.T) {
 			lt := b.linkToken(body)
 			b.outbox()
 
-			attacker, cancelA := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
+			attacker, cancelA := testenv.NewTab(t, b.ctx, flowBudget, chromedp.WithNewBrowserContext())
 			defer cancelA()
 			if err := chromedp.Do(attacker, chromedp.Navigate(lt.URL), chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
 				t.Fatalf("the attacker's connect page: %v", err)
@@ -438,7 +442,7 @@ func TestBrowserForwardedAuthorizeURLIsRefused(t *testing.T) {
 				t.Fatalf("the attacker's browser is at %q (%v), want the provider's authorization URL", authorize, err)
 			}
 
-			victim, cancelV := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
+			victim, cancelV := testenv.NewTab(t, b.ctx, flowBudget, chromedp.WithNewBrowserContext())
 			defer cancelV()
 			if err := chromedp.Do(victim, chromedp.Navigate(authorize)); err != nil {
 				t.Fatalf("the victim opening the forwarded URL: %v", err)
@@ -447,7 +451,10 @@ func TestBrowserForwardedAuthorizeURLIsRefused(t *testing.T) {
 			if err := chromedp.Do(victim, chromedp.WaitVisible(chromedp.ID("result-message"))); err != nil {
 				t.Fatalf("the page after the victim's consent: %v", err)
 			}
-			msg, err := chromedp.Run(victim, chromedp.Text(chromedp.ID("result-message")))
+			// Read in one evaluation: a node id from the wait can be stale
+			// by the next call when the page's document changes in between
+			// (seen on a busy machine).
+			msg, err := chromedp.Run(victim, chromedp.Poll[string](`(document.getElementById("result-message") || {}).textContent || ""`))
 			if err != nil || !strings.Contains(msg, "was not started in this browser") {
 				t.Fatalf("the victim's browser says %q (%v), want a refusal", msg, err)
 			}
@@ -504,7 +511,13 @@ func TestBrowserModesAcrossSites(t *testing.T) {
 					if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("popup"))); err != nil {
 						t.Fatalf("clicking connect: %v", err)
 					}
-					popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(<-popupCh))
+					var popupID target.ID
+					select {
+					case popupID = <-popupCh:
+					case <-tab.Done():
+						t.Fatal("no popup opened")
+					}
+					popup, cancel := chromedp.NewContext(tab, chromedp.WithTargetID(popupID))
 					defer cancel()
 					if err := chromedp.Do(popup, chromedp.WaitVisible(chromedp.ID("connect"))); err != nil {
 						t.Fatalf("connect page in the popup: %v", err)

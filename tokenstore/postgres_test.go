@@ -283,18 +283,21 @@ func TestPostgresNotifyInvalidatesOtherInstances(t *testing.T) {
 	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
-	// Fill instance two's cache, then change the account through one.
-	for range 2 {
+	// Fill instance two's cache, then change the account through one: a
+	// cache that did not hold the account would pass without any
+	// notification.
+	waitFor(t, 30*time.Second, "instance two caching the account", func() bool {
 		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
 			t.Fatal(err)
 		}
-	}
+		return tokenstore.CachedHolds(two.cache, a.ID)
+	})
 	upd := a.Clone()
 	upd.Credentials.AccessToken = "at-from-instance-one"
 	if err := one.cache.UpdateAccount(ctx, upd, nil); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, time.Second, "instance two sees the new token", func() bool {
+	took := waitFor(t, 30*time.Second, "instance two sees the new token", func() bool {
 		got, err := two.cache.GetAccount(ctx, a.ID)
 		return err == nil && got.Credentials.AccessToken == "at-from-instance-one"
 	})
@@ -303,7 +306,7 @@ func TestPostgresNotifyInvalidatesOtherInstances(t *testing.T) {
 	if err := one.cache.DeleteAccount(ctx, a.ID, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "instance two sees the deletion", func() bool {
+	waitFor(t, 30*time.Second, "instance two sees the deletion", func() bool {
 		_, err := two.cache.GetAccount(ctx, a.ID)
 		return errors.Is(err, tokenstore.ErrNotFound)
 	})
@@ -313,19 +316,23 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	dsn := pgSchema(t)
 	key := newKey(t)
 	hold := make(chan struct{})
+	var release sync.Once
 	one, two := newCachedPair(t, dsn, key), newCachedPair(t, dsn, key, hold)
+	// Registered after the pair's, so it runs first: a test that fails
+	// while the listener is held lets it go before the pair waits for it.
+	t.Cleanup(func() { release.Do(func() { close(hold) }) })
 	a := storetest.NewAccount("acc_reconnect")
 	if err := one.cache.CreateAccount(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
-	// Cache the account in instance two (ristretto applies sets shortly
-	// after they are made).
-	for range 3 {
+	// Cache the account in instance two: read it until the cache holds it
+	// (ristretto applies sets asynchronously and may turn one away).
+	waitFor(t, 30*time.Second, "instance two caching the account", func() bool {
 		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return tokenstore.CachedHolds(two.cache, a.ID)
+	})
 
 	// Kill every listener's connection from the server's side, and change
 	// the account while instance two's listener is held away: only its
@@ -359,7 +366,7 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	if got, err := two.cache.GetAccount(ctx, a.ID); err != nil || got.Credentials.AccessToken == "at-while-away" {
 		t.Fatalf("instance two's cache was dropped while its listener was away (%v): the test cannot see the catch-up", err)
 	}
-	close(hold)
+	release.Do(func() { close(hold) })
 	select {
 	case lost := <-two.lost:
 		if lost {
@@ -381,7 +388,7 @@ func TestPostgresListenerReconnects(t *testing.T) {
 	if err := one.cache.UpdateAccount(ctx, upd2, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, time.Second, "a notification after reconnect", func() bool {
+	waitFor(t, 30*time.Second, "a notification after reconnect", func() bool {
 		got, err := two.cache.GetAccount(ctx, a.ID)
 		return err == nil && got.Credentials.AccessToken == "at-after-reconnect"
 	})

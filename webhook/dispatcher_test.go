@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -284,8 +285,13 @@ func TestTwoDispatchersNeverSendTwiceAtOnce(t *testing.T) {
 	rc := newReceiver(t)
 	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { time.Sleep(time.Millisecond); return http.StatusOK })
 	eps := []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}
-	d1 := NewDispatcher(st1, eps, fastOptions(t))
-	d2 := NewDispatcher(st2, eps, fastOptions(t))
+	// A send that outlived fastOptions' 2 s timeout on a busy machine was
+	// retried until its short schedule ran out, and the delivery failed:
+	// this test is about two senders, not about timeouts.
+	opts := fastOptions(t)
+	opts.Timeout, opts.Lease = 30*time.Second, time.Minute
+	d1 := NewDispatcher(st1, eps, opts)
+	d2 := NewDispatcher(st2, eps, opts)
 	startDispatcher(t, d1)
 	startDispatcher(t, d2)
 
@@ -293,7 +299,7 @@ func TestTwoDispatchersNeverSendTwiceAtOnce(t *testing.T) {
 	evs := addTestEvents(t, st1, n)
 	d1.Notify()
 	d2.Notify()
-	waitFor(t, "every event delivered", 30*time.Second, func() bool {
+	waitFor(t, "every event delivered", 2*time.Minute, func() bool {
 		return len(deliveriesOf(t, st1, tokenstore.DeliveryFilter{Status: tokenstore.DeliveryDelivered})) == n
 	})
 	seen := map[string]int{}
@@ -316,6 +322,10 @@ func TestStopWaitsForSendInFlight(t *testing.T) {
 	st := openStore(t)
 	rc := newReceiver(t)
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	// Runs before the receiver's cleanup, which waits for its handlers.
+	t.Cleanup(free)
 	rc.setAnswer(func(int, http.ResponseWriter, *http.Request) int { <-release; return http.StatusOK })
 	d := NewDispatcher(st, []Endpoint{{URL: rc.URL(), Secrets: []string{newSecret(t)}}}, fastOptions(t))
 	if err := d.Start(); err != nil {
@@ -327,12 +337,17 @@ func TestStopWaitsForSendInFlight(t *testing.T) {
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- d.Stop(context.Background()) }()
-	select {
-	case err := <-stopped:
-		t.Fatalf("Stop returned %v with a send in flight", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	close(release)
+	// Stop parked, waiting: a Stop that did not wait for the send would
+	// have returned by then.
+	waitFor(t, "Stop waiting for the send in flight", 30*time.Second, func() bool {
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop returned %v with a send in flight", err)
+		default:
+		}
+		return parkedIn("webhook.(*Dispatcher).Stop(")
+	})
+	free()
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
@@ -877,4 +892,27 @@ func TestBusyEndpointBacklogWaitsInTheStore(t *testing.T) {
 	if fin != fin0 || c != c0 {
 		t.Fatalf("over fifty polls the waiting backlog cost %d claims and %d hand-backs, want none", c-c0, fin-fin0)
 	}
+}
+
+// parkedIn reports whether a goroutine whose stack holds fn is blocked (in
+// a select, a channel operation or a lock), as the runtime reports it.
+func parkedIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		blocked := strings.Contains(header, "[select") || strings.Contains(header, "[chan ") ||
+			strings.Contains(header, "[sync.") || strings.Contains(header, "[semacquire")
+		if blocked && strings.Contains(g, fn) {
+			return true
+		}
+	}
+	return false
 }

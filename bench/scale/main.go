@@ -66,7 +66,11 @@ func main() {
 	case "mark":
 		out = mark(*store, *db, *n)
 	case "measure":
-		out = measure(openStore(*store, *db, *key), *n, min(*touch, *n), *cacheSize)
+		pgDSN := ""
+		if *store == "postgres" {
+			pgDSN = *db
+		}
+		out = measure(openStore(*store, *db, *key), *n, min(*touch, *n), *cacheSize, pgDSN)
 	case "webhooks":
 		emptyOutbox(*store, *db)
 		pgDSN := ""
@@ -236,7 +240,22 @@ func timeIt(reps int, f func()) (median, worst float64) {
 	return ds[len(ds)/2], ds[len(ds)-1]
 }
 
-func measure(st closer, n, touch int, cacheSize int64) map[string]any {
+// cpuPerCall is the CPU time in ms one call of f costs, this process's and
+// the PostgreSQL backends' of pgDSN (when set) together, over reps calls:
+// steadier than wall time on a loaded machine.
+func cpuPerCall(ctx context.Context, pgDSN string, reps int, f func()) float64 {
+	c0, d0 := cpuSeconds(), dbCPUSeconds(ctx, pgDSN)
+	for range reps {
+		f()
+	}
+	total := cpuSeconds() - c0
+	if d0 >= 0 {
+		total += dbCPUSeconds(ctx, pgDSN) - d0
+	}
+	return total * 1000 / float64(reps)
+}
+
+func measure(st closer, n, touch int, cacheSize int64, pgDSN string) map[string]any {
 	ctx := context.Background()
 	out := map[string]any{"accounts": n, "load_start": loadAverage()}
 	defer func() { out["load_end"] = loadAverage() }()
@@ -249,6 +268,11 @@ func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 		}
 	})
 	out["claim_idle_ms"], out["claim_idle_worst_ms"] = med, worst
+	out["claim_idle_cpu_ms"] = cpuPerCall(ctx, pgDSN, 300, func() {
+		if _, err := st.ClaimExpiring(ctx, time.Now().Add(10*time.Minute), time.Minute, 100); err != nil {
+			log.Fatal(err)
+		}
+	})
 	// A claim with work: a full batch of 100 (leases of 1 ns, so the same
 	// accounts come back each time).
 	med, worst = timeIt(50, func() {
@@ -258,6 +282,11 @@ func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 		}
 	})
 	out["claim_100_ms"], out["claim_100_worst_ms"] = med, worst
+	out["claim_100_cpu_ms"] = cpuPerCall(ctx, pgDSN, 100, func() {
+		if _, err := st.ClaimExpiring(ctx, time.Now().Add(40*24*time.Hour), time.Nanosecond, 100); err != nil {
+			log.Fatal(err)
+		}
+	})
 
 	// Pages of 100, 90 % deep, for each filter.
 	filters := map[string]tokenstore.Filter{
@@ -285,7 +314,12 @@ func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 				}
 				got = len(p.Accounts)
 			})
-			pages[name] = map[string]float64{"median_ms": med, "worst_ms": worst, "rows": float64(got)}
+			cpu := cpuPerCall(ctx, pgDSN, 300, func() {
+				if _, err := st.ListAccounts(ctx, f); err != nil {
+					log.Fatal(err)
+				}
+			})
+			pages[name] = map[string]float64{"median_ms": med, "worst_ms": worst, "rows": float64(got), "cpu_ms": cpu}
 		}
 	}
 	for name, f := range filters {
@@ -296,7 +330,12 @@ func measure(st closer, n, touch int, cacheSize int64) map[string]any {
 				log.Fatal(err)
 			}
 		})
-		pages[name] = map[string]float64{"median_ms": med, "worst_ms": worst}
+		cpu := cpuPerCall(ctx, pgDSN, 300, func() {
+			if _, err := st.ListAccounts(ctx, f); err != nil {
+				log.Fatal(err)
+			}
+		})
+		pages[name] = map[string]float64{"median_ms": med, "worst_ms": worst, "cpu_ms": cpu}
 	}
 	out["page_90pct_deep"] = pages
 

@@ -339,7 +339,9 @@ func TestClusterCacheCoherence(t *testing.T) {
 		t.Fatalf("deleting through node0: %d %s %v", st, body, err)
 	}
 	for _, nd := range c.nodes[1:] {
-		took := waitFor(t, 2*time.Second, nd.name+" refusing the deleted account", func() bool {
+		// Generous for a busy machine, and still far below the five
+		// minutes the entry would live without the NOTIFY.
+		took := waitFor(t, time.Minute, nd.name+" refusing the deleted account", func() bool {
 			st, _, _ := c.do(nd, "GET", "/proxy/me?integrated_account_id="+id, nil)
 			return st == http.StatusNotFound
 		})

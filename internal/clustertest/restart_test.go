@@ -80,7 +80,11 @@ func TestClusterPostgresRestart(t *testing.T) {
 			}()
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // some load before the restart
+	// Load on every instance before the restart: each client has had
+	// answers to both calls.
+	waitFor(t, time.Minute, "every client's calls answered before the restart", func() bool {
+		return list.ok.Load() >= 2*int64(len(c.nodes)) && proxy.ok.Load() >= 2*int64(len(c.nodes))
+	})
 	began := time.Now()
 	if out, err := exec.Command(restart[0], restart[1:]...).CombinedOutput(); err != nil {
 		close(stop)

@@ -9,6 +9,7 @@ package quirks
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -117,11 +118,11 @@ func (t *Transport) flatten(doc any, refresh bool) (map[string]any, bool) {
 	in := t.In
 	top, _ := doc.(map[string]any)
 	lookup := func(name string) (string, bool) {
-		if v, ok := account.LookupPath(doc, in.TokenFieldPath(name)); ok {
+		if v, ok := tokenField(doc, name, in.TokenFieldPath(name)); ok {
 			return v, true
 		}
 		if refresh {
-			return account.LookupPath(doc, name)
+			return tokenField(doc, name, name)
 		}
 		return "", false
 	}
@@ -144,12 +145,8 @@ func (t *Transport) flatten(doc any, refresh bool) (map[string]any, bool) {
 			out[name] = v
 		}
 	}
-	if v, ok := out["expires_in"]; !ok || v == nil || v == "" {
-		if in.DefaultExpiresIn > 0 {
-			out["expires_in"] = strconv.FormatInt(int64(time.Duration(in.DefaultExpiresIn)/time.Second), 10)
-		}
-	}
-	// x/oauth2 reads expires_in as a number only.
+	// x/oauth2 reads expires_in as a whole number only; anything else is
+	// no lifetime, and the default applies.
 	switch v := out["expires_in"].(type) {
 	case string:
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
@@ -161,15 +158,45 @@ func (t *Transport) flatten(doc any, refresh bool) (map[string]any, bool) {
 		if _, err := v.Int64(); err != nil {
 			delete(out, "expires_in")
 		}
-	case nil:
 	default:
-		// A bool, an object or a list is no lifetime.
+		// null, a bool, an object or a list is no lifetime.
 		delete(out, "expires_in")
+	}
+	if _, ok := out["expires_in"]; !ok && in.DefaultExpiresIn > 0 {
+		out["expires_in"] = int64(time.Duration(in.DefaultExpiresIn) / time.Second)
 	}
 	if _, ok := out["token_type"]; !ok {
 		out["token_type"] = "Bearer"
 	}
 	return out, hadRefresh
+}
+
+// tokenField reads the token field name at path: a non-empty string, or
+// for expires_in a number too. A token that is a number, a boolean or an
+// object is no token.
+func tokenField(doc any, name, path string) (string, bool) {
+	v := doc
+	for part := range strings.SplitSeq(path, ".") {
+		switch t := v.(type) {
+		case map[string]any:
+			v = t[part]
+		case []any:
+			n, err := strconv.Atoi(part)
+			if err != nil || n < 0 || n >= len(t) {
+				return "", false
+			}
+			v = t[n]
+		default:
+			return "", false
+		}
+	}
+	switch t := v.(type) {
+	case string:
+		return t, t != ""
+	case json.Number:
+		return t.String(), name == "expires_in"
+	}
+	return "", false
 }
 
 // grantType reads the grant_type of a form-encoded token request without
@@ -203,7 +230,8 @@ func jsonBody(req *http.Request) (*http.Request, error) {
 	}
 	v, err := url.ParseQuery(string(b))
 	if err != nil {
-		return nil, err
+		// ParseQuery's error quotes the body, which holds secrets.
+		return nil, errors.New("the token request body is not form-encoded")
 	}
 	m := make(map[string]string, len(v))
 	for k := range v {

@@ -14,9 +14,12 @@ const ChromiumPath = "/usr/bin/chromium"
 
 // NewBrowser starts headless Chromium with a fresh profile and none of its
 // own network traffic (this machine reaches nothing but loopback), and
-// returns a chromedp context on its first tab, bounded by timeout. Without
-// Chromium the test skips saying what to install, or fails when CI is set.
-// flags are added to the browser's command line.
+// returns a chromedp context on its first tab, bounded by timeout. The
+// browser itself lives until the test ends: timeout bounds that tab and the
+// tabs opened from its context with chromedp.NewContext; NewTab opens a tab
+// with a budget of its own, for tests that run one flow after another in
+// one browser. Without Chromium the test skips saying what to install, or
+// fails when CI is set. flags are added to the browser's command line.
 func NewBrowser(t testing.TB, timeout time.Duration, flags ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
@@ -42,15 +45,46 @@ func NewBrowser(t testing.TB, timeout time.Duration, flags ...chromedp.ExecAlloc
 	}, flags...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(bctx, timeout)
 	t.Cleanup(func() {
-		cancelTimeout()
 		cancelBrowser()
 		cancelAlloc()
 	})
-	// Start the browser on the first tab, so later tabs share it.
-	if _, err := chromedp.Run(ctx, chromedp.Title()); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
+	// Start the browser on the first tab, so later tabs share it. The
+	// process is bound to the context it is started with, so that one has
+	// no deadline; the start itself gets the budget.
+	started := make(chan error, 1)
+	go func() {
+		_, err := chromedp.Run(bctx, chromedp.Title())
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("starting Chromium: %v", err)
+		}
+	case <-time.After(timeout):
+		cancelBrowser()
+		t.Fatalf("Chromium did not start within %v", timeout)
 	}
+	ctx, cancelTimeout := context.WithTimeout(bctx, timeout)
+	t.Cleanup(cancelTimeout)
 	return ctx
+}
+
+// NewTab opens a tab in the browser of ctx (NewBrowser's, or any tab's) that
+// is bounded by timeout alone: the deadline of ctx does not carry over, so
+// each flow of a test that runs several in one browser gets the whole
+// budget, and a flow that hangs still fails. opts are chromedp's (e.g.
+// chromedp.WithNewBrowserContext). The tab closes when cancel is called or
+// the test ends.
+func NewTab(t testing.TB, ctx context.Context, timeout time.Duration, opts ...chromedp.ContextOption) (context.Context, context.CancelFunc) {
+	t.Helper()
+	tab, cancelTab := chromedp.NewContext(context.WithoutCancel(ctx), opts...)
+	tctx, cancelTimeout := context.WithTimeout(tab, timeout)
+	cancel := func() {
+		cancelTimeout()
+		cancelTab()
+	}
+	t.Cleanup(cancel)
+	return tctx, cancel
 }

@@ -3,4 +3,11 @@
 -- still pending. This index answers that check with one seek on every
 -- condition it names, so the planner picks it with or without statistics.
 -- It holds only pending deliveries: small however long the delivery log.
+--
+-- Built in the migration's transaction (CREATE INDEX CONCURRENTLY cannot
+-- run in one, and migrations are applied one transaction each under an
+-- advisory lock): writes to deliveries wait while it reads the table, about
+-- a second per million deliveries (0.83 s for 1,050,000 at a load average
+-- of 25). Delivered and failed deliveries are purged after their
+-- retention, so the table stays far smaller than accounts.
 CREATE INDEX deliveries_event_pending ON deliveries (event_id, endpoint) WHERE status = 'pending';
