@@ -336,6 +336,23 @@ func TestOAuthQuirks(t *testing.T) {
 			if n := len(hw.events(t, "integrated_account:authentication_error", id)); n != 1 {
 				t.Fatalf("%d authentication_error events, want exactly 1", n)
 			}
+
+			if c.name == "zoho" {
+				// A callback that names another accounts server gets no
+				// code sent there, and nothing is stored.
+				c.as.SetCallbackParams(map[string]string{"location": "us", "accounts-server": "https://accounts.evil.example"})
+				c.as.ResetCounts()
+				p := hw.connect(t, map[string]any{"tenant_id": "t-zoho-evil", "integration": c.name}, nil, "evil")
+				if msg := posted(t, p); p.status == http.StatusOK || msg["result"] == "success" {
+					t.Fatalf("a callback naming another accounts server connected: %d %v", p.status, msg)
+				}
+				if n := c.as.TokenCalls("authorization_code"); n != 0 {
+					t.Fatalf("%d code exchanges after a callback naming another accounts server", n)
+				}
+				if got := hw.accountsOf(t, "t-zoho-evil"); len(got) != 0 {
+					t.Fatalf("an account was stored: %v", got)
+				}
+			}
 		})
 	}
 }
