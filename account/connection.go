@@ -517,7 +517,19 @@ func (i *Integration) CheckContext(ctx map[string]any, required func(*Connection
 // LookupPath finds the value at a dotted path ("authed_user.access_token",
 // "0.id") in a decoded JSON document and renders a scalar as a string.
 func LookupPath(doc any, path string) (string, bool) {
-	v := doc
+	v, ok := WalkPath(doc, path)
+	if !ok {
+		return "", false
+	}
+	s, ok := scalarString(v)
+	return s, ok && s != ""
+}
+
+// WalkPath returns the value at a dotted path in a decoded JSON document:
+// each part is an object key, or an index into an array. ok is false when
+// the path leaves the document.
+func WalkPath(doc any, path string) (v any, ok bool) {
+	v = doc
 	for part := range strings.SplitSeq(path, ".") {
 		switch t := v.(type) {
 		case map[string]any:
@@ -525,15 +537,14 @@ func LookupPath(doc any, path string) (string, bool) {
 		case []any:
 			n, err := strconv.Atoi(part)
 			if err != nil || n < 0 || n >= len(t) {
-				return "", false
+				return nil, false
 			}
 			v = t[n]
 		default:
-			return "", false
+			return nil, false
 		}
 	}
-	s, ok := scalarString(v)
-	return s, ok && s != ""
+	return v, true
 }
 
 // validateConnection checks the connection options of an integration when

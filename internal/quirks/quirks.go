@@ -175,20 +175,9 @@ func (t *Transport) flatten(doc any, refresh bool) (map[string]any, bool) {
 // for expires_in a number too. A token that is a number, a boolean or an
 // object is no token.
 func tokenField(doc any, name, path string) (string, bool) {
-	v := doc
-	for part := range strings.SplitSeq(path, ".") {
-		switch t := v.(type) {
-		case map[string]any:
-			v = t[part]
-		case []any:
-			n, err := strconv.Atoi(part)
-			if err != nil || n < 0 || n >= len(t) {
-				return "", false
-			}
-			v = t[n]
-		default:
-			return "", false
-		}
+	v, ok := account.WalkPath(doc, path)
+	if !ok {
+		return "", false
 	}
 	switch t := v.(type) {
 	case string:
