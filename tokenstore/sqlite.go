@@ -88,7 +88,7 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 	for k, v := range q {
 		wq[k] = append([]string(nil), v...)
 	}
-	wq.Add("_pragma", "cache_size(-32768)")
+	wq.Add("_pragma", fmt.Sprintf("cache_size(-%d)", sqliteWriterCacheKiB))
 	// Statement journals (a multi-row insert keeps one to undo itself on a
 	// conflict) and temporary tables stay in memory instead of temporary
 	// files written and read back by syscalls.
@@ -129,6 +129,29 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
 	}
 	return st, nil
+}
+
+// sqliteWriterCacheKiB is the writer connection's page cache (32 MiB).
+const sqliteWriterCacheKiB = 32 << 10
+
+// SetImportCacheSize gives the writer connection a page cache big enough
+// for the database and adding bytes more, at most 4 GiB, for a bulk import
+// in a process of its own (linkgate-import). With random ids the primary
+// key, tenant and expiry indexes take inserts all over B-trees larger than
+// the writer's 32 MiB: each insert read its page back from the file, and a
+// transaction's dirty pages spilled into the write-ahead log before its
+// commit and were written again at the commit. The readers keep their
+// caches; SQLite allocates the pages as it uses them. Should the writer's
+// connection be reopened, the new one has the usual size.
+func (s *SQLite) SetImportCacheSize(ctx context.Context, bytes int64) error {
+	if fi, err := os.Stat(s.path); err == nil {
+		bytes += fi.Size()
+	}
+	kib := min(max(bytes>>10, sqliteWriterCacheKiB), 4<<20)
+	if _, err := s.w.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size(-%d)", kib)); err != nil {
+		return storeErr("sizing the import's page cache", err)
+	}
+	return nil
 }
 
 // Close closes the database connections.
