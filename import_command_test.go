@@ -127,11 +127,15 @@ func TestImportCommandInCaddy(t *testing.T) {
 
 // BenchmarkImportLines imports OAuth accounts from JSON lines into SQLite
 // as caddy linkgate-import does (decoding, checks and sealing on every core, one writer,
-// transactions of 1,000), without events. It reports accounts per second of
-// wall time and CPU microseconds per account. Ids are random UUIDs, or in
-// insertion order with IDS=seq.
+// transactions as the command's, its page cache), without events. It
+// reports accounts per second of wall time and CPU microseconds per
+// account. Ids are random UUIDs, or in insertion order with IDS=seq; with
+// INPUT set it imports the first b.N lines of that file instead (bench/scale
+// gen's, on the integrations crm, mail and keyed).
 //
 //	go test -run XXX -bench ImportLines -benchtime 50000x .
+//	bench/scale gen -n 1000000 -ids random >/tmp/r.jsonl
+//	INPUT=/tmp/r.jsonl go test -run XXX -bench ImportLines -benchtime 1000000x -timeout 30m .
 func BenchmarkImportLines(b *testing.B) {
 	key, _ := resealKey(&testing.T{})
 	s, err := tokenstore.NewSealer(key)
@@ -144,8 +148,30 @@ func BenchmarkImportLines(b *testing.B) {
 	}
 	defer st.Close()
 	app := &App{Integrations: map[string]*account.Integration{"crm": {Name: "crm", Auth: account.MethodOAuth2}}}
+	if err := st.SetImportCacheSize(context.Background(), int64(b.N)*1000); err != nil {
+		b.Fatal(err)
+	}
 	var in bytes.Buffer
+	if p := os.Getenv("INPUT"); p != "" {
+		for _, name := range []string{"mail", "keyed"} {
+			app.Integrations[name] = &account.Integration{Name: name, Auth: account.MethodOAuth2}
+		}
+		app.Integrations["keyed"].Auth = account.MethodAPIKey
+		f, err := os.Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		for n := 0; n < b.N && sc.Scan(); n++ {
+			in.Write(sc.Bytes())
+			in.WriteByte('\n')
+		}
+		f.Close()
+	}
 	for i := range b.N {
+		if os.Getenv("INPUT") != "" {
+			break
+		}
 		id := uuid.NewString()
 		if os.Getenv("IDS") == "seq" {
 			id = fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
