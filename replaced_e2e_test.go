@@ -147,6 +147,62 @@ func (w *world) reconnectWithForm(t *testing.T, id string, form url.Values) {
 	}
 }
 
+// reconnectOAuth reconnects account id through a link token, as its end
+// user would: the connect page's button, the provider's consent as user,
+// and the callback, in one cookie jar.
+func (w *world) reconnectOAuth(t *testing.T, id, user string) {
+	t.Helper()
+	status, out := w.do("POST", "/link-token", map[string]any{"integrated_account_id": id})
+	if status != http.StatusCreated {
+		t.Fatalf("link token: %d %s", status, out)
+	}
+	linkURL := mustJSON(t, out)["url"].(string)
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	page, err := browser.Get(linkURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, page)
+	form := url.Values{"link_token": {strings.TrimPrefix(linkURL[strings.Index(linkURL, "link_token="):], "link_token=")}}
+	if m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body); m != nil {
+		form.Set("csrf", m[1])
+	}
+	resp, err := browser.PostForm(w.base+"/connect-account", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	authorize, err := resp.Location()
+	if err != nil {
+		t.Fatalf("the connect button answered %d without a redirect", resp.StatusCode)
+	}
+	if resp, err = browser.Get(authorize.String()); err != nil {
+		t.Fatal(err)
+	}
+	if readAll(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the provider's consent page: %d", resp.StatusCode)
+	}
+	consent := authorize.Query()
+	consent.Set("username", user)
+	consent.Set("action", "allow")
+	if resp, err = browser.PostForm(w.as.AuthorizeURL(), consent); err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	callback, err := resp.Location()
+	if err != nil {
+		t.Fatalf("the consent answered %d without a redirect", resp.StatusCode)
+	}
+	if resp, err = browser.Get(callback.String()); err != nil {
+		t.Fatal(err)
+	}
+	if done := readAll(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(done, "Connection successful") {
+		t.Fatalf("the callback: %d\n%s", resp.StatusCode, done)
+	}
+}
+
 // replacedDropped is what the gateway logs when it drops an upstream's
 // verdict on credentials the account no longer holds.
 const replacedDropped = "concerns credentials the account no longer holds"
@@ -244,6 +300,33 @@ func TestLate401ForReplacedCredentialsChangesNothing(t *testing.T) {
 					t.Fatalf("patch: %d %s", status, out)
 				}
 				return replacement{[]string{tok.AccessToken}, "/me"}
+			},
+		},
+		{
+			name: "oauth2 without refresh token/reconnect", integration: "oauth",
+			start: func(t *testing.T, w *world) (string, []string) {
+				tok := w.as.Authorize(t, oauthClient, w.base+callbackPath, "nils", nil)
+				id := w.importAccount(map[string]any{"tenant_id": "o", "integration": "oauth",
+					"context": map[string]any{"oauth": map[string]any{"token": map[string]any{
+						"access_token": tok.AccessToken, "expires_in": 3600}}}})
+				w.as.ExpireAccessToken(tok.AccessToken)
+				return id, []string{tok.AccessToken, tok.RefreshToken}
+			},
+			replace: func(t *testing.T, w *world, id string) replacement {
+				w.reconnectOAuth(t, id, "nils")
+				return replacement{nil, "/me"}
+			},
+		},
+		{
+			name: "oauth2 retry after refresh/reconnect", integration: "oauth", skip: 1,
+			start: func(t *testing.T, w *world) (string, []string) {
+				id, access, refresh := w.importOAuth(t, "otto", time.Now().Add(time.Hour))
+				w.oauth.ForceStatus(http.StatusUnauthorized, 2)
+				return id, []string{access, refresh}
+			},
+			replace: func(t *testing.T, w *world, id string) replacement {
+				w.reconnectOAuth(t, id, "otto")
+				return replacement{nil, "/me"}
 			},
 		},
 		{
