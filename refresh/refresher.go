@@ -464,10 +464,11 @@ func (r *Refresher) markFailed(ctx context.Context, a *account.Account, sent acc
 	return ErrNeedsReauth
 }
 
-// judged is what an upstream's answer to a request for a sent with sent
-// says something about: sent, except for an oauth2_client_credentials
-// account, whose token is its integration's and not stored with it (nil:
-// the answer concerns the account whatever it holds).
+// judged returns the credentials that an upstream's answer to a request for
+// account a, sent with sent, is a verdict on: sent, or nil for an
+// oauth2_client_credentials account, whose token is its integration's and
+// not stored with it (the answer then concerns the account whatever it
+// holds).
 func judged(a *account.Account, sent account.Credentials) *account.Credentials {
 	if a.Method == account.MethodClientCredentials {
 		return nil
