@@ -104,6 +104,9 @@ func cmdImport(fl caddycmd.Flags) (int, error) {
 		if err := st.SetImportCacheSize(ctx, adds); err != nil {
 			return err
 		}
+		if err := st.CheckpointImportsAside(ctx); err != nil {
+			return err
+		}
 		sum, err = app.importLines(ctx, st, in, events, os.Stdout)
 		return err
 	})

@@ -151,6 +151,9 @@ func BenchmarkImportLines(b *testing.B) {
 	if err := st.SetImportCacheSize(context.Background(), int64(b.N)*1000); err != nil {
 		b.Fatal(err)
 	}
+	if err := st.CheckpointImportsAside(context.Background()); err != nil {
+		b.Fatal(err)
+	}
 	var in bytes.Buffer
 	if p := os.Getenv("INPUT"); p != "" {
 		for _, name := range []string{"mail", "keyed"} {

@@ -29,6 +29,7 @@ var sqliteMigrations embed.FS
 // busy_timeout.
 type SQLite struct {
 	path   string
+	wdsn   string // the writer's data source name
 	w      *sql.DB
 	r      *sql.DB
 	sealer *Sealer
@@ -45,6 +46,10 @@ type SQLite struct {
 	// getAccount is prepared once: parsing the query cost as much as
 	// running it, on the path every cache miss takes.
 	getAccount *sql.Stmt
+	// ckpt, when a bulk import set it (CheckpointImportsAside), takes the
+	// checkpoints after the import's transactions on a connection of its
+	// own.
+	ckpt *importCheckpointer
 }
 
 var _ Store = (*SQLite)(nil)
@@ -94,6 +99,7 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 	// files written and read back by syscalls.
 	wq.Add("_pragma", "temp_store(MEMORY)")
 	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
+	wdsn := "file:" + path + "?" + wq.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
 	}
@@ -113,7 +119,7 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 	r.SetMaxIdleConns(4)
 
 	st := &SQLite{
-		path: path, w: w, r: r, sealer: s, now: time.Now,
+		path: path, wdsn: wdsn, w: w, r: r, sealer: s, now: time.Now,
 		lockLease: 30 * time.Second, lockPoll: 25 * time.Millisecond,
 	}
 	if err := st.migrate(ctx); err != nil {
@@ -159,6 +165,9 @@ func (s *SQLite) Close() error {
 	var err error
 	if s.getAccount != nil {
 		err = s.getAccount.Close()
+	}
+	if s.ckpt != nil {
+		err = errors.Join(err, s.ckpt.close())
 	}
 	return errors.Join(err, s.r.Close(), s.w.Close())
 }
