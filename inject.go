@@ -309,7 +309,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 				newCreds, retry, uerr = rt.refresher.Unauthorized(context.WithoutCancel(ctx), acct, creds)
 			} else {
 				// A 401 to fresh credentials: the grant itself is refused.
-				uerr = rt.refresher.UnauthorizedAfterRetry(context.WithoutCancel(ctx), acct)
+				uerr = rt.refresher.UnauthorizedAfterRetry(context.WithoutCancel(ctx), acct, creds)
 			}
 			if uerr != nil && !errors.Is(uerr, refresh.ErrNeedsReauth) {
 				h.logger.Warn("handling an upstream 401", zap.String("integrated_account_id", id), zap.Error(uerr))
@@ -345,7 +345,7 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		case sw.status >= 200 && sw.status < 300:
 			a.metrics.count(outcomeOk)
 			if acct.Status == account.StatusNeedsReauth {
-				rt.refresher.Succeeded(context.WithoutCancel(ctx), acct)
+				rt.refresher.Succeeded(context.WithoutCancel(ctx), acct, creds)
 			}
 		default:
 			a.metrics.count(outcomeOk)

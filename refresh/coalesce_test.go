@@ -98,9 +98,10 @@ func TestConcurrentCallersTakeTheRefreshLockAboutOnce(t *testing.T) {
 		errs := make([]error, n)
 		for i := range n {
 			wg.Go(func() {
-				started.Done()
-				// Each caller reads the account as the proxy path does.
+				// Each caller reads the account as the proxy path does,
+				// before the flight's answer is saved.
 				cur, err := ws.GetAccount(context.Background(), a.ID)
+				started.Done()
 				if err == nil {
 					_, err = r.Credentials(context.Background(), cur)
 				}
@@ -109,6 +110,13 @@ func TestConcurrentCallersTakeTheRefreshLockAboutOnce(t *testing.T) {
 		}
 		<-g.held // the one flight's token call is answered and held
 		started.Wait()
+		// Every caller has read the expired token; the answer is let
+		// through once each waits on the flight. Releasing earlier would
+		// leave callers that were merely slow to be scheduled to ask after
+		// the flight ended, each with a flight (and a lock) of its own: on a
+		// busy machine that is most of them, and it says nothing about
+		// coalescing.
+		eventually(t, "every caller to wait on the refresh", func() bool { return r.gate.waiting(a.ID) == n })
 		g.release()
 		wg.Wait()
 		for i, err := range errs {
@@ -126,4 +134,11 @@ func TestConcurrentCallersTakeTheRefreshLockAboutOnce(t *testing.T) {
 			t.Errorf("%d callers took the refresh lock %d times, want about once", n, l)
 		}
 	})
+}
+
+// waiting is how many callers wait on account id's refresh.
+func (g *callGate) waiting(id string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.urgent[id]
 }

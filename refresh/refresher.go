@@ -332,6 +332,9 @@ func (r *Refresher) probe(ctx context.Context, a *account.Account, now time.Time
 // (when the 401 was its first since it became active) and the error is
 // ErrNeedsReauth, or the refresh failed for a reason that is not the end
 // user's (a *Error of class Transient or Misconfigured) and nothing changed.
+// A 401 judges only the credentials it was sent with: if the account holds
+// others by now (a reconnect, a credentials change, while the request was on
+// its way), nothing changes and the error is nil.
 //
 // For an OAuth account with a refresh token the cached entry is dropped and
 // the token refreshed once, unless the store already holds a newer access
@@ -351,7 +354,7 @@ func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent a
 			// The upstream refused a token fetched within retryWindow:
 			// another one will not do better, and fetching one per 401
 			// would hammer the token endpoint.
-			return account.Credentials{}, false, r.UnauthorizedAfterRetry(ctx, a)
+			return account.Credentials{}, false, r.UnauthorizedAfterRetry(ctx, a, sent)
 		}
 		c, err := r.clientToken(ctx, integ)
 		if err != nil {
@@ -360,7 +363,7 @@ func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent a
 		return c, true, nil
 	case a.Method == account.MethodOAuth2 && a.Credentials.RefreshToken != "":
 		if r.handedForRetry(a.ID, sent.AccessToken) {
-			return account.Credentials{}, false, r.UnauthorizedAfterRetry(ctx, a)
+			return account.Credentials{}, false, r.UnauthorizedAfterRetry(ctx, a, sent)
 		}
 		r.invalidate(a.ID)
 		fresh, err := r.wait(ctx, a.ID, modeStale, sent.AccessToken)
@@ -373,10 +376,7 @@ func (r *Refresher) Unauthorized(ctx context.Context, a *account.Account, sent a
 		r.handForRetry(a.ID, fresh.Credentials.AccessToken)
 		return fresh.Credentials, true, nil
 	}
-	if err := r.markFailed(ctx, a.ID, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized"}); err != nil {
-		return account.Credentials{}, false, err
-	}
-	return account.Credentials{}, false, ErrNeedsReauth
+	return account.Credentials{}, false, r.markFailed(ctx, a, sent, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized"})
 }
 
 // retryWindow is how long an access token handed out for a retry marks a
@@ -417,47 +417,88 @@ type retriedToken struct {
 	at  time.Time
 }
 
-// UnauthorizedAfterRetry handles a 401 to the request retried with the
-// credentials Unauthorized returned: fresh credentials were refused, so the
-// account needs reauthorization. It returns ErrNeedsReauth, or the store's
-// error if the change could not be written.
-func (r *Refresher) UnauthorizedAfterRetry(ctx context.Context, a *account.Account) error {
-	if err := r.markFailed(ctx, a.ID, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized to freshly refreshed credentials"}); err != nil {
-		return err
-	}
-	return ErrNeedsReauth
+// UnauthorizedAfterRetry handles a 401 to the request retried with sent,
+// the credentials Unauthorized returned: fresh credentials were refused, so
+// the account needs reauthorization. It returns ErrNeedsReauth, nil if the
+// account holds other credentials than sent by now (they were replaced while
+// the request was on its way: the 401 says nothing about them), or the
+// store's error if the change could not be written.
+func (r *Refresher) UnauthorizedAfterRetry(ctx context.Context, a *account.Account, sent account.Credentials) error {
+	return r.markFailed(ctx, a, sent, &account.Error{Code: "unauthorized", Message: "the upstream API answered 401 Unauthorized to freshly refreshed credentials"})
 }
 
-// Succeeded handles an upstream 2xx: an account in needs_reauth is active
-// again (event reactivated).
-func (r *Refresher) Succeeded(ctx context.Context, a *account.Account) {
+// Succeeded handles an upstream 2xx to a request sent with sent: an account
+// in needs_reauth is active again (event reactivated), unless it holds
+// other credentials than sent by now: the success vouches for the
+// credentials it was sent with only.
+func (r *Refresher) Succeeded(ctx context.Context, a *account.Account, sent account.Credentials) {
 	if a.Status != account.StatusNeedsReauth {
 		return
 	}
 	r.mu.Lock()
 	delete(r.probeUntil, a.ID)
 	r.mu.Unlock()
-	if err := r.transition(ctx, a.ID, account.UpstreamOK, nil); err != nil {
+	err := r.transition(ctx, a.ID, account.UpstreamOK, nil, judged(a, sent))
+	if errors.Is(err, errSuperseded) {
+		r.judgedReplaced(a, "success")
+		return
+	}
+	if err != nil {
 		r.log.Warn("reactivating integrated account", zap.String("integrated_account_id", a.ID), zap.Error(err))
 	}
 }
 
-// markFailed moves an account to needs_reauth after an upstream 401 and
-// schedules its first probe.
-func (r *Refresher) markFailed(ctx context.Context, id string, cause *account.Error) error {
-	if err := r.transition(ctx, id, account.AuthFailed, cause); err != nil {
-		return fmt.Errorf("marking account %s as needing reauthorization: %w", id, err)
+// markFailed moves an account to needs_reauth after an upstream 401 to a
+// request sent with sent and schedules its first probe. It returns
+// ErrNeedsReauth; nil when the account holds other credentials than sent by
+// now, and nothing changed; or the store's error.
+func (r *Refresher) markFailed(ctx context.Context, a *account.Account, sent account.Credentials, cause *account.Error) error {
+	err := r.transition(ctx, a.ID, account.AuthFailed, cause, judged(a, sent))
+	if errors.Is(err, errSuperseded) {
+		r.judgedReplaced(a, "401")
+		return nil
 	}
-	return nil
+	if err != nil {
+		return fmt.Errorf("marking account %s as needing reauthorization: %w", a.ID, err)
+	}
+	return ErrNeedsReauth
+}
+
+// judged returns the credentials that an upstream's answer to a request for
+// account a, sent with sent, is a verdict on: sent, or nil for an
+// oauth2_client_credentials account, whose token is its integration's and
+// not stored with it (the answer then concerns the account whatever it
+// holds).
+func judged(a *account.Account, sent account.Credentials) *account.Credentials {
+	if a.Method == account.MethodClientCredentials {
+		return nil
+	}
+	return &sent
+}
+
+// judgedReplaced logs an upstream answer dropped because the credentials it
+// judged were replaced while the request was on its way.
+func (r *Refresher) judgedReplaced(a *account.Account, answer string) {
+	r.log.Info("the upstream's "+answer+" concerns credentials the account no longer holds (it was reconnected or its credentials changed while the request was on its way); its status is left as is",
+		zap.String("integrated_account_id", a.ID), zap.String("integration", a.Integration))
+	r.invalidate(a.ID)
 }
 
 // transition applies t to the stored account, retrying on a concurrent
-// change, and writes the change with its events.
-func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger, cause *account.Error) error {
+// change, and writes the change with its events. When sent is set, t is an
+// upstream's answer to a request sent with those credentials, and it applies
+// only while the account holds them: otherwise nothing is written and the
+// error is errSuperseded. The comparison is made on the copy whose version
+// the write checks, so credentials replaced after it make the write
+// conflict, and the comparison is made again on the account as it is then.
+func (r *Refresher) transition(ctx context.Context, id string, t account.Trigger, cause *account.Error, sent *account.Credentials) error {
 	for range 5 {
 		a, err := r.fresh.GetAccount(ctx, id)
 		if err != nil {
 			return err
+		}
+		if sent != nil && !sameSent(a.Credentials, *sent) {
+			return errSuperseded
 		}
 		a = a.Clone()
 		now := r.opts.Now()
@@ -589,6 +630,15 @@ func (r *Refresher) invalidate(id string) {
 	if c, ok := r.store.(interface{ Invalidate(string) }); ok {
 		c.Invalidate(id)
 	}
+}
+
+// sameSent reports whether stored holds the credentials that a request sent
+// with sent carried to the upstream (the access token, API key, or user
+// name and password; a refresh token never goes there), comparing in
+// constant time.
+func sameSent(stored, sent account.Credentials) bool {
+	return sameSecret(stored.AccessToken, sent.AccessToken) && sameSecret(stored.APIKey, sent.APIKey) &&
+		sameSecret(stored.Username, sent.Username) && sameSecret(stored.Password, sent.Password)
 }
 
 // sameSecret compares two secrets in constant time.

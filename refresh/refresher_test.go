@@ -316,7 +316,7 @@ func TestProbeRunsOncePerIntervalAndHealsAMisclassifiedAccount(t *testing.T) {
 	e := newEnv(t, nil)
 	a := e.connect("acc-probe", e.clock.Now().Add(-time.Second))
 	// Marked needs_reauth although the grant is fine: a misclassification.
-	if err := e.r.markFailed(context.Background(), a.ID, &account.Error{Code: "unauthorized", Message: "401"}); err != nil {
+	if err := e.r.markFailed(context.Background(), a, a.Credentials, &account.Error{Code: "unauthorized", Message: "401"}); !errors.Is(err, ErrNeedsReauth) {
 		t.Fatal(err)
 	}
 	a = e.get(a.ID)
@@ -352,7 +352,7 @@ func TestSerialisedProbesOfAHealedAccountMakeOneTokenCall(t *testing.T) {
 	onEachStore(t, func(t *testing.T, kind string) {
 		e := newEnvOn(t, kind, nil)
 		a := e.connect("acc-probe", e.clock.Now().Add(-time.Second))
-		if err := e.r.markFailed(context.Background(), a.ID, &account.Error{Code: "unauthorized", Message: "401"}); err != nil {
+		if err := e.r.markFailed(context.Background(), a, a.Credentials, &account.Error{Code: "unauthorized", Message: "401"}); !errors.Is(err, ErrNeedsReauth) {
 			t.Fatal(err)
 		}
 		stale := e.get(a.ID)
@@ -420,10 +420,10 @@ func TestUnauthorizedRefreshesOnceAndReturnsFreshCredentials(t *testing.T) {
 		t.Fatalf("%d token calls, want 1", n)
 	}
 	// The retried request got 401 too: the account needs reauth, once.
-	if err := e.r.UnauthorizedAfterRetry(context.Background(), a); !errors.Is(err, ErrNeedsReauth) {
+	if err := e.r.UnauthorizedAfterRetry(context.Background(), a, c); !errors.Is(err, ErrNeedsReauth) {
 		t.Fatal(err)
 	}
-	if err := e.r.UnauthorizedAfterRetry(context.Background(), a); !errors.Is(err, ErrNeedsReauth) {
+	if err := e.r.UnauthorizedAfterRetry(context.Background(), a, c); !errors.Is(err, ErrNeedsReauth) {
 		t.Fatal(err)
 	}
 	if got := e.get(a.ID); got.Status != account.StatusNeedsReauth {
@@ -495,7 +495,7 @@ func TestUnauthorizedOnAnAPIKeyAccountNeedsReauthAndSuccessReactivates(t *testin
 	if err != nil || c.APIKey != "key-abcdef123" {
 		t.Fatalf("credentials of a needs_reauth api_key account: %v", err)
 	}
-	e.r.Succeeded(context.Background(), a)
+	e.r.Succeeded(context.Background(), a, c)
 	if got := e.get(a.ID); got.Status != account.StatusActive || got.LastError != nil {
 		t.Fatalf("after success: %s %+v", got.Status, got.LastError)
 	}

@@ -279,3 +279,154 @@ func TestReconnectDuringADeadTokenProbeRaisesNoSecondAlarm(t *testing.T) {
 		})
 	}
 }
+
+// TestSecond401ToAReplacedRetryTokenRaisesNoAlarm: a request refused with
+// alice's token gets a refreshed one for its retry; the account is then
+// reconnected as bob (or its credentials PATCHed), and the retry's 401 comes
+// back through Unauthorized (a caller that reports the second 401 so). That
+// 401 judged the replaced retry token, not bob's credentials: nothing
+// changes, and no alarm is raised.
+func TestSecond401ToAReplacedRetryTokenRaisesNoAlarm(t *testing.T) {
+	for _, how := range []string{"reconnect", "patch"} {
+		t.Run(how, func(t *testing.T) {
+			onEachStore(t, func(t *testing.T, kind string) {
+				e := newEnvOn(t, kind, nil)
+				a := e.connect("acct-1", e.clock.Now().Add(time.Hour))
+				retryWith, retry, err := e.r.Unauthorized(context.Background(), a, a.Credentials)
+				if err != nil || !retry {
+					t.Fatalf("first 401: retry=%v %v", retry, err)
+				}
+				e.remember(retryWith.AccessToken, retryWith.RefreshToken)
+				var bob account.Credentials
+				if how == "reconnect" {
+					bob = e.reconnect(a.ID, "user-bob")
+				} else {
+					bob = e.patchCredentials(a.ID, "user-bob")
+				}
+				_, retry, err = e.r.Unauthorized(context.Background(), a, retryWith)
+				if retry || err != nil {
+					t.Errorf("the retry's late 401: retry=%v %v, want nothing to do", retry, err)
+				}
+				got := e.get(a.ID)
+				if got.Status != account.StatusActive || got.LastError != nil || !sameGrant(got.Credentials, bob) {
+					t.Fatalf("after the late 401: status %s, last error %+v, bob's grant kept %v", got.Status, got.LastError, sameGrant(got.Credentials, bob))
+				}
+				if ev := e.eventsOf(a.ID); count(ev, account.EventAuthenticationError) != 0 {
+					t.Errorf("events = %v", ev)
+				}
+				if !e.logged(zapcore.InfoLevel, "concerns credentials the account no longer holds") {
+					t.Errorf("dropping the late 401 was not logged")
+				}
+			})
+		})
+	}
+}
+
+// replaceBeforeWrite is a store that lets a replacement of an account's
+// credentials commit between the refresher's read of the account and its
+// write: replace runs once, just before the first UpdateAccount.
+type replaceBeforeWrite struct {
+	tokenstore.Store
+	once    sync.Once
+	replace func()
+}
+
+func (s *replaceBeforeWrite) UpdateAccount(ctx context.Context, a *account.Account, events []tokenstore.Event) error {
+	s.once.Do(s.replace)
+	return s.Store.UpdateAccount(ctx, a, events)
+}
+
+// TestA401JudgedWhileItsCredentialsAreReplacedChangesNothing: an api_key
+// account's 401 is being recorded when a PATCH of its key commits between
+// the refresher's read and its write. The write must not succeed on the
+// new key's account: its version check fails and the comparison is made
+// again on the account as the PATCH left it.
+func TestA401JudgedWhileItsCredentialsAreReplacedChangesNothing(t *testing.T) {
+	onEachStore(t, func(t *testing.T, kind string) {
+		e := newEnvOn(t, kind, nil)
+		ctx := context.Background()
+		a := &account.Account{ID: "acct-key", TenantID: "t", Integration: e.integ.Name, Method: account.MethodAPIKey,
+			Status: account.StatusActive, Credentials: account.Credentials{APIKey: "key-rotated-away-5c1"}}
+		e.remember("key-rotated-away-5c1", "key-new-working-9d2")
+		if err := e.store.CreateAccount(ctx, a, nil); err != nil {
+			t.Fatal(err)
+		}
+		a = e.get(a.ID)
+		store := &replaceBeforeWrite{Store: e.store, replace: func() {
+			b := e.get(a.ID).Clone()
+			b.Credentials = account.Credentials{APIKey: "key-new-working-9d2"}
+			c, err := b.Apply(account.Reconnected, nil, e.clock.Now())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := e.store.UpdateAccount(ctx, b, tokenstore.NewEvents(c.Events, b, e.clock.Now())); err != nil {
+				t.Errorf("patching the key: %v", err)
+			}
+		}}
+		r := e.newRefresherOn(store, nil)
+		t.Cleanup(func() { _ = r.Stop() })
+		if _, retry, err := r.Unauthorized(ctx, a, a.Credentials); retry || err != nil {
+			t.Errorf("the 401 to the old key: retry=%v %v, want nothing to do", retry, err)
+		}
+		got := e.get(a.ID)
+		if got.Status != account.StatusActive || got.Credentials.APIKey != "key-new-working-9d2" {
+			t.Fatalf("after the 401 to the old key: status %s, new key kept %v", got.Status, got.Credentials.APIKey == "key-new-working-9d2")
+		}
+		if ev := e.eventsOf(a.ID); count(ev, account.EventAuthenticationError) != 0 {
+			t.Errorf("events = %v", ev)
+		}
+	})
+}
+
+// TestLateSuccessOfReplacedCredentialsDoesNotReactivate: an api_key
+// account in needs_reauth with key X gets its key PATCHed to Y, and Y is
+// refused in turn (needs_reauth again, a second alarm). Then the 2xx to a
+// request sent earlier with X comes back. It vouches for X, not for Y: the
+// account stays in needs_reauth, and no reactivated event is sent.
+func TestLateSuccessOfReplacedCredentialsDoesNotReactivate(t *testing.T) {
+	onEachStore(t, func(t *testing.T, kind string) {
+		e := newEnvOn(t, kind, nil)
+		ctx := context.Background()
+		a := &account.Account{ID: "acct-key", TenantID: "t", Integration: e.integ.Name, Method: account.MethodAPIKey,
+			Status: account.StatusActive, Credentials: account.Credentials{APIKey: "key-x-7e0"}}
+		e.remember("key-x-7e0", "key-y-1b4")
+		if err := e.store.CreateAccount(ctx, a, nil); err != nil {
+			t.Fatal(err)
+		}
+		a = e.get(a.ID)
+		if _, _, err := e.r.Unauthorized(ctx, a, a.Credentials); !errors.Is(err, ErrNeedsReauth) {
+			t.Fatalf("401 to X: %v", err)
+		}
+		stale := e.get(a.ID) // in needs_reauth with X: the request's copy
+		sentX := stale.Credentials
+
+		b := stale.Clone()
+		b.Credentials = account.Credentials{APIKey: "key-y-1b4"}
+		c, err := b.Apply(account.Reconnected, nil, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.UpdateAccount(ctx, b, tokenstore.NewEvents(c.Events, b, e.clock.Now())); err != nil {
+			t.Fatal(err)
+		}
+		b = e.get(a.ID)
+		if _, _, err := e.r.Unauthorized(ctx, b, b.Credentials); !errors.Is(err, ErrNeedsReauth) {
+			t.Fatalf("401 to Y: %v", err)
+		}
+
+		e.r.Succeeded(ctx, stale, sentX)
+		if got := e.get(a.ID); got.Status != account.StatusNeedsReauth || got.LastError == nil {
+			t.Fatalf("a late success with the replaced key left the account %s (last error %+v): Y was refused", got.Status, got.LastError)
+		}
+		if ev := e.eventsOf(a.ID); count(ev, account.EventReactivated) != 0 || count(ev, account.EventAuthenticationError) != 2 {
+			t.Errorf("events = %v, want two authentication_error and no reactivated", ev)
+		}
+		// A success with Y does reactivate it.
+		y := e.get(a.ID)
+		e.r.Succeeded(ctx, y, y.Credentials)
+		if got := e.get(a.ID); got.Status != account.StatusActive {
+			t.Fatalf("a success with the stored key left the account %s", got.Status)
+		}
+	})
+}
