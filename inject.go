@@ -255,9 +255,13 @@ func (h *Inject) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return nil
 	}
 
-	// The caller's credentials stay here, whatever route follows.
+	// The caller's credentials stay here, whatever route follows. (A
+	// delete hashes its key even when the map lacks it; a lookup of a
+	// small map does not, and Proxy-Authorization is seldom sent.)
 	delete(r.Header, "Authorization")
-	delete(r.Header, "Proxy-Authorization")
+	if _, ok := r.Header["Proxy-Authorization"]; ok {
+		delete(r.Header, "Proxy-Authorization")
+	}
 	// Where this request goes: the one place that decides it (the
 	// integration's target, or the account's own when base_url uses its
 	// connection fields). The call and the writers that watch its answer
@@ -485,6 +489,16 @@ func cutQueryParam(raw, name string) (rest, value string, n int, joined bool) {
 	return b.String(), value, n, joined
 }
 
+// mayNameParam reports whether a raw query may hold a parameter named
+// name, as cutQueryParam finds them: without a '%' a parameter's name is
+// as written, so one named name has name in the query as it is. It scans
+// the query twice instead of cutting it into parameters (a few dozen
+// instructions against a few hundred), for the checks that run on every
+// request and almost never find the parameter.
+func mayNameParam(raw, name string) bool {
+	return strings.IndexByte(raw, '%') >= 0 || strings.Contains(raw, name)
+}
+
 // paramCut reports whether one '&'-separated pair of a raw query names
 // name, either itself or in a part joined by ';', and its raw value when it
 // names it itself.
@@ -595,18 +609,45 @@ type savedField struct {
 	n   int
 }
 
-// save keeps the client response's headers, once per attempt. The values
+// usualResponseHeaders are what Caddy's server sets on every response
+// before any handler runs: Server, and Alt-Svc when HTTP/3 is on.
+var usualResponseHeaders = [...]string{"Server", "Alt-Svc"}
+
+// save keeps the client response's headers h, once per attempt. The values
 // are copied, not shared: the proxy may change a slice in place.
-func (sw *statusWriter) save() {
+//
+// It runs before every answer that may be held back. When h holds only
+// the headers Caddy's server sets, they are found by name, which costs a
+// fraction of ranging over the map (a range starts at a random slot, and
+// drawing it alone costs more).
+func (sw *statusWriter) save(h http.Header) {
 	if sw.saved {
 		return
 	}
 	sw.saved = true
 	sw.fields, sw.vals = sw.fieldsBuf[:0], sw.valsBuf[:0]
-	for k, v := range sw.ResponseWriter.Header() {
-		sw.fields = append(sw.fields, savedField{key: k, n: len(v)})
-		sw.vals = append(sw.vals, v...)
+	n := len(h)
+	for _, k := range usualResponseHeaders {
+		if n == len(sw.fields) {
+			return
+		}
+		if v, ok := h[k]; ok {
+			sw.keep(k, v)
+		}
 	}
+	if n == len(sw.fields) {
+		return
+	}
+	sw.fields, sw.vals = sw.fieldsBuf[:0], sw.valsBuf[:0]
+	for k, v := range h {
+		sw.keep(k, v)
+	}
+}
+
+// keep adds one header to those save keeps.
+func (sw *statusWriter) keep(k string, v []string) {
+	sw.fields = append(sw.fields, savedField{key: k, n: len(v)})
+	sw.vals = append(sw.vals, v...)
 }
 
 // restore puts back the client response's headers as save found them,
@@ -692,10 +733,11 @@ func (sw *statusWriter) Header() http.Header {
 		}
 		return sw.header
 	}
+	h := sw.ResponseWriter.Header()
 	if sw.status == 0 && (sw.hold401 || !sw.call.sent.Load()) {
-		sw.save()
+		sw.save(h)
 	}
-	return sw.ResponseWriter.Header()
+	return h
 }
 
 // storeError turns a store error into the API's answer.

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,7 +74,7 @@ func TestCutQueryParamAgreesWithSplitAndJoin(t *testing.T) {
 		}
 		return strings.Join(kept, "&"), value, n, joined
 	}
-	parts := []string{"id=1", "id=2", "a=1", "", "i%64=3", "b", "x;id=4", "c=%zz", "id", "=", "id=5=6"}
+	parts := []string{"id=1", "id=2", "a=1", "", "i%64=3", "b", "x;id=4", "c=%zz", "id", "=", "id=5=6", "i+d=7", "%69%64"}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 20000 {
 		var pairs []string
@@ -85,6 +86,11 @@ func TestCutQueryParamAgreesWithSplitAndJoin(t *testing.T) {
 		r2, v2, n2, j2 := reference(raw, "id")
 		if r1 != r2 || v1 != v2 || n1 != n2 || j1 != j2 {
 			t.Fatalf("cutQueryParam(%q) = %q %q %d %v, want %q %q %d %v", raw, r1, v1, n1, j1, r2, v2, n2, j2)
+		}
+		// The transport skips the cut when mayNameParam says there is
+		// nothing to find: it must never say so of a query that names it.
+		if n1 > 0 && !mayNameParam(raw, "id") {
+			t.Fatalf("mayNameParam(%q) is false, but the query names id %d times", raw, n1)
 		}
 	}
 }
@@ -322,6 +328,46 @@ func TestHeldAnswerLeavesNoHeader(t *testing.T) {
 	want := http.Header{"Www-Authenticate": {"Bearer ok"}, "X-Pre": {"changed-ok", "two", "added-ok"}}
 	if !reflect.DeepEqual(rec.Header(), want) || rec.Body.String() != "body-ok" {
 		t.Errorf("an answer let through: %v %q, want %v", rec.Header(), rec.Body, want)
+	}
+}
+
+// TestSaveRestoresEveryHeader: whatever the client's response held before
+// an answer that is then held back, restore puts back exactly that: the
+// headers Caddy's server sets (found by name), others (found by ranging
+// over the map), none.
+func TestSaveRestoresEveryHeader(t *testing.T) {
+	for _, before := range []http.Header{
+		{},
+		{"Server": {"Caddy"}},
+		{"Alt-Svc": {`h3=":443"`}},
+		{"Server": {"Caddy"}, "Alt-Svc": {`h3=":443"`}},
+		{"Server": {"Caddy"}, "X-Pre": {"orig", "two"}},
+		{"X-Pre": {"orig"}},
+		{"Server": {"Caddy"}, "Alt-Svc": {`h3=":443"`}, "X-Pre": {"orig"}},
+		{"A": {"1"}, "B": {"2"}, "C": {"3"}, "D": {"4"}, "E": {"5", "6"}, "Server": {"Caddy"}},
+	} {
+		rec := httptest.NewRecorder()
+		for k, v := range before {
+			rec.Header()[k] = slices.Clone(v)
+		}
+		c := &call{}
+		c.sent.Store(true)
+		sw := &statusWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: rec}, call: c, hold401: true}
+		h := sw.Header()
+		for k, v := range h {
+			v[0] = "changed"
+			h[k] = append(v, "added")
+		}
+		delete(h, "Server")
+		h["Via"] = []string{"1.1 Caddy"}
+		h.Set("Www-Authenticate", "Bearer")
+		sw.WriteHeader(http.StatusUnauthorized)
+		if !sw.held {
+			t.Fatalf("%v: the 401 was not held", before)
+		}
+		if !reflect.DeepEqual(rec.Header(), before) {
+			t.Errorf("held answer over %v left %v", before, rec.Header())
+		}
 	}
 }
 

@@ -169,12 +169,19 @@ func prepare(req *http.Request, dial string) (*http.Request, *call, error) {
 	// A header map of the request's own: the values are shared, never
 	// changed; only what the transport sets or drops differs.
 	h := make(http.Header, len(req.Header)+1)
+	// upgrade: a Connection or a non-empty Upgrade is among them, noted
+	// while copying rather than looked up after.
+	upgrade := false
 	for k, v := range req.Header {
-		if !c.up.dropsHeader(k) {
-			h[k] = v
+		if c.up.dropsHeader(k) {
+			continue
+		}
+		h[k] = v
+		if k == "Connection" || k == "Upgrade" && len(v) > 0 {
+			upgrade = true
 		}
 	}
-	if _, ok := h["Connection"]; ok || len(h["Upgrade"]) > 0 {
+	if upgrade {
 		// reverse_proxy has already removed what the caller's Connection
 		// named and put back "Connection: Upgrade" for an upgrade. Only a
 		// WebSocket upgrade goes on, with Connection naming nothing else, so
@@ -253,8 +260,10 @@ func (up *upstream) setCredentials(out *http.Request, c account.Credentials, slo
 		out.Header[up.credHeader] = slot[:]
 		// access_token is where RFC 6750 lets a bearer token ride in the
 		// query: a caller's one there would compete with the account's.
-		if q, _, n, _ := cutQueryParam(out.URL.RawQuery, "access_token"); n > 0 {
-			out.URL.RawQuery = q
+		if raw := out.URL.RawQuery; mayNameParam(raw, "access_token") {
+			if q, _, n, _ := cutQueryParam(raw, "access_token"); n > 0 {
+				out.URL.RawQuery = q
+			}
 		}
 	}
 }

@@ -46,6 +46,14 @@ func (c *clock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// lockTimeout is the LockTimeout of tests that shorten TokenTimeout, which
+// LockTimeout defaults to: taking a refresh lock is a store write, and on a
+// busy machine a write outlasts a few hundred milliseconds, which would turn
+// a test of a slow token endpoint into one of an unavailable store. A
+// caller waits LockTimeout + TokenTimeout at most, so a fault meant to
+// outlast the caller delays the token call longer than that.
+const lockTimeout = 2 * time.Second
+
 // env is one refresher over a real SQLite store and a real fosite
 // authorization server.
 type env struct {

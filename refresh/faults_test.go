@@ -42,6 +42,7 @@ func TestTransientFaults(t *testing.T) {
 				if tc.fault.Delay > 0 {
 					o.TokenTimeout = 300 * time.Millisecond
 					o.TokenHardLimit = 300 * time.Millisecond
+					o.LockTimeout = lockTimeout
 				}
 			})
 			a := e.connect("acc-fault", e.clock.Now().Add(30*time.Second))

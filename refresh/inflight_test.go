@@ -145,13 +145,14 @@ func TestTokenCallsInFlightAreBounded(t *testing.T) {
 // callers stop waiting at the timeout, the calls run to completion and their
 // answers are stored, so no grant is lost.
 func TestSlowTokenEndpointLosesNoGrant(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.TokenTimeout = 200 * time.Millisecond })
+	e := newEnv(t, func(o *Options) { o.TokenTimeout, o.LockTimeout = 200*time.Millisecond, lockTimeout })
 	const n = 6
 	var accts []*account.Account
 	for i := range n {
 		accts = append(accts, e.connect("acc-slow-"+string(rune('a'+i)), e.clock.Now().Add(-time.Second)))
 	}
-	e.auth.SetFault(testenv.Fault{Delay: 1500 * time.Millisecond})
+	// Slower than the callers' wait, however soon the lock is had.
+	e.auth.SetFault(testenv.Fault{Delay: lockTimeout + time.Second})
 	var wg sync.WaitGroup
 	for _, a := range accts {
 		wg.Add(1)
@@ -192,9 +193,9 @@ func TestSlowTokenEndpointLosesNoGrant(t *testing.T) {
 
 // Stop waits for a token call on the wire and stores its answer.
 func TestStopDrainsTokenCallsOnTheWire(t *testing.T) {
-	e := newEnv(t, func(o *Options) { o.TokenTimeout = 100 * time.Millisecond })
+	e := newEnv(t, func(o *Options) { o.TokenTimeout, o.LockTimeout = 100*time.Millisecond, lockTimeout })
 	a := e.connect("acc-drain", e.clock.Now().Add(-time.Second))
-	e.auth.SetFault(testenv.Fault{Delay: time.Second, Count: 1})
+	e.auth.SetFault(testenv.Fault{Delay: lockTimeout + time.Second, Count: 1})
 	if err := e.r.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -278,7 +278,10 @@ func (r *Refresher) Credentials(ctx context.Context, a *account.Account) (accoun
 		return account.Credentials{}, ErrNeedsReauth
 	}
 	c := a.Credentials
-	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.Sub(now) > skewFor(integ, c) {
+	// Expiry.After(now+skew) is Expiry.Sub(now) > skew without Sub's
+	// slow path: a stored expiry has no monotonic reading, and Sub then
+	// checks its arithmetic with an Add and an Equal, on every request.
+	if c.RefreshToken == "" || c.Expiry.IsZero() || c.Expiry.After(now.Add(skewFor(integ, c))) {
 		return c, nil
 	}
 	if c.Expiry.After(now) {

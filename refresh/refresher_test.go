@@ -225,6 +225,7 @@ func TestLostAnswerIsNotRetriedAndTheNextAttemptFindsOut(t *testing.T) {
 	e := newEnv(t, func(o *Options) {
 		o.TokenTimeout = 500 * time.Millisecond
 		o.TokenHardLimit = 500 * time.Millisecond
+		o.LockTimeout = lockTimeout
 	})
 	a := e.connect("acc-lost", e.clock.Now().Add(-time.Second))
 	// The server rotates and then answers too late.

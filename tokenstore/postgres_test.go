@@ -223,6 +223,22 @@ type cachedPair struct {
 	// hold, when set, keeps the listener inside onLost(true) until closed,
 	// so that a test can write while the listener surely is away.
 	hold chan struct{}
+
+	mu       sync.Mutex
+	notified map[string]int // invalidations the listener applied, by account
+}
+
+// waitNotified waits until the listener has applied n invalidations of
+// account id. A notification arrives whenever the listener's connection
+// gets to it: one still in flight when a test fills the cache drops the
+// entry afterwards.
+func (cp *cachedPair) waitNotified(t testing.TB, id string, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("the listener applying %d notification(s) of %s", n, id), func() bool {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+		return cp.notified[id] >= n
+	})
 }
 
 func newCachedPair(t testing.TB, dsn string, key []byte, hold ...chan struct{}) *cachedPair {
@@ -233,13 +249,19 @@ func newCachedPair(t testing.TB, dsn string, key []byte, hold ...chan struct{}) 
 		t.Fatal(err)
 	}
 	lctx, cancel := context.WithCancel(ctx)
-	cp := &cachedPair{pg: pg, cache: c, lost: make(chan bool, 16), done: make(chan struct{})}
+	cp := &cachedPair{pg: pg, cache: c, lost: make(chan bool, 16), done: make(chan struct{}), notified: map[string]int{}}
 	if len(hold) > 0 {
 		cp.hold = hold[0]
 	}
 	go func() {
 		defer close(cp.done)
-		pg.Listen(lctx, c.Invalidate, func(lost bool) {
+		invalidate := func(id string) {
+			c.Invalidate(id)
+			cp.mu.Lock()
+			cp.notified[id]++
+			cp.mu.Unlock()
+		}
+		pg.Listen(lctx, invalidate, func(lost bool) {
 			cp.lost <- lost
 			if lost && cp.hold != nil {
 				<-cp.hold
@@ -285,7 +307,10 @@ func TestPostgresNotifyInvalidatesOtherInstances(t *testing.T) {
 	}
 	// Fill instance two's cache, then change the account through one: a
 	// cache that did not hold the account would pass without any
-	// notification.
+	// notification. The creation's own notification must have been applied
+	// first, or, arriving late, it would drop the entry in the update's
+	// place.
+	two.waitNotified(t, a.ID, 1)
 	waitFor(t, 30*time.Second, "instance two caching the account", func() bool {
 		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
 			t.Fatal(err)
@@ -326,7 +351,10 @@ func TestPostgresListenerReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Cache the account in instance two: read it until the cache holds it
-	// (ristretto applies sets asynchronously and may turn one away).
+	// (ristretto applies sets asynchronously and may turn one away), once
+	// the creation's notification has been applied: arriving late, it would
+	// drop the entry that only the catch-up may drop.
+	two.waitNotified(t, a.ID, 1)
 	waitFor(t, 30*time.Second, "instance two caching the account", func() bool {
 		if _, err := two.cache.GetAccount(ctx, a.ID); err != nil {
 			t.Fatal(err)
