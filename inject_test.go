@@ -87,7 +87,7 @@ func TestCutQueryParamAgreesWithSplitAndJoin(t *testing.T) {
 		if r1 != r2 || v1 != v2 || n1 != n2 || j1 != j2 {
 			t.Fatalf("cutQueryParam(%q) = %q %q %d %v, want %q %q %d %v", raw, r1, v1, n1, j1, r2, v2, n2, j2)
 		}
-		// The transport skips the cut when mayNameParam says there is
+		// cutQueryParam stops early when mayNameParam says there is
 		// nothing to find: it must never say so of a query that names it.
 		if n1 > 0 && !mayNameParam(raw, "id") {
 			t.Fatalf("mayNameParam(%q) is false, but the query names id %d times", raw, n1)

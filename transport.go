@@ -260,10 +260,8 @@ func (up *upstream) setCredentials(out *http.Request, c account.Credentials, slo
 		out.Header[up.credHeader] = slot[:]
 		// access_token is where RFC 6750 lets a bearer token ride in the
 		// query: a caller's one there would compete with the account's.
-		if raw := out.URL.RawQuery; mayNameParam(raw, "access_token") {
-			if q, _, n, _ := cutQueryParam(raw, "access_token"); n > 0 {
-				out.URL.RawQuery = q
-			}
+		if q, _, n, _ := cutQueryParam(out.URL.RawQuery, "access_token"); n > 0 {
+			out.URL.RawQuery = q
 		}
 	}
 }
