@@ -98,8 +98,8 @@ func OpenSQLite(ctx context.Context, path string, s *Sealer) (*SQLite, error) {
 	// conflict) and temporary tables stay in memory instead of temporary
 	// files written and read back by syscalls.
 	wq.Add("_pragma", "temp_store(MEMORY)")
-	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
 	wdsn := "file:" + path + "?" + wq.Encode()
+	w, err := sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite database %s: %w", path, err)
 	}
